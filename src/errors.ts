@@ -1,0 +1,98 @@
+/**
+ * Every error failsoft throws on purpose is a `FailsoftError` with a stable `code`.
+ * Codes never change meaning once released: match on `code`, not on `message`.
+ */
+export type FailsoftErrorCode =
+  | 'FAILSOFT_INVALID_OPTION'
+  | 'FAILSOFT_REDIS_UNAVAILABLE'
+  | 'FAILSOFT_REDIS_TIMEOUT'
+  | 'FAILSOFT_CLOSED'
+  | 'FAILSOFT_INVALID_KEY'
+  | 'FAILSOFT_INVALID_VALUE'
+  | 'FAILSOFT_VALUE_TOO_LARGE'
+  | 'FAILSOFT_INVALID_TTL'
+  | 'FAILSOFT_INVALID_NAME'
+  | 'FAILSOFT_INVALID_MESSAGE'
+  | 'FAILSOFT_MESSAGE_TOO_LARGE'
+  | 'FAILSOFT_CHANNEL_FULL'
+  | 'FAILSOFT_UNKNOWN_TASK'
+  | 'FAILSOFT_INVALID_TASK_ARGS'
+  | 'FAILSOFT_SPOOL_FULL'
+  | 'FAILSOFT_INLINE_BUSY'
+  | 'FAILSOFT_TASK_TIMEOUT'
+
+export interface FailsoftErrorOptions {
+  cause?: unknown
+  /** Structured context (never secrets): the offending value, the limit, the option name … */
+  details?: Record<string, unknown>
+}
+
+export class FailsoftError extends Error {
+  readonly code: FailsoftErrorCode
+  readonly details: Readonly<Record<string, unknown>>
+
+  constructor(code: FailsoftErrorCode, message: string, options: FailsoftErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause })
+    this.name = new.target.name
+    this.code = code
+    this.details = Object.freeze({ ...options.details })
+  }
+}
+
+/** Redis is known to be unavailable (or failsoft is forced to its fallbacks); nothing was sent. */
+export class RedisUnavailableError extends FailsoftError {
+  constructor(message = 'Redis is unavailable', options: FailsoftErrorOptions = {}) {
+    super('FAILSOFT_REDIS_UNAVAILABLE', message, options)
+  }
+}
+
+/**
+ * A command was sent but no reply came within the deadline. The command may still execute
+ * later (a frozen Redis processes its input buffer when it wakes up): treat it as "may have
+ * landed", never as "did not happen".
+ */
+export class RedisTimeoutError extends FailsoftError {
+  constructor(timeoutMs: number, options: FailsoftErrorOptions = {}) {
+    super('FAILSOFT_REDIS_TIMEOUT', `Redis did not answer within ${timeoutMs} ms`, {
+      ...options,
+      details: { timeoutMs, ...options.details },
+    })
+  }
+}
+
+/** The failsoft instance (or component) was closed. */
+export class ClosedError extends FailsoftError {
+  constructor(what = 'failsoft instance') {
+    super('FAILSOFT_CLOSED', `The ${what} is closed`)
+  }
+}
+
+/** Describe a value for an error message without dumping it whole (or leaking a secret). */
+export function describeValue(value: unknown): string {
+  if (value === null) return 'null'
+  if (value === undefined) return 'undefined'
+  if (typeof value === 'string') {
+    const shown = value.length > 60 ? `${value.slice(0, 57)}...` : value
+    return `${JSON.stringify(shown)} (string of length ${value.length})`
+  }
+  if (typeof value === 'number' || typeof value === 'boolean' || typeof value === 'bigint') {
+    return `${String(value)} (${typeof value})`
+  }
+  if (Array.isArray(value)) return `an array of length ${value.length}`
+  if (typeof value === 'function') return 'a function'
+  if (typeof value === 'symbol') return 'a symbol'
+  return `an object (${Object.prototype.toString.call(value)})`
+}
+
+/** Build the error thrown by option validation: it names the option and what it received. */
+export function invalidOption(
+  option: string,
+  expected: string,
+  received: unknown,
+  kind: 'type' | 'range' = 'type',
+): TypeError | RangeError {
+  const message = `failsoft: option \`${option}\` must be ${expected}; received ${describeValue(received)}`
+  const error = kind === 'range' ? new RangeError(message) : new TypeError(message)
+  Object.assign(error, { code: 'FAILSOFT_INVALID_OPTION', option })
+  return error
+}

@@ -1,0 +1,102 @@
+import type { Redis } from 'ioredis'
+import { ClosedError } from './errors.js'
+import { HealthMonitor, type Health, type HealthState } from './health/monitor.js'
+import type { Logger } from './logger.js'
+import { resolveOptions, type FailsoftOptions } from './options.js'
+
+/**
+ * What a component receives from `createFailsoft`: the one health monitor, the key prefix and
+ * a logger. Components never import each other; this is their only shared dependency.
+ */
+export interface FailsoftContext {
+  readonly monitor: HealthMonitor
+  /** Every Redis key a component writes starts with `${prefix}:`. */
+  readonly prefix: string
+  readonly logger: Logger
+  /** Throws ClosedError once the instance is closed. */
+  assertOpen(): void
+}
+
+/** JSON-safe snapshot of an instance, for status pages and readiness probes. */
+export interface FailsoftStatus {
+  redis: {
+    available: boolean
+    state: HealthState
+    since: string
+    error: string | null
+    target: string | null
+    [key: string]: unknown
+  }
+  /** One entry per component created so far, keyed by its name (e.g. 'cache:api'). */
+  components: Record<string, { backend: 'redis' | 'memory'; [key: string]: unknown }>
+}
+
+export class Failsoft {
+  /** The one health monitor every component reads. */
+  readonly health: Health
+  readonly #monitor: HealthMonitor
+  readonly #context: FailsoftContext
+  #closed = false
+
+  constructor(options?: FailsoftOptions) {
+    const resolved = resolveOptions(options)
+    this.#monitor = new HealthMonitor({
+      target: resolved.target,
+      prefix: resolved.prefix,
+      timings: resolved.timings,
+      logger: resolved.logger,
+    })
+    this.health = this.#monitor
+    this.#context = {
+      monitor: this.#monitor,
+      prefix: resolved.prefix,
+      logger: resolved.logger,
+      assertOpen: () => {
+        if (this.#closed) throw new ClosedError()
+      },
+    }
+  }
+
+  /** @internal Used by the components' factories and by tests. */
+  get context(): FailsoftContext {
+    return this.#context
+  }
+
+  /**
+   * Resolves once the first health decision is made: 'up' when Redis answered, 'down' when it
+   * did not within `health.connectTimeoutMs` (or at once when the connection is refused, or
+   * in memory-only mode). Never rejects. Operations issued before it resolves are served by
+   * the fallbacks; none of them waits for a first connection.
+   */
+  ready(): Promise<HealthState> {
+    return this.#monitor.ready()
+  }
+
+  status(): FailsoftStatus {
+    return {
+      redis: this.#monitor.status() as FailsoftStatus['redis'],
+      components: this.#monitor.componentStatuses() as FailsoftStatus['components'],
+    }
+  }
+
+  /**
+   * A Redis connection with failsoft's defaults for its role, closed by `close()`. For
+   * components and advanced use; most applications never need one.
+   */
+  connection(role: 'subscriber' | 'blocking', name: string): Redis {
+    this.#context.assertOpen()
+    return this.#monitor.createConnection(role, name)
+  }
+
+  /** Closes every component, connection and timer this instance opened. Idempotent. */
+  async close(): Promise<void> {
+    if (this.#closed) return
+    this.#closed = true
+    await this.#monitor.close()
+  }
+}
+
+/** Create a failsoft instance: one per process, shared by its cache, channels and tasks. */
+export function createFailsoft(options?: FailsoftOptions): Failsoft {
+  return new Failsoft(options)
+}

@@ -1,0 +1,835 @@
+import { randomUUID } from 'node:crypto'
+import type { Redis } from 'ioredis'
+import { ClosedError, RedisTimeoutError, RedisUnavailableError } from '../errors.js'
+import { loggableError, type Logger } from '../logger.js'
+import { createConnection, isConnectivityError, type ConnectionRole } from '../redis/connection.js'
+import type { RedisTarget } from '../redis/target.js'
+import { TypedEvents, type Disposable } from './events.js'
+import type { HealthTimings } from './timings.js'
+
+/** The state every component reads before each operation. */
+export type HealthState = 'starting' | 'up' | 'down'
+
+/** The health state with what goes with it, read synchronously. */
+export type HealthSnapshot =
+  | { readonly state: 'starting'; readonly since: number }
+  | { readonly state: 'up'; readonly since: number }
+  | {
+      readonly state: 'down'
+      readonly since: number
+      readonly error: Error
+      /** True when the operator forced the fallbacks (Redis itself may be fine). */
+      readonly forced: boolean
+    }
+
+export interface HealthEvents {
+  /** Components stop using Redis. Emitted once per outage. */
+  down: { readonly error: Error; readonly at: number; readonly forced: boolean }
+  /** Components are back on Redis; every registered recovery step has run. */
+  up: {
+    readonly at: number
+    /** How long the components were on their fallbacks (0 at start-up). */
+    readonly downtimeMs: number
+    /** Operations the fallbacks served during that time. */
+    readonly fallbackOps: number
+    /** True when Redis came back empty (see 'reset'). */
+    readonly reset: boolean
+  }
+  /**
+   * Redis lost what failsoft had stored in it (it restarted without persistence, or was
+   * flushed): components re-assert what lived there (group memberships, schedulers).
+   */
+  reset: {
+    readonly at: number
+    readonly runId: string | null
+    readonly previousRunId: string | null
+  }
+}
+
+/** The public face of the monitor: `failsoft.health`. */
+export interface Health {
+  /** 'starting' until the first decision, then 'up' or 'down'. A property read, never I/O. */
+  readonly state: HealthState
+  /** `state === 'up'`: components use Redis. */
+  readonly available: boolean
+  /** True while `forceFallback(true)` is in effect. */
+  readonly forced: boolean
+  snapshot(): HealthSnapshot
+  on<K extends keyof HealthEvents>(
+    event: K,
+    listener: (payload: HealthEvents[K]) => void,
+  ): Disposable
+  once<K extends keyof HealthEvents>(
+    event: K,
+    listener: (payload: HealthEvents[K]) => void,
+  ): Disposable
+  /**
+   * Operator switch: `true` makes every component behave as if Redis were down (fallbacks,
+   * journals) until `false`, which reconciles and returns to Redis if it is reachable.
+   */
+  forceFallback(on: boolean): void
+}
+
+/** Passed to a component's recovery step, which runs before the state returns to 'up'. */
+export interface RecoveryContext {
+  /** Redis lost its data since the component last used it: re-assert everything. */
+  readonly reset: boolean
+  readonly downtimeMs: number
+  /** Aborted if Redis fails again (or failsoft closes) while the step runs. */
+  readonly signal: AbortSignal
+  /** Run commands during recovery (the state is not 'up' yet, so `run` would refuse). */
+  run<T>(fn: (redis: Redis) => Promise<T>): Promise<T>
+}
+
+/** What a component tells the monitor about itself. */
+export interface ComponentRegistration {
+  /** Unique per instance, e.g. 'cache:api'. */
+  readonly name: string
+  /** What serves while Redis is down, for the WARNING line, e.g. 'in-process memory cache'. */
+  readonly fallback: string
+  /**
+   * Reconcile before the component returns to Redis. Must be idempotent: if Redis fails
+   * again meanwhile it is run again on the next recovery. Throwing keeps every component on
+   * its fallback and the step is retried at the next probe.
+   */
+  recover?(context: RecoveryContext): Promise<void>
+  /**
+   * Synchronous check run just before the state flips to 'up': true if work arrived during
+   * recovery (e.g. a key journaled while the step ran), so the step must run again.
+   */
+  needsRecovery?(): boolean
+  /** JSON-safe status for `failsoft.status()`. */
+  status?(): Record<string, unknown>
+  /** Called by `failsoft.close()`, in reverse registration order, before connections close. */
+  close?(): Promise<void> | void
+}
+
+/** What a component gets back from `register`. */
+export interface ComponentHandle extends Disposable {
+  readonly logger: Logger
+  /** Count operations served by the fallback (reported in the INFO line on recovery). */
+  recordFallback(count?: number): void
+  readonly fallbackOps: number
+}
+
+interface Registered {
+  readonly registration: ComponentRegistration
+  readonly logger: Logger
+  fallbackOps: number
+}
+
+interface InFlight {
+  readonly start: number
+}
+
+const now = (): number => Date.now()
+
+/**
+ * One per failsoft instance: owns the command and health connections and decides, for every
+ * component, whether Redis is used. Detection comes from the client's own signals (socket
+ * errors and closes, commands that outlive their deadline, a heartbeat with its own deadline
+ * on a separate connection); recovery from a timer-driven probe, then the components'
+ * recovery steps, then 'up'.
+ */
+export class HealthMonitor implements Health {
+  readonly target: RedisTarget | null
+  readonly #timings: HealthTimings
+  readonly #logger: Logger
+  readonly #rootLogger: Logger
+  readonly #events: TypedEvents<HealthEvents>
+  readonly #epochKey: string
+  readonly #connectionPrefix: string
+
+  readonly #command: Redis | null = null
+  readonly #health: Redis | null = null
+  readonly #extra = new Set<Redis>()
+  readonly #components: Registered[] = []
+  readonly #inFlight = new Set<InFlight>()
+
+  /** What the connections say. 'up' means connected, not yet that components use Redis. */
+  #redis: HealthState = 'starting'
+  /** What components use: only 'up' after their recovery steps ran. */
+  #state: HealthState = 'starting'
+  #since = now()
+  #error: Error | null = null
+  #forced = false
+  #closed = false
+  #epoch: string | null = null
+  #runId: string | null = null
+  #outageFallbackOps = 0
+  #transitions = { down: 0, up: 0, reset: 0 }
+  #lastTransition: { to: HealthState; at: number } | null = null
+  /** Bumped on every Redis failure: a recovery started before it is abandoned. */
+  #generation = 0
+  #recovery: AbortController | null = null
+  #recovering = false
+  #heartbeatPending = false
+  #probeTimer: NodeJS.Timeout | null = null
+  #heartbeatTimer: NodeJS.Timeout | null = null
+  #watchdogTimer: NodeJS.Timeout | null = null
+  #summaryTimer: NodeJS.Timeout | null = null
+  #probing = false
+  #readyResolvers: Array<(state: HealthState) => void> = []
+
+  constructor(options: {
+    target: RedisTarget | null
+    prefix: string
+    timings: HealthTimings
+    logger: Logger
+  }) {
+    this.target = options.target
+    this.#timings = options.timings
+    this.#rootLogger = options.logger
+    this.#logger = options.logger.child({ component: 'health' })
+    this.#events = new TypedEvents<HealthEvents>((event, error) =>
+      this.#logger.error(
+        { err: loggableError(error), event },
+        'a failsoft health listener threw; the error was contained',
+      ),
+    )
+    this.#epochKey = `${options.prefix}:failsoft:epoch`
+    this.#connectionPrefix = `failsoft:${options.prefix}`
+
+    if (this.target === null) {
+      // Memory-only mode: no socket is ever opened.
+      this.#redis = 'down'
+      this.#state = 'down'
+      this.#error = new RedisUnavailableError('Redis is not configured (memory-only mode)')
+      this.#logger.info(
+        { mode: 'memory-only' },
+        'failsoft running without Redis (memory-only mode)',
+      )
+      return
+    }
+    this.#command = this.#connection('command', 'command')
+    this.#health = this.#connection('health', 'health')
+    this.#watchdogTimer = unref(
+      setInterval(
+        () => this.#watchdog(),
+        Math.max(10, Math.floor(this.#timings.commandTimeoutMs / 5)),
+      ),
+    )
+    this.#heartbeatTimer = unref(
+      setInterval(() => this.#heartbeat(), this.#timings.heartbeatIntervalMs),
+    )
+    this.#scheduleProbe(0)
+  }
+
+  // ── public API ─────────────────────────────────────────────────────────────────────────────
+
+  get state(): HealthState {
+    return this.#state
+  }
+
+  get available(): boolean {
+    return this.#state === 'up'
+  }
+
+  get forced(): boolean {
+    return this.#forced
+  }
+
+  get memoryOnly(): boolean {
+    return this.target === null
+  }
+
+  snapshot(): HealthSnapshot {
+    if (this.#state === 'down') {
+      return {
+        state: 'down',
+        since: this.#since,
+        error: this.#error ?? new RedisUnavailableError(),
+        forced: this.#forced,
+      }
+    }
+    return { state: this.#state, since: this.#since }
+  }
+
+  on<K extends keyof HealthEvents>(
+    event: K,
+    listener: (payload: HealthEvents[K]) => void,
+  ): Disposable {
+    return this.#events.on(event, listener)
+  }
+
+  once<K extends keyof HealthEvents>(
+    event: K,
+    listener: (payload: HealthEvents[K]) => void,
+  ): Disposable {
+    return this.#events.once(event, listener)
+  }
+
+  forceFallback(on: boolean): void {
+    if (typeof on !== 'boolean')
+      throw new TypeError(`forceFallback expects a boolean; received ${typeof on}`)
+    if (this.#closed || this.target === null || on === this.#forced) return
+    this.#forced = on
+    if (on) {
+      this.#logger.warn({ forced: true }, 'fallbacks forced by the operator')
+      if (this.#state !== 'down') {
+        this.#goDown(new RedisUnavailableError('fallbacks forced by the operator'), true)
+      }
+      this.#recovery?.abort()
+    } else {
+      this.#logger.info({ forced: false }, 'operator released the forced fallbacks')
+      if (this.#redis === 'up') void this.#recoverAndGoUp(false)
+    }
+  }
+
+  /** Resolves with the first decision ('up' or 'down'); never rejects, never waits past the connect deadline. */
+  ready(): Promise<HealthState> {
+    if (this.#state !== 'starting') return Promise.resolve(this.#state)
+    return new Promise((resolve) => this.#readyResolvers.push(resolve))
+  }
+
+  // ── for components ─────────────────────────────────────────────────────────────────────────
+
+  /**
+   * Run commands on the shared command connection. Rejects at once with
+   * RedisUnavailableError when the state is not 'up' — but components check `available`
+   * first and take their fallback without creating an error. A command that outlives
+   * `commandTimeoutMs` brings the state down, which closes the connection and rejects every
+   * command still waiting, so no caller waits much longer than the deadline.
+   */
+  run<T>(fn: (redis: Redis) => Promise<T>): Promise<T> {
+    if (this.#closed) return Promise.reject(new ClosedError())
+    if (this.#state !== 'up' || this.#command === null) {
+      return Promise.reject(new RedisUnavailableError())
+    }
+    return this.#tracked(this.#command, fn)
+  }
+
+  /** A component saw a failure on one of its own connections. */
+  reportFailure(error: unknown): void {
+    if (!isConnectivityError(error)) return
+    this.#redisDown(asError(error))
+  }
+
+  /**
+   * Open an extra connection with failsoft's defaults for its role (e.g. a subscriber).
+   * failsoft closes it on `close()`; its errors are contained.
+   */
+  createConnection(role: ConnectionRole, name: string): Redis {
+    if (this.target === null)
+      throw new RedisUnavailableError('Redis is not configured (memory-only mode)')
+    if (this.#closed) throw new ClosedError()
+    const connection = this.#connection(role, name)
+    this.#extra.add(connection)
+    connection.once('end', () => this.#extra.delete(connection))
+    return connection
+  }
+
+  register(registration: ComponentRegistration): ComponentHandle {
+    if (this.#components.some((c) => c.registration.name === registration.name)) {
+      throw new RangeError(
+        `failsoft: a component named "${registration.name}" is already registered`,
+      )
+    }
+    const entry: Registered = {
+      registration,
+      logger: this.#rootLogger.child({ component: registration.name }),
+      fallbackOps: 0,
+    }
+    this.#components.push(entry)
+    if (this.#state === 'down' && this.target !== null) this.#warnFallback(entry)
+    const countFallback = (count: number): void => {
+      entry.fallbackOps += count
+      this.#outageFallbackOps += count
+    }
+    return {
+      logger: entry.logger,
+      get fallbackOps() {
+        return entry.fallbackOps
+      },
+      recordFallback: (count = 1) => countFallback(count),
+      dispose: () => {
+        const index = this.#components.indexOf(entry)
+        if (index >= 0) this.#components.splice(index, 1)
+      },
+    }
+  }
+
+  status(): Record<string, unknown> {
+    return {
+      available: this.available,
+      state: this.#state,
+      since: new Date(this.#since).toISOString(),
+      error: this.#state === 'down' ? (this.#error?.message ?? null) : null,
+      target: this.target?.label ?? null,
+      tls: this.target?.tls ?? false,
+      mode: this.target === null ? 'memory-only' : 'redis',
+      forced: this.#forced,
+      runId: this.#runId,
+      transitions: { ...this.#transitions },
+      lastTransition:
+        this.#lastTransition === null
+          ? null
+          : { to: this.#lastTransition.to, at: new Date(this.#lastTransition.at).toISOString() },
+      fallbackOps: this.#components.reduce((sum, c) => sum + c.fallbackOps, 0),
+    }
+  }
+
+  componentStatuses(): Record<string, Record<string, unknown>> {
+    const out: Record<string, Record<string, unknown>> = {}
+    for (const c of this.#components) {
+      out[c.registration.name] = {
+        backend: this.available ? 'redis' : 'memory',
+        fallbackOps: c.fallbackOps,
+        ...c.registration.status?.(),
+      }
+    }
+    return out
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return
+    this.#closed = true
+    this.#generation++
+    this.#recovery?.abort()
+    for (const timer of [this.#probeTimer, this.#summaryTimer]) if (timer) clearTimeout(timer)
+    for (const timer of [this.#heartbeatTimer, this.#watchdogTimer]) if (timer) clearInterval(timer)
+    for (const entry of [...this.#components].reverse()) {
+      try {
+        await entry.registration.close?.()
+      } catch (error) {
+        entry.logger.error({ err: loggableError(error) }, 'component failed to close cleanly')
+      }
+    }
+    const connections = [...this.#extra, this.#health, this.#command].filter(
+      (c): c is Redis => c !== null,
+    )
+    await Promise.all(connections.map((c) => closeConnection(c)))
+    this.#state = 'down'
+    this.#resolveReady()
+    this.#events.clear()
+  }
+
+  // ── detection ──────────────────────────────────────────────────────────────────────────────
+
+  #connection(role: ConnectionRole, name: string): Redis {
+    if (this.target === null) throw new RedisUnavailableError()
+    const connection = createConnection(this.target.options, role, {
+      connectTimeoutMs: this.#timings.connectTimeoutMs,
+      connectionName: `${this.#connectionPrefix}:${name}`,
+    })
+    // An 'error' event with no listener would crash the process: always contain it. The
+    // failure itself is acted on through 'close' and the failed commands.
+    connection.on('error', (error: unknown) => {
+      if (this.#redis === 'up') this.#error = asError(error)
+    })
+    if (role === 'command' || role === 'health') {
+      connection.on('close', () => {
+        if (!this.#closed && this.#redis === 'up') {
+          this.#redisDown(
+            this.#error ?? new RedisUnavailableError(`Redis ${role} connection closed`),
+          )
+        }
+      })
+    }
+    return connection
+  }
+
+  async #tracked<T>(connection: Redis, fn: (redis: Redis) => Promise<T>): Promise<T> {
+    const token: InFlight = { start: now() }
+    this.#inFlight.add(token)
+    try {
+      return await fn(connection)
+    } catch (error) {
+      if (isConnectivityError(error)) this.#redisDown(asError(error))
+      throw error
+    } finally {
+      this.#inFlight.delete(token)
+    }
+  }
+
+  /** A frozen Redis sends nothing: the oldest command still waiting is the signal. */
+  #watchdog(): void {
+    const oldest = this.#inFlight.values().next().value
+    if (oldest === undefined || now() - oldest.start <= this.#timings.commandTimeoutMs) return
+    // A timer can fire late because the event loop was busy; the reply may already be
+    // waiting in the socket. setImmediate runs after the poll phase has read it.
+    setImmediate(() => {
+      if (this.#inFlight.has(oldest)) {
+        this.#redisDown(
+          new RedisTimeoutError(this.#timings.commandTimeoutMs, { details: { source: 'command' } }),
+        )
+      }
+    })
+  }
+
+  #heartbeat(): void {
+    if (this.#closed || this.#redis !== 'up' || this.#heartbeatPending || this.#health === null)
+      return
+    this.#heartbeatPending = true
+    const generation = this.#generation
+    let answered = false
+    const deadline = setTimeout(() => {
+      setImmediate(() => {
+        if (!answered && generation === this.#generation) {
+          this.#redisDown(
+            new RedisTimeoutError(this.#timings.heartbeatTimeoutMs, {
+              details: { source: 'heartbeat' },
+            }),
+          )
+        }
+      })
+    }, this.#timings.heartbeatTimeoutMs)
+    this.#health
+      .get(this.#epochKey)
+      .then(
+        (epoch) => {
+          if (generation === this.#generation && epoch !== this.#epoch) void this.#onResetWhileUp()
+        },
+        (error: unknown) => {
+          if (generation === this.#generation && isConnectivityError(error))
+            this.#redisDown(asError(error))
+        },
+      )
+      .finally(() => {
+        answered = true
+        clearTimeout(deadline)
+        this.#heartbeatPending = false
+      })
+  }
+
+  #redisDown(error: Error): void {
+    if (this.#closed) return
+    this.#error = error
+    if (this.#redis === 'down') return
+    this.#redis = 'down'
+    this.#generation++
+    this.#recovery?.abort()
+    // Closing the connections rejects every command still waiting (so no caller hangs on a
+    // frozen server) and guarantees a late reply can never be matched to a new command.
+    this.#command?.disconnect()
+    this.#health?.disconnect()
+    if (this.#state !== 'down') this.#goDown(error, false)
+    this.#scheduleProbe(this.#timings.probeIntervalMs)
+  }
+
+  #goDown(error: Error, forced: boolean): void {
+    const first = this.#state === 'starting'
+    this.#state = 'down'
+    this.#since = now()
+    this.#error = error
+    this.#outageFallbackOps = 0
+    this.#transitions.down++
+    this.#lastTransition = { to: 'down', at: this.#since }
+    if (!forced) {
+      this.#logger.error(
+        {
+          err: loggableError(error, this.target?.secrets),
+          target: this.target?.label,
+          startup: first,
+        },
+        first
+          ? 'Redis unavailable at start-up; serving from fallbacks'
+          : 'Redis unavailable; serving from fallbacks',
+      )
+    }
+    for (const entry of this.#components) this.#warnFallback(entry)
+    this.#startSummary()
+    this.#resolveReady()
+    this.#events.emit('down', { error, at: this.#since, forced })
+  }
+
+  #warnFallback(entry: Registered): void {
+    entry.logger.warn(
+      { fallback: entry.registration.fallback, forced: this.#forced },
+      `${entry.registration.name} is using its fallback: ${entry.registration.fallback}`,
+    )
+  }
+
+  #startSummary(): void {
+    if (this.#summaryTimer) clearInterval(this.#summaryTimer)
+    this.#summaryTimer = unref(
+      setInterval(() => {
+        if (this.#state !== 'down') return
+        this.#logger.warn(
+          {
+            downForMs: now() - this.#since,
+            fallbackOps: this.#outageFallbackOps,
+            forced: this.#forced,
+            err: loggableError(this.#error, this.target?.secrets),
+          },
+          this.#forced ? 'fallbacks still forced' : 'Redis still unavailable',
+        )
+      }, this.#timings.summaryIntervalMs),
+    )
+  }
+
+  // ── recovery ───────────────────────────────────────────────────────────────────────────────
+
+  #scheduleProbe(delayMs: number): void {
+    if (this.#closed || this.#probeTimer !== null) return
+    // Jitter so that many processes do not probe a recovering Redis in lockstep.
+    const jittered = delayMs === 0 ? 0 : Math.round(delayMs * (0.75 + Math.random() * 0.5))
+    this.#probeTimer = unref(
+      setTimeout(() => {
+        this.#probeTimer = null
+        void this.#probe()
+      }, jittered),
+    )
+  }
+
+  /** Timer-driven, one at a time: never a tight loop of instantly failing attempts. */
+  async #probe(): Promise<void> {
+    if (this.#closed || this.#probing || this.#redis === 'up') return
+    this.#probing = true
+    const generation = this.#generation
+    try {
+      const health = this.#health
+      const command = this.#command
+      if (health === null || command === null) return
+      await this.#connect(health)
+      await withDeadline(health.ping(), this.#timings.heartbeatTimeoutMs, 'probe')
+      await this.#connect(command)
+      const runId = await readRunId(health)
+      const reset = await this.#checkEpoch(health)
+      if (this.#closed || generation !== this.#generation)
+        throw new RedisUnavailableError('Redis failed during the probe')
+      this.#redisUp(runId, reset)
+    } catch (error) {
+      if (this.#closed) return
+      this.#error = asError(error)
+      this.#health?.disconnect()
+      if (this.#state === 'starting') this.#goDown(this.#error, false)
+      this.#scheduleProbe(this.#timings.probeIntervalMs)
+    } finally {
+      this.#probing = false
+    }
+  }
+
+  async #connect(connection: Redis): Promise<void> {
+    if (connection.status === 'ready') return
+    if (
+      connection.status !== 'wait' &&
+      connection.status !== 'end' &&
+      connection.status !== 'close'
+    ) {
+      connection.disconnect()
+    }
+    const attempt = connection.connect()
+    try {
+      await withDeadline(attempt, this.#timings.connectTimeoutMs, 'connect')
+    } catch (error) {
+      // A blackholed connect never settles by itself: drop it. The attempt's own rejection is
+      // expected and already handled by this catch.
+      attempt.catch(() => undefined)
+      connection.disconnect()
+      throw error
+    }
+  }
+
+  /**
+   * The epoch key holds a random value written by the first process that finds it missing.
+   * A process that sees a value other than the one it knew (or none) knows Redis lost what it
+   * had stored: restarted without persistence, flushed or evicted.
+   */
+  async #checkEpoch(health: Redis): Promise<boolean> {
+    let epoch = await withDeadline(
+      health.get(this.#epochKey),
+      this.#timings.heartbeatTimeoutMs,
+      'epoch',
+    )
+    if (epoch === null) {
+      await health.set(this.#epochKey, randomUUID(), 'NX')
+      epoch = await health.get(this.#epochKey)
+    }
+    const reset = this.#epoch !== null && epoch !== this.#epoch
+    this.#epoch = epoch
+    return reset
+  }
+
+  #redisUp(runId: string | null, reset: boolean): void {
+    const previousRunId = this.#runId
+    this.#runId = runId
+    this.#redis = 'up'
+    this.#error = null
+    if (previousRunId !== null && runId !== previousRunId && !reset) {
+      this.#logger.info({ runId, previousRunId }, 'Redis restarted with its data')
+    }
+    if (reset) this.#emitReset(runId, previousRunId)
+    if (this.#forced) {
+      if (this.#state === 'starting')
+        this.#goDown(new RedisUnavailableError('fallbacks forced by the operator'), true)
+      this.#logger.info({ target: this.target?.label }, 'Redis reachable; fallbacks still forced')
+      return
+    }
+    void this.#recoverAndGoUp(reset)
+  }
+
+  #emitReset(runId: string | null, previousRunId: string | null): void {
+    this.#transitions.reset++
+    this.#logger.warn(
+      { runId, previousRunId },
+      'Redis lost its data (restarted empty or flushed); components re-assert their state',
+    )
+    this.#events.emit('reset', { at: now(), runId, previousRunId })
+  }
+
+  async #onResetWhileUp(): Promise<void> {
+    const health = this.#health
+    if (health === null || this.#recovering) return
+    try {
+      const reset = await this.#checkEpoch(health)
+      if (!reset) return
+      this.#emitReset(this.#runId, this.#runId)
+      await this.#runRecoverySteps(true, 0, this.#generation)
+    } catch (error) {
+      this.#logger.warn(
+        { err: loggableError(error, this.target?.secrets) },
+        'could not re-assert component state after a Redis reset',
+      )
+      if (isConnectivityError(error)) this.#redisDown(asError(error))
+    }
+  }
+
+  async #recoverAndGoUp(reset: boolean): Promise<void> {
+    if (this.#recovering) return
+    this.#recovering = true
+    const generation = this.#generation
+    const wasStarting = this.#state === 'starting'
+    const downtimeMs = wasStarting ? 0 : now() - this.#since
+    try {
+      // Work can arrive while a step runs (a key journaled by a write that was already under
+      // way): re-run until every component says it is clean, then flip in the same tick.
+      for (let round = 0; ; round++) {
+        await this.#runRecoverySteps(reset, downtimeMs, generation)
+        if (!this.#stillCurrent(generation)) return
+        const dirty = this.#components.some((c) => c.registration.needsRecovery?.() === true)
+        if (!dirty) break
+        if (round >= 10) throw new Error('components kept needing recovery after 10 rounds')
+      }
+      const at = now()
+      const fallbackOps = this.#outageFallbackOps
+      this.#state = 'up'
+      this.#since = at
+      this.#error = null
+      this.#transitions.up++
+      this.#lastTransition = { to: 'up', at }
+      if (this.#summaryTimer) clearInterval(this.#summaryTimer)
+      this.#summaryTimer = null
+      if (wasStarting) {
+        this.#logger.info({ target: this.target?.label, runId: this.#runId }, 'Redis available')
+      } else {
+        this.#logger.info(
+          { target: this.target?.label, downtimeMs, fallbackOps, reset, runId: this.#runId },
+          'Redis is back; components returned to Redis',
+        )
+      }
+      this.#resolveReady()
+      this.#events.emit('up', { at, downtimeMs, fallbackOps, reset })
+    } catch (error) {
+      if (!this.#stillCurrent(generation)) return
+      this.#logger.warn(
+        { err: loggableError(error, this.target?.secrets) },
+        'recovery step failed; staying on fallbacks and retrying',
+      )
+      if (this.#state === 'starting') this.#goDown(asError(error), false)
+      if (isConnectivityError(error) && !(error instanceof RecoveryStepError)) {
+        this.#redisDown(asError(error))
+      } else {
+        this.#redis = 'down'
+        this.#scheduleProbe(this.#timings.probeIntervalMs)
+      }
+    } finally {
+      this.#recovering = false
+    }
+  }
+
+  #stillCurrent(generation: number): boolean {
+    return !this.#closed && !this.#forced && generation === this.#generation && this.#redis === 'up'
+  }
+
+  async #runRecoverySteps(reset: boolean, downtimeMs: number, generation: number): Promise<void> {
+    const controller = new AbortController()
+    this.#recovery = controller
+    const command = this.#command
+    if (command === null) return
+    const context: RecoveryContext = {
+      reset,
+      downtimeMs,
+      signal: controller.signal,
+      run: (fn) => {
+        if (controller.signal.aborted || generation !== this.#generation) {
+          return Promise.reject(new RedisUnavailableError('recovery abandoned'))
+        }
+        return this.#tracked(command, fn)
+      },
+    }
+    for (const entry of [...this.#components]) {
+      const step = entry.registration.recover
+      if (!step || controller.signal.aborted) continue
+      try {
+        await withDeadline(
+          step.call(entry.registration, context),
+          this.#timings.recoveryTimeoutMs,
+          'recovery',
+        )
+      } catch (error) {
+        throw new RecoveryStepError(entry.registration.name, error)
+      }
+    }
+    if (this.#recovery === controller) this.#recovery = null
+  }
+
+  #resolveReady(): void {
+    const resolvers = this.#readyResolvers
+    this.#readyResolvers = []
+    for (const resolve of resolvers) resolve(this.#state)
+  }
+}
+
+class RecoveryStepError extends Error {
+  constructor(component: string, cause: unknown) {
+    super(`recovery step of ${component} failed: ${asError(cause).message}`, { cause })
+    this.name = 'RecoveryStepError'
+  }
+}
+
+function asError(error: unknown): Error {
+  return error instanceof Error ? error : new Error(String(error))
+}
+
+function unref<T extends NodeJS.Timeout>(timer: T): T {
+  timer.unref()
+  return timer
+}
+
+function withDeadline<T>(promise: Promise<T>, timeoutMs: number, what: string): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(
+      () => reject(new RedisTimeoutError(timeoutMs, { details: { source: what } })),
+      timeoutMs,
+    )
+    promise.then(
+      (value) => {
+        clearTimeout(timer)
+        resolve(value)
+      },
+      (error: unknown) => {
+        clearTimeout(timer)
+        reject(error)
+      },
+    )
+  })
+}
+
+async function readRunId(connection: Redis): Promise<string | null> {
+  const info = await connection.info('server')
+  const match = /^run_id:(\w+)/m.exec(info)
+  return match?.[1] ?? null
+}
+
+async function closeConnection(connection: Redis): Promise<void> {
+  if (connection.status === 'ready') {
+    try {
+      await withDeadline(connection.quit(), 200, 'quit')
+      return
+    } catch {
+      // QUIT not answered in time (frozen Redis): the socket is dropped below instead.
+    }
+  }
+  connection.disconnect()
+}

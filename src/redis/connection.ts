@@ -1,0 +1,93 @@
+import { Redis, type RedisOptions } from 'ioredis'
+
+/**
+ * The connections failsoft opens, each with the settings its job needs:
+ *
+ * - `command`:   the shared connection for cache / channel / task commands.
+ * - `health`:    the heartbeat and recovery probe. Separate from `command` so a heartbeat is
+ *                never queued behind a large pipeline: its round trip measures Redis, not us.
+ * - `subscriber`: pub/sub (a subscribed connection cannot run other commands).
+ * - `blocking`:  BullMQ workers (blocking BZPOPMIN/XREAD; BullMQ requires
+ *                `maxRetriesPerRequest: null` there).
+ *
+ * For `command`, `health` and `subscriber` ioredis never reconnects by itself and never
+ * queues: the health monitor decides when Redis is worth trying again, and while it is down
+ * nothing waits in an offline queue (ioredis' defaults queue without bound and retry 20 times
+ * per command — the root of the hangs users hit with BullMQ and cache wrappers).
+ */
+export type ConnectionRole = 'command' | 'health' | 'subscriber' | 'blocking'
+
+export interface ConnectionSettings {
+  connectTimeoutMs: number
+  /** Name shown by CLIENT LIST, e.g. `failsoft:myapp:command`. */
+  connectionName: string
+}
+
+/** Reconnect delay for connections that reconnect by themselves: capped near 1 s, jittered. */
+export function cappedBackoff(attempt: number): number {
+  const base = Math.min(1000, 50 * 2 ** Math.min(attempt, 5))
+  return Math.round(base * (0.8 + Math.random() * 0.4))
+}
+
+export function connectionOptions(
+  base: RedisOptions,
+  role: ConnectionRole,
+  settings: ConnectionSettings,
+): RedisOptions {
+  const common: RedisOptions = {
+    ...base,
+    connectionName: settings.connectionName,
+    connectTimeout: settings.connectTimeoutMs,
+    lazyConnect: true,
+    enableReadyCheck: true,
+    // ioredis' keyPrefix would also prefix the keys of Lua scripts written elsewhere; failsoft
+    // prefixes its own keys explicitly instead.
+    keyPrefix: '',
+  }
+  if (role === 'blocking') {
+    return {
+      ...common,
+      maxRetriesPerRequest: null,
+      enableOfflineQueue: true,
+      retryStrategy: cappedBackoff,
+    }
+  }
+  return {
+    ...common,
+    maxRetriesPerRequest: 0,
+    enableOfflineQueue: false,
+    autoResubscribe: false,
+    retryStrategy: () => null,
+    reconnectOnError: () => false,
+  }
+}
+
+export function createConnection(
+  base: RedisOptions,
+  role: ConnectionRole,
+  settings: ConnectionSettings,
+): Redis {
+  // ioredis 6 types `replyMapping` as non-optional-undefined, which exactOptionalPropertyTypes
+  // rejects for a spread options object; failsoft never sets it (legacy reply mapping).
+  const options = connectionOptions(base, role, settings) as RedisOptions & {
+    replyMapping?: 'legacy'
+  }
+  return new Redis(options)
+}
+
+/**
+ * Reply errors that mean "this server cannot serve right now" rather than "this command is
+ * wrong": a server loading its data set, a busy script, a replica promoted away from us.
+ */
+const UNAVAILABLE_REPLY =
+  /^(LOADING|BUSY|MASTERDOWN|TRYAGAIN|CLUSTERDOWN|READONLY|NOAUTH|WRONGPASS)\b/
+
+/**
+ * True when an error says Redis (or the path to it) is unavailable, as opposed to a command
+ * error such as WRONGTYPE or OOM, which concerns one command and says the server is alive.
+ */
+export function isConnectivityError(error: unknown): boolean {
+  if (!(error instanceof Error)) return false
+  if (error.name === 'ReplyError') return UNAVAILABLE_REPLY.test(error.message)
+  return true
+}
