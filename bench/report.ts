@@ -1,0 +1,65 @@
+/**
+ * The contract every benchmark suite fulfils. `bench/index.ts` runs the suites named on the
+ * command line (all by default), then writes BENCHMARKS.md, bench/results/latest.json and one
+ * SVG per chart.
+ */
+export interface Table {
+  title: string
+  columns: string[]
+  rows: Array<Array<string | number>>
+  /** One line under the table: what was measured, how, and what the ratio means. */
+  note?: string
+}
+
+export interface Chart {
+  /** File name stem, e.g. 'cache-latency-kill' → bench/results/cache-latency-kill.svg */
+  id: string
+  title: string
+  xLabel: string
+  yLabel: string
+  /** Logarithmic y axis (latency spanning 0.05 ms … 5 s). */
+  logY?: boolean
+  series: Array<{ name: string; points: Array<[x: number, y: number]> }>
+  /** Shaded x ranges, e.g. the fault window. */
+  bands?: Array<{ from: number; to: number; label: string }>
+}
+
+export interface SuiteReport {
+  suite: string
+  title: string
+  tables: Table[]
+  charts?: Chart[]
+  notes?: string[]
+  /** Raw numbers for bench/results/latest.json. */
+  data: unknown
+}
+
+export interface BenchContext {
+  /** Number of repetitions for throughput measurements (the median is reported). */
+  runs: number
+  /** Quick mode (`npm run bench -- --quick`): shorter windows, for smoke-testing the suites. */
+  quick: boolean
+  log(message: string): void
+}
+
+export type Suite = (context: BenchContext) => Promise<SuiteReport>
+
+export function median(values: number[]): number {
+  if (values.length === 0) return NaN
+  const sorted = [...values].sort((a, b) => a - b)
+  const mid = Math.floor(sorted.length / 2)
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2
+}
+
+export function percentile(values: number[], p: number): number {
+  if (values.length === 0) return NaN
+  const sorted = [...values].sort((a, b) => a - b)
+  const index = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))
+  return sorted[index]!
+}
+
+/** Format a ratio to a peer as "1.23x". */
+export function ratio(ours: number, theirs: number): string {
+  if (!Number.isFinite(ours) || !Number.isFinite(theirs) || theirs === 0) return 'n/a'
+  return `${(ours / theirs).toFixed(2)}x`
+}
