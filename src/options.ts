@@ -10,16 +10,16 @@ export interface FailsoftOptions {
    * for an ACL user and database 2 — or an ioredis options object, or `null` for a memory-only
    * instance that never opens a socket. Default `redis://127.0.0.1:6379`.
    */
-  redis?: string | RedisOptions | null
+  redis?: string | RedisOptions | null | undefined
   /**
    * Prefix of every key failsoft writes (`<prefix>:…`), so several apps can share a Redis.
    * Letters, digits, `-`, `_`, `.`; 1 to 64 characters. Default `'failsoft'`.
    */
-  prefix?: string
+  prefix?: string | undefined
   /** A pino (or pino-compatible) logger; `false` for none. Default: pino to stdout. */
-  logger?: Logger | false
+  logger?: Logger | false | undefined
   /** Detection and recovery timings (see HealthTimings for each default). */
-  health?: Partial<HealthTimings>
+  health?: Partial<HealthTimings> | undefined
 }
 
 export interface ResolvedOptions {

@@ -2,7 +2,12 @@ import { randomUUID } from 'node:crypto'
 import type { Redis } from 'ioredis'
 import { ClosedError, RedisTimeoutError, RedisUnavailableError } from '../errors.js'
 import { loggableError, type Logger } from '../logger.js'
-import { createConnection, isConnectivityError, type ConnectionRole } from '../redis/connection.js'
+import {
+  createConnection,
+  dropConnection,
+  isConnectivityError,
+  type ConnectionRole,
+} from '../redis/connection.js'
 import type { RedisTarget } from '../redis/target.js'
 import { TypedEvents, type Disposable } from './events.js'
 import type { HealthTimings } from './timings.js'
@@ -169,6 +174,9 @@ export class HealthMonitor implements Health {
   #watchdogTimer: NodeJS.Timeout | null = null
   #summaryTimer: NodeJS.Timeout | null = null
   #probing = false
+  /** The latest 'error' event: it carries the real cause (ECONNREFUSED, WRONGPASS …) that a
+   * rejected command only reports as "Connection is closed". */
+  #lastSocketError: { error: Error; at: number } | null = null
   #readyResolvers: Array<(state: HealthState) => void> = []
 
   constructor(options: {
@@ -212,7 +220,9 @@ export class HealthMonitor implements Health {
     this.#heartbeatTimer = unref(
       setInterval(() => this.#heartbeat(), this.#timings.heartbeatIntervalMs),
     )
-    this.#scheduleProbe(0)
+    // The first probe starts now, not on an unref'd timer: until the first decision, the
+    // connect attempt is what keeps a process awaiting ready() alive.
+    setImmediate(() => void this.#probe())
   }
 
   // ── public API ─────────────────────────────────────────────────────────────────────────────
@@ -415,7 +425,7 @@ export class HealthMonitor implements Health {
     // An 'error' event with no listener would crash the process: always contain it. The
     // failure itself is acted on through 'close' and the failed commands.
     connection.on('error', (error: unknown) => {
-      if (this.#redis === 'up') this.#error = asError(error)
+      this.#lastSocketError = { error: asError(error), at: now() }
     })
     if (role === 'command' || role === 'health') {
       connection.on('close', () => {
@@ -492,8 +502,17 @@ export class HealthMonitor implements Health {
       })
   }
 
+  /** The most telling error: a recent socket error beats a generic "connection closed". */
+  #cause(error: Error): Error {
+    const recent = this.#lastSocketError
+    const generic =
+      error.message === 'Connection is closed.' || error instanceof RedisUnavailableError
+    return generic && recent !== null && now() - recent.at < 2000 ? recent.error : error
+  }
+
   #redisDown(error: Error): void {
     if (this.#closed) return
+    error = this.#cause(error)
     this.#error = error
     if (this.#redis === 'down') return
     this.#redis = 'down'
@@ -501,8 +520,8 @@ export class HealthMonitor implements Health {
     this.#recovery?.abort()
     // Closing the connections rejects every command still waiting (so no caller hangs on a
     // frozen server) and guarantees a late reply can never be matched to a new command.
-    this.#command?.disconnect()
-    this.#health?.disconnect()
+    if (this.#command) dropConnection(this.#command)
+    if (this.#health) dropConnection(this.#health)
     if (this.#state !== 'down') this.#goDown(error, false)
     this.#scheduleProbe(this.#timings.probeIntervalMs)
   }
@@ -563,7 +582,7 @@ export class HealthMonitor implements Health {
   #scheduleProbe(delayMs: number): void {
     if (this.#closed || this.#probeTimer !== null) return
     // Jitter so that many processes do not probe a recovering Redis in lockstep.
-    const jittered = delayMs === 0 ? 0 : Math.round(delayMs * (0.75 + Math.random() * 0.5))
+    const jittered = Math.round(delayMs * (0.75 + Math.random() * 0.5))
     this.#probeTimer = unref(
       setTimeout(() => {
         this.#probeTimer = null
@@ -591,8 +610,8 @@ export class HealthMonitor implements Health {
       this.#redisUp(runId, reset)
     } catch (error) {
       if (this.#closed) return
-      this.#error = asError(error)
-      this.#health?.disconnect()
+      this.#error = this.#cause(asError(error))
+      if (this.#health) dropConnection(this.#health)
       if (this.#state === 'starting') this.#goDown(this.#error, false)
       this.#scheduleProbe(this.#timings.probeIntervalMs)
     } finally {
@@ -607,7 +626,7 @@ export class HealthMonitor implements Health {
       connection.status !== 'end' &&
       connection.status !== 'close'
     ) {
-      connection.disconnect()
+      dropConnection(connection)
     }
     const attempt = connection.connect()
     try {
@@ -616,7 +635,7 @@ export class HealthMonitor implements Health {
       // A blackholed connect never settles by itself: drop it. The attempt's own rejection is
       // expected and already handled by this catch.
       attempt.catch(() => undefined)
-      connection.disconnect()
+      dropConnection(connection)
       throw error
     }
   }
@@ -831,5 +850,5 @@ async function closeConnection(connection: Redis): Promise<void> {
       // QUIT not answered in time (frozen Redis): the socket is dropped below instead.
     }
   }
-  connection.disconnect()
+  dropConnection(connection)
 }
