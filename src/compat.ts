@@ -9,6 +9,7 @@
  * ```
  */
 import { createFailsoft, type Failsoft } from './failsoft.js'
+import { loggableError } from './logger.js'
 import type { FailsoftOptions } from './options.js'
 
 let defaultInstance: Failsoft | null = null
@@ -41,4 +42,72 @@ export async function closeDefault(): Promise<void> {
   const instance = defaultInstance
   defaultInstance = null
   if (instance) await instance.close()
+}
+
+/** Programmer errors in the seed-named cache functions: logged, at most once a minute per code. */
+const cacheProblems = new Map<string, { at: number; suppressed: number }>()
+
+function reportCacheProblem(fn: string, key: unknown, error: unknown): void {
+  const code = (error as { code?: unknown } | null)?.code
+  const signature = `${fn}:${typeof code === 'string' ? code : 'other'}`
+  const now = Date.now()
+  const seen = cacheProblems.get(signature)
+  if (seen !== undefined && now - seen.at < 60_000) {
+    seen.suppressed++
+    return
+  }
+  cacheProblems.set(signature, { at: now, suppressed: 0 })
+  const logger = defaultInstance?.context.logger
+  logger?.error(
+    {
+      err: loggableError(error),
+      key: typeof key === 'string' ? key.slice(0, 120) : typeof key,
+      suppressedSinceLast: seen?.suppressed ?? 0,
+    },
+    `${fn} failed; returned the default`,
+  )
+}
+
+/**
+ * The seed's `safeCacheGet`: the cached value, or `defaultValue` on a miss. Never throws —
+ * not for Redis (the memory tier serves while it is unavailable), nor for an invalid key or a
+ * closed instance: those return `defaultValue` and are logged at ERROR (once a minute each).
+ */
+export async function safeCacheGet<T = unknown>(key: string): Promise<T | undefined>
+export async function safeCacheGet<T>(key: string, defaultValue: T): Promise<T>
+export async function safeCacheGet<T>(key: string, defaultValue?: T): Promise<T | undefined> {
+  try {
+    return await getDefault().cache().get<T | undefined>(key, defaultValue)
+  } catch (error) {
+    reportCacheProblem('safeCacheGet', key, error)
+    return defaultValue
+  }
+}
+
+/**
+ * The seed's `safeCacheSet`: store `value` for `ttlSeconds` (default 300; `null` = no expiry).
+ * Resolves true when stored in the active backend, false otherwise (an invalid key, TTL or
+ * unserializable value, logged at ERROR). Never throws.
+ */
+export async function safeCacheSet(
+  key: string,
+  value: unknown,
+  ttlSeconds?: number | null,
+): Promise<boolean> {
+  try {
+    return await getDefault().cache().set(key, value, { ttlSeconds })
+  } catch (error) {
+    reportCacheProblem('safeCacheSet', key, error)
+    return false
+  }
+}
+
+/** The seed's `safeCacheDelete`: true when the key existed in the active backend. Never throws. */
+export async function safeCacheDelete(key: string): Promise<boolean> {
+  try {
+    return await getDefault().cache().delete(key)
+  } catch (error) {
+    reportCacheProblem('safeCacheDelete', key, error)
+    return false
+  }
 }

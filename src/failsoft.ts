@@ -1,4 +1,6 @@
 import type { Redis } from 'ioredis'
+import { createCache, type Cache } from './cache/cache.js'
+import type { CacheOptions } from './cache/options.js'
 import { ClosedError } from './errors.js'
 import { HealthMonitor, type Health, type HealthState } from './health/monitor.js'
 import type { Logger } from './logger.js'
@@ -70,6 +72,15 @@ export class Failsoft {
    */
   ready(): Promise<HealthState> {
     return this.#monitor.ready()
+  }
+
+  /**
+   * The cache for `options.namespace` ('default'): Redis while it is available, a bounded
+   * in-process LRU while it is not, reconciled on the way back. The same namespace with the
+   * same options returns the same cache.
+   */
+  cache(options?: Partial<CacheOptions>): Cache {
+    return createCache(this.#context, options)
   }
 
   status(): FailsoftStatus {

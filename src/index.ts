@@ -15,4 +15,16 @@ export type { HealthTimings } from './health/timings.js'
 export type { Disposable } from './health/events.js'
 export type { Logger } from './logger.js'
 export { FailsoftError, RedisUnavailableError, RedisTimeoutError, ClosedError } from './errors.js'
+export { Cache } from './cache/cache.js'
+export type { CacheStatus, SetOptions } from './cache/cache.js'
+export { defaultCacheOptions } from './cache/options.js'
+export type { CacheOptions, MemoryMode, MemoryTierOptions } from './cache/options.js'
+export type { Serializer } from './cache/serializer.js'
+export { jsonSerializer } from './cache/serializer.js'
+export {
+  InvalidKeyError,
+  InvalidTtlError,
+  InvalidValueError,
+  ValueTooLargeError,
+} from './cache/errors.js'
 export type { FailsoftErrorCode } from './errors.js'

@@ -1,0 +1,833 @@
+import { randomUUID } from 'node:crypto'
+import type { Redis } from 'ioredis'
+import { ClosedError, RedisUnavailableError } from '../errors.js'
+import type { FailsoftContext } from '../failsoft.js'
+import type { ComponentHandle, HealthMonitor, RecoveryContext } from '../health/monitor.js'
+import { loggableError, type Logger } from '../logger.js'
+import { isConnectivityError } from '../redis/connection.js'
+import { safeJsonParse } from '../util/json.js'
+import {
+  InvalidKeyError,
+  InvalidTtlError,
+  InvalidValueError,
+  ValueTooLargeError,
+} from './errors.js'
+import { Journal } from './journal.js'
+import { MemoryStore } from './memory-store.js'
+import {
+  MAX_TTL_SECONDS,
+  resolveCacheOptions,
+  type CacheOptions,
+  type ResolvedCacheOptions,
+} from './options.js'
+import { FenceLostError, RedisStore, type BusMessage, type Runner } from './redis-store.js'
+
+/** Options of one write. */
+export interface SetOptions {
+  /** Seconds until the value expires; `null` for never. Default: the cache's `defaultTtlSeconds`. */
+  ttlSeconds?: number | null | undefined
+}
+
+/** Counters and bounds of one cache, for `failsoft.status()` and dashboards. JSON-safe. */
+export interface CacheStatus {
+  backend: 'redis' | 'memory'
+  namespace: string
+  memoryMode: ResolvedCacheOptions['memory']['mode']
+  generation: string | null
+  memory: {
+    entries: number
+    bytes: number
+    maxEntries: number
+    maxBytes: number
+    evictions: number
+  }
+  journal: { keys: number; maxKeys: number; overflows: number; pendingGenerationBump: boolean }
+  /** Operations served from memory because Redis was unavailable, since creation. */
+  fallbackOps: number
+  /** Keys deleted in Redis by reconciliation, since creation. */
+  reconciledKeys: number
+  generationBumps: number
+  /** Reads served from the memory tier while Redis was up ('l1' mode). */
+  memoryHits: number
+  /** Redis answered with an error for one command (e.g. OOM): that write failed, the key was invalidated. */
+  replyErrors: number
+  /** Stored text the serializer could not read back: served as a miss. */
+  decodeErrors: number
+  /** 'l1' mode: whether other processes' invalidations are being received. */
+  busConnected: boolean | null
+}
+
+type Route = 'redis' | 'recovering' | 'memory'
+
+/** Keys deleted per UNLINK during reconciliation. */
+const RECONCILE_BATCH = 500
+/** Fence keys outlive an idle instance by this much; a write re-creates a missing one. */
+const FENCE_TTL_MS = 24 * 60 * 60 * 1000
+/** A bus (re)connection attempt that takes longer than this is abandoned (retried later). */
+const BUS_CONNECT_TIMEOUT_MS = 1000
+/** After a failed sync on a live Redis (e.g. NOPERM for EVAL), wait this long before retrying. */
+const SYNC_RETRY_MS = 1000
+
+/**
+ * A namespaced cache with Redis as the shared store and a bounded in-process LRU that serves
+ * while Redis is unavailable. Every operation goes through one decision (`#route`): a
+ * property read on the health monitor. Nothing here throws because of Redis; the methods
+ * throw typed errors only for programmer errors (bad key, value, TTL) and after close.
+ *
+ * Coming back clean: keys written or deleted while Redis was unavailable (and writes whose
+ * outcome is unknown) are journaled; on recovery, before any read returns to Redis, each is
+ * deleted in Redis and the memory entries written meanwhile are dropped. A journal overflow
+ * bumps the namespace generation instead. Writes carry a fence token that recovery rotates,
+ * so a write that reaches Redis late can never overwrite a newer value.
+ */
+export class Cache {
+  readonly namespace: string
+  /** The component name, `cache:<namespace>`. */
+  readonly name: string
+  readonly #monitor: HealthMonitor
+  readonly #handle: ComponentHandle
+  readonly #logger: Logger
+  readonly #options: ResolvedCacheOptions
+  readonly #memory: MemoryStore
+  readonly #redis: RedisStore | null
+  readonly #journal: Journal
+  readonly #instanceId = randomUUID()
+  readonly #defaultTtlMs: number | null
+  readonly #maxStaleMs: number
+  readonly #flights = new Map<string, Promise<string>>()
+  readonly #timer: NodeJS.Timeout | null = null
+  readonly #subscriber: Redis | null = null
+  readonly #disposables: Array<{ dispose(): void }> = []
+
+  /** Set while a recovery step runs, once fenced and synced: writes go to Redis through it. */
+  #recovery: RecoveryContext | null = null
+  /**
+   * Bumped whenever what a memory copy would reflect may have changed underneath an operation
+   * in flight (down, up, recovery, generation change, bus invalidation): a Redis reply
+   * received across a bump is not copied into memory.
+   */
+  #epoch = 0
+  #closed = false
+  #syncing: Promise<void> | null = null
+  #syncFailedAt = -Infinity
+  #checking = false
+  #busReady = false
+  #busConnecting = false
+  #sweeping = false
+  #degraded = false
+  #outage = { ops: 0, reconciledKeys: 0, generationBumped: false }
+  #stats = {
+    reconciledKeys: 0,
+    generationBumps: 0,
+    memoryHits: 0,
+    replyErrors: 0,
+    decodeErrors: 0,
+    busErrors: 0,
+    backgroundErrors: 0,
+  }
+  #lastProblem = ''
+
+  constructor(context: FailsoftContext, options: ResolvedCacheOptions) {
+    this.#options = options
+    this.namespace = options.namespace
+    this.name = `cache:${options.namespace}`
+    this.#monitor = context.monitor
+    this.#defaultTtlMs = ttlToMs(options.defaultTtlSeconds)
+    this.#maxStaleMs = options.memory.maxStaleSeconds * 1000
+    this.#memory = new MemoryStore({
+      maxEntries: options.memory.maxEntries,
+      maxBytes: options.memory.maxBytes,
+    })
+    this.#journal = new Journal(options.journalMaxKeys)
+    const l1 = options.memory.mode === 'l1'
+    this.#redis =
+      context.monitor.target === null
+        ? null
+        : new RedisStore({
+            base: `${context.prefix}:cache:${options.namespace}`,
+            instanceId: this.#instanceId,
+            run: this.#run,
+            fenceTtlMs: FENCE_TTL_MS,
+            bus: l1,
+          })
+    this.#handle = context.monitor.register({
+      name: this.name,
+      fallback: 'in-process memory cache (bounded LRU)',
+      recover: (ctx) => this.#recover(ctx),
+      needsRecovery: () => !this.#journal.empty,
+      status: () => ({ ...this.status() }),
+      close: () => this.#close(),
+    })
+    this.#logger = this.#handle.logger
+    if (this.#redis === null) return
+
+    this.#disposables.push(
+      context.monitor.on('down', () => {
+        this.#recovery = null
+        this.#epoch++
+        if (!this.#degraded) {
+          this.#degraded = true
+          this.#outage = { ops: 0, reconciledKeys: 0, generationBumped: false }
+        }
+      }),
+      context.monitor.on('up', ({ downtimeMs }) => {
+        this.#recovery = null
+        this.#epoch++
+        if (this.#degraded) {
+          this.#degraded = false
+          this.#logger.info(
+            {
+              namespace: this.namespace,
+              downtimeMs,
+              servedFromMemory: this.#outage.ops,
+              reconciledKeys: this.#outage.reconciledKeys,
+              generationBumped: this.#outage.generationBumped,
+            },
+            `${this.name} is back on Redis`,
+          )
+        }
+        if (this.#outage.generationBumped) this.#sweepSoon()
+      }),
+    )
+    if (l1) {
+      const subscriber = context.monitor.createConnection('subscriber', `${this.name}:bus`)
+      this.#subscriber = subscriber
+      subscriber.on('error', () => {
+        // Acted on through 'close'; counted for status.
+        this.#stats.busErrors++
+      })
+      subscriber.on('close', () => {
+        if (this.#busReady) this.#epoch++
+        this.#busReady = false
+      })
+      subscriber.on('message', (_channel: string, message: string) => this.#onBus(message))
+    }
+    this.#timer = setInterval(() => this.#tick(), options.generationCheckMs)
+    this.#timer.unref()
+    // Created after start-up: sync now rather than on the first operation.
+    if (context.monitor.available) this.#tick()
+  }
+
+  /** Where operations go right now. */
+  get backend(): 'redis' | 'memory' {
+    const route = this.#route()
+    if (route === 'redis') return 'redis'
+    // Up but not synced yet (created after start-up): the next operation syncs, then uses Redis.
+    const pendingSync =
+      route === 'memory' &&
+      this.#redis !== null &&
+      this.#monitor.available &&
+      performance.now() - this.#syncFailedAt >= SYNC_RETRY_MS
+    return pendingSync ? 'redis' : 'memory'
+  }
+
+  // ── public API ─────────────────────────────────────────────────────────────────────────────
+
+  /** The value, or undefined on a miss (or the default). Never throws because of Redis. */
+  get<T = unknown>(key: string): Promise<T | undefined>
+  get<T = unknown>(key: string, defaultValue: T): Promise<T>
+  async get<T = unknown>(key: string, defaultValue?: T): Promise<T | undefined> {
+    this.#assertOpen()
+    this.#checkKey(key)
+    const text = await this.#read(key)
+    if (text === undefined) return defaultValue
+    return this.#decode<T>(text, defaultValue)
+  }
+
+  /**
+   * Store a value. Resolves true when it is stored in the active backend (Redis, or memory
+   * while Redis is unavailable); false when Redis refused this write (e.g. OOM at maxmemory —
+   * the key is then invalidated, so its previous value is not served) or the value does not
+   * fit the memory tier's byte bound while it is the active backend.
+   */
+  async set(key: string, value: unknown, options?: SetOptions): Promise<boolean> {
+    this.#assertOpen()
+    this.#checkKey(key)
+    const ttlMs = this.#ttl(options)
+    return this.#write(key, this.#encode(key, value), ttlMs)
+  }
+
+  /**
+   * Remove a key. Resolves true when the key existed in the active backend. While Redis is
+   * unavailable the delete is applied to memory and journaled: Redis loses the key on recovery.
+   */
+  async delete(key: string): Promise<boolean> {
+    this.#assertOpen()
+    this.#checkKey(key)
+    return this.#remove(key)
+  }
+
+  async has(key: string): Promise<boolean> {
+    this.#assertOpen()
+    this.#checkKey(key)
+    return (await this.#read(key, true)) !== undefined
+  }
+
+  /**
+   * The cached value, or the loader's result stored with `options.ttlSeconds`. Per key, at
+   * most one loader runs at a time in this process: concurrent callers share its result (each
+   * gets its own copy). A loader's error is passed to every waiting caller and not cached.
+   */
+  async getOrSet<T>(key: string, loader: () => T | Promise<T>, options?: SetOptions): Promise<T> {
+    this.#assertOpen()
+    this.#checkKey(key)
+    const ttlMs = this.#ttl(options)
+    if (typeof loader !== 'function') {
+      throw new TypeError(`getOrSet: loader must be a function; received ${typeof loader}`)
+    }
+    const inFlight = this.#flights.get(key)
+    if (inFlight) return this.#decode<T>(await inFlight, undefined) as T
+    const text = await this.#read(key)
+    if (text !== undefined) {
+      const value = this.#decode<T>(text, undefined)
+      if (value !== undefined) return value
+    }
+    const joined = this.#flights.get(key)
+    if (joined) return this.#decode<T>(await joined, undefined) as T
+
+    let loaded: T | undefined
+    const flight = (async (): Promise<string> => {
+      const value = await loader()
+      const encoded = this.#encode(key, value)
+      await this.#write(key, encoded, ttlMs)
+      loaded = value
+      return encoded
+    })()
+    this.#flights.set(key, flight)
+    const done = (): void => {
+      if (this.#flights.get(key) === flight) this.#flights.delete(key)
+    }
+    flight.then(done, done)
+    await flight
+    return loaded as T
+  }
+
+  /**
+   * Empty this namespace, and only it: a new generation (O(1), seen by other processes at
+   * their next generation check) then SCAN + UNLINK of the old keys. Never FLUSHDB. While
+   * Redis is unavailable the memory tier is emptied and the generation is bumped on recovery.
+   */
+  async clear(): Promise<void> {
+    this.#assertOpen()
+    const next = this.#routeNow()
+    const route = typeof next === 'string' ? next : await next
+    const redis = this.#redis
+    if (redis !== null && route !== 'memory') {
+      try {
+        await redis.bumpGeneration(this.#run)
+        this.#epoch++
+        this.#memory.clear()
+        this.#stats.generationBumps++
+      } catch (error) {
+        if (!isOutage(error)) throw error
+        this.#fellBack()
+        this.#journal.markCleared()
+        this.#memory.clear()
+        return
+      }
+      try {
+        await redis.sweep(this.#run)
+      } catch (error) {
+        // The new generation already hides the old keys; they expire by their TTL.
+        this.#problem('could not remove the old generation after clear()', error)
+      }
+      return
+    }
+    this.#fellBack()
+    if (redis !== null) this.#journal.markCleared()
+    this.#memory.clear()
+  }
+
+  status(): CacheStatus {
+    const m = this.#memory
+    return {
+      backend: this.backend,
+      namespace: this.namespace,
+      memoryMode: this.#options.memory.mode,
+      generation: this.#redis?.generation ?? null,
+      memory: {
+        entries: m.entries,
+        bytes: m.bytes,
+        maxEntries: m.maxEntries,
+        maxBytes: m.maxBytes,
+        evictions: m.evictions,
+      },
+      journal: {
+        keys: this.#journal.size,
+        maxKeys: this.#journal.maxKeys,
+        overflows: this.#journal.overflows,
+        pendingGenerationBump: this.#journal.needsGenerationBump,
+      },
+      fallbackOps: this.#handle.fallbackOps,
+      reconciledKeys: this.#stats.reconciledKeys,
+      generationBumps: this.#stats.generationBumps,
+      memoryHits: this.#stats.memoryHits,
+      replyErrors: this.#stats.replyErrors,
+      decodeErrors: this.#stats.decodeErrors,
+      busConnected: this.#subscriber === null ? null : this.#busReady,
+    }
+  }
+
+  // ── the one degradation path ───────────────────────────────────────────────────────────────
+
+  /**
+   * 'redis': the monitor says up and the generation is known. 'recovering': a recovery step
+   * has fenced and synced, so writes may go to Redis, but reads stay on memory until the
+   * journal is reconciled. 'memory': everything else. A property read or two, no I/O.
+   */
+  #route(): Route {
+    if (this.#redis === null) return 'memory'
+    if (this.#monitor.available) {
+      return this.#redis.synced && this.#journal.empty ? 'redis' : 'memory'
+    }
+    const recovery = this.#recovery
+    return recovery !== null && !recovery.signal.aborted ? 'recovering' : 'memory'
+  }
+
+  /**
+   * The route, after syncing first when the monitor is up but this cache is not (a cache
+   * created after start-up, a sync refused, or a key journaled just as Redis came back).
+   * Synchronous on the common path: no extra await per operation.
+   */
+  #routeNow(): Route | Promise<Route> {
+    const route = this.#route()
+    if (route !== 'memory' || this.#redis === null || !this.#monitor.available) return route
+    if (performance.now() - this.#syncFailedAt < SYNC_RETRY_MS) return route
+    this.#syncing ??= this.#syncWhileUp().finally(() => {
+      this.#syncing = null
+    })
+    return this.#syncing.then(() => this.#route())
+  }
+
+  /** Commands go through the monitor while up, through the recovery context while recovering. */
+  readonly #run: Runner = (fn) => {
+    if (this.#monitor.available) return this.#monitor.run(fn)
+    const recovery = this.#recovery
+    if (recovery !== null && !recovery.signal.aborted) return recovery.run(fn)
+    return Promise.reject(new RedisUnavailableError())
+  }
+
+  async #read(key: string, existence = false): Promise<string | undefined> {
+    const next = this.#routeNow()
+    const route = typeof next === 'string' ? next : await next
+    const redis = this.#redis
+    if (route === 'redis' && redis !== null) {
+      if (this.#busReady) {
+        const entry = this.#memory.entry(key)
+        if (entry !== undefined) {
+          this.#stats.memoryHits++
+          return entry.text
+        }
+      }
+      const epoch = this.#epoch
+      try {
+        if (existence && !this.#busReady) {
+          return (await redis.has(key, this.#run)) ? '' : undefined
+        }
+        if (this.#subscriber !== null) {
+          const found = await redis.getWithTtl(key, this.#run)
+          if (epoch === this.#epoch) this.#keepCopy(key, found?.text, found?.ttlMs ?? null)
+          return found?.text
+        }
+        const text = await redis.get(key, this.#run)
+        if (epoch === this.#epoch) this.#keepCopy(key, text, null)
+        return text
+      } catch (error) {
+        if (!isOutage(error)) {
+          this.#stats.replyErrors++
+          this.#problem('a cache read failed on Redis; served as a miss', error)
+          return undefined
+        }
+      }
+    }
+    this.#fellBack()
+    return existence ? (this.#memory.has(key) ? '' : undefined) : this.#memory.get(key)
+  }
+
+  async #write(key: string, text: string, ttlMs: number | null): Promise<boolean> {
+    const next = this.#routeNow()
+    const route = typeof next === 'string' ? next : await next
+    const redis = this.#redis
+    if (route !== 'memory' && redis !== null) {
+      const epoch = this.#epoch
+      try {
+        await redis.set(key, text, ttlMs, this.#run)
+        if (epoch === this.#epoch) this.#keepCopy(key, text, ttlMs)
+        else this.#memory.delete(key)
+        return true
+      } catch (error) {
+        if (!isOutage(error)) {
+          // It did not land (OOM, NOPERM, fence lost): make sure the previous value is not
+          // served either.
+          this.#stats.replyErrors++
+          this.#problem('a cache write failed on Redis; the key was invalidated', error)
+          this.#memory.delete(key)
+          await this.#invalidate(key)
+          return false
+        }
+        // The connection failed with the write in flight: it may have landed. Journal it.
+      }
+    }
+    this.#fellBack()
+    if (redis !== null) this.#journal.add(key)
+    return this.#memory.put(key, text, ttlMs, 'local')
+  }
+
+  async #remove(key: string): Promise<boolean> {
+    const next = this.#routeNow()
+    const route = typeof next === 'string' ? next : await next
+    const redis = this.#redis
+    if (route !== 'memory' && redis !== null) {
+      try {
+        const existed = await redis.delete(key, this.#run)
+        this.#memory.delete(key)
+        return existed
+      } catch (error) {
+        if (!isOutage(error)) {
+          this.#stats.replyErrors++
+          this.#problem('a cache delete failed on Redis', error)
+          this.#memory.delete(key)
+          return false
+        }
+      }
+    }
+    this.#fellBack()
+    if (redis !== null) this.#journal.add(key)
+    return this.#memory.delete(key)
+  }
+
+  /** Best-effort delete in Redis after a failed write; journaled if Redis just went away. */
+  async #invalidate(key: string): Promise<void> {
+    const redis = this.#redis
+    if (redis === null) return
+    try {
+      await redis.delete(key, this.#run)
+    } catch (error) {
+      if (isOutage(error)) this.#journal.add(key)
+      else this.#problem('could not invalidate a key after a failed write', error)
+    }
+  }
+
+  #fellBack(): void {
+    this.#handle.recordFallback()
+    this.#outage.ops++
+  }
+
+  /** Keep (or drop) the memory tier's copy of what Redis holds for key. */
+  #keepCopy(key: string, text: string | undefined, ttlMs: number | null): void {
+    if (text === undefined || this.#options.memory.mode === 'fallback' || this.#maxStaleMs <= 0) {
+      this.#memory.delete(key)
+      return
+    }
+    const lifetime = ttlMs === null ? this.#maxStaleMs : Math.min(ttlMs, this.#maxStaleMs)
+    this.#memory.put(key, text, lifetime, 'copy')
+  }
+
+  // ── recovery ───────────────────────────────────────────────────────────────────────────────
+
+  /**
+   * Runs before the monitor lets components back on Redis (and at start-up, and when Redis
+   * lost its data while up). Order matters: rotate the fence first (late writes from before
+   * the outage are refused from here on), then reconcile the journal (DEL, or a generation
+   * bump after an overflow), then drop the memory entries written while degraded.
+   */
+  async #recover(context: RecoveryContext): Promise<void> {
+    const redis = this.#redis
+    if (redis === null) return
+    this.#epoch++
+    if (this.#subscriber !== null) await this.#connectBus()
+    try {
+      await redis.sync(context.run)
+    } catch (error) {
+      if (isOutage(error)) throw error
+      // A Redis that refuses the cache's commands (e.g. an ACL without EVAL) must not keep
+      // the other components off Redis: this cache stays on memory and retries on its own.
+      this.#syncFailedAt = performance.now()
+      this.#problem('the cache cannot use this Redis; serving from memory', error)
+      return
+    }
+    this.#epoch++
+    if (this.#monitor.available) {
+      // Redis lost its data while we were up: the new fence and generation are in place.
+      this.#memory.clear()
+      return
+    }
+    this.#recovery = context
+    await this.#reconcile(context.run)
+    this.#memory.clear()
+    this.#epoch++
+  }
+
+  async #reconcile(run: Runner): Promise<void> {
+    const redis = this.#redis
+    if (redis === null) return
+    if (this.#journal.needsGenerationBump) {
+      await redis.bumpGeneration(run)
+      this.#journal.generationBumped()
+      this.#outage.generationBumped = true
+      this.#stats.generationBumps++
+    }
+    while (this.#journal.size > 0) {
+      const keys = this.#journal.take(RECONCILE_BATCH)
+      try {
+        await redis.unlinkMany(keys, run)
+      } catch (error) {
+        this.#journal.restore(keys)
+        throw error
+      }
+      this.#outage.reconciledKeys += keys.length
+      this.#stats.reconciledKeys += keys.length
+    }
+  }
+
+  /** The cache was created (or its sync refused) while the monitor was already up. */
+  async #syncWhileUp(): Promise<void> {
+    const redis = this.#redis
+    if (redis === null) return
+    try {
+      if (this.#subscriber !== null) await this.#connectBus()
+      await redis.sync(this.#run)
+      this.#epoch++
+      await this.#reconcile(this.#run)
+      this.#memory.clear()
+      this.#epoch++
+    } catch (error) {
+      if (!isOutage(error)) {
+        this.#syncFailedAt = performance.now()
+        this.#problem('the cache cannot use this Redis; serving from memory', error)
+      }
+    }
+  }
+
+  /** Periodic: learn a generation moved by another process; keep the bus connected. */
+  #tick(): void {
+    const redis = this.#redis
+    if (this.#closed || redis === null || this.#checking || !this.#monitor.available) return
+    if (!redis.synced || !this.#journal.empty) {
+      Promise.resolve(this.#routeNow()).catch((error: unknown) => this.#background(error))
+      return
+    }
+    this.#checking = true
+    const epoch = this.#epoch
+    const work = async (): Promise<void> => {
+      if (this.#subscriber !== null && !this.#busReady) await this.#connectBus()
+      const changed = await redis.checkGeneration(this.#run)
+      if (changed || epoch !== this.#epoch) {
+        this.#epoch++
+        if (changed) this.#memory.clear()
+      }
+    }
+    work()
+      .catch((error: unknown) => this.#background(error))
+      .finally(() => {
+        this.#checking = false
+      })
+  }
+
+  /** After a generation bump, the old generation's keys are unreachable: remove them. */
+  #sweepSoon(): void {
+    const redis = this.#redis
+    if (redis === null || this.#sweeping) return
+    this.#sweeping = true
+    redis
+      .sweep(this.#run)
+      .catch((error: unknown) => this.#background(error))
+      .finally(() => {
+        this.#sweeping = false
+      })
+  }
+
+  // ── the l1 bus ─────────────────────────────────────────────────────────────────────────────
+
+  /** (Re)connect and subscribe; memory copies made while unsubscribed are dropped. */
+  async #connectBus(): Promise<void> {
+    const subscriber = this.#subscriber
+    const redis = this.#redis
+    if (subscriber === null || redis === null || this.#busReady || this.#busConnecting) return
+    this.#busConnecting = true
+    try {
+      const attempt = (async () => {
+        if (subscriber.status !== 'ready') {
+          if (subscriber.status !== 'wait' && subscriber.status !== 'end') subscriber.disconnect()
+          await subscriber.connect()
+        }
+        await subscriber.subscribe(redis.channel)
+      })()
+      await withTimeout(attempt, BUS_CONNECT_TIMEOUT_MS)
+      this.#epoch++
+      this.#memory.clear()
+      this.#busReady = true
+    } catch (error) {
+      this.#stats.busErrors++
+      subscriber.disconnect()
+      if (!isOutage(error)) this.#problem('cache bus subscription failed', error)
+    } finally {
+      this.#busConnecting = false
+    }
+  }
+
+  #onBus(raw: string): void {
+    let message: BusMessage
+    try {
+      message = safeJsonParse(raw) as BusMessage
+    } catch (error) {
+      this.#stats.busErrors++
+      this.#problem('unreadable cache bus message', error)
+      return
+    }
+    if (message === null || typeof message !== 'object' || message.i === this.#instanceId) return
+    this.#epoch++
+    if (typeof message.g === 'string') {
+      this.#redis?.adoptGeneration(message.g)
+      this.#memory.clear()
+    }
+    if (Array.isArray(message.k)) {
+      for (const key of message.k) if (typeof key === 'string') this.#memory.delete(key)
+    }
+  }
+
+  // ── validation, serialization ──────────────────────────────────────────────────────────────
+
+  #assertOpen(): void {
+    if (this.#closed) throw new ClosedError(this.name)
+  }
+
+  #checkKey(key: unknown): asserts key is string {
+    if (typeof key !== 'string') throw new InvalidKeyError(key, 'keys are strings')
+    if (key.length === 0) throw new InvalidKeyError(key, 'keys are not empty')
+    if (key.length > this.#options.maxKeyLength) {
+      throw new InvalidKeyError(
+        key,
+        `longer than maxKeyLength (${this.#options.maxKeyLength} characters)`,
+      )
+    }
+  }
+
+  #ttl(options: SetOptions | undefined): number | null {
+    if (options === undefined) return this.#defaultTtlMs
+    if (typeof options !== 'object' || options === null) {
+      throw new InvalidTtlError(options, 'options must be an object such as { ttlSeconds: 60 }')
+    }
+    const ttl = options.ttlSeconds
+    if (ttl === undefined) return this.#defaultTtlMs
+    if (ttl === null) return null
+    if (typeof ttl !== 'number' || !Number.isFinite(ttl)) {
+      throw new InvalidTtlError(ttl, 'ttlSeconds must be a finite number of seconds or null')
+    }
+    if (ttl <= 0 || ttl > MAX_TTL_SECONDS) {
+      throw new InvalidTtlError(ttl, `ttlSeconds must be > 0 and <= ${MAX_TTL_SECONDS}`)
+    }
+    return ttl * 1000
+  }
+
+  #encode(key: string, value: unknown): string {
+    let text: unknown
+    try {
+      text = this.#options.serializer.serialize(value)
+    } catch (error) {
+      const reason = error instanceof Error ? error.message : String(error)
+      throw new InvalidValueError(key, value, `the serializer threw: ${reason}`, error)
+    }
+    if (typeof text !== 'string') {
+      throw new InvalidValueError(
+        key,
+        value,
+        'it has no serialized form (undefined, a function or a symbol)',
+      )
+    }
+    const limit = this.#options.maxValueBytes
+    if (text.length * 3 > limit) {
+      const bytes = Buffer.byteLength(text, 'utf8')
+      if (bytes > limit) throw new ValueTooLargeError(key, bytes, limit)
+    }
+    return text
+  }
+
+  #decode<T>(text: string, fallback: T | undefined): T | undefined {
+    try {
+      return this.#options.serializer.deserialize(text) as T
+    } catch (error) {
+      this.#stats.decodeErrors++
+      this.#problem('a cached value could not be deserialized; served as a miss', error)
+      return fallback
+    }
+  }
+
+  // ── diagnostics, close ─────────────────────────────────────────────────────────────────────
+
+  /** Failures that concern one operation: counted, and logged once per distinct message. */
+  #problem(message: string, error: unknown): void {
+    const signature = `${message}:${error instanceof Error ? error.message : String(error)}`
+    if (signature === this.#lastProblem) return
+    this.#lastProblem = signature
+    this.#logger.warn({ namespace: this.namespace, err: loggableError(error) }, message)
+  }
+
+  #background(error: unknown): void {
+    this.#stats.backgroundErrors++
+    if (!isOutage(error)) this.#problem('cache background task failed', error)
+  }
+
+  #close(): void {
+    this.#closed = true
+    if (this.#timer) clearInterval(this.#timer)
+    for (const disposable of this.#disposables) disposable.dispose()
+    this.#memory.clear()
+    this.#flights.clear()
+    caches.get(this.#monitor)?.delete(this.namespace)
+  }
+}
+
+function isOutage(error: unknown): boolean {
+  return !(error instanceof FenceLostError) && isConnectivityError(error)
+}
+
+function ttlToMs(seconds: number | null): number | null {
+  return seconds === null ? null : seconds * 1000
+}
+
+async function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const deadline = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms)
+  })
+  try {
+    return await Promise.race([promise, deadline])
+  } finally {
+    clearTimeout(timer)
+    promise.catch(() => undefined)
+  }
+}
+
+const caches = new WeakMap<
+  HealthMonitor,
+  Map<string, { cache: Cache; signature: string; serializer: unknown }>
+>()
+
+/**
+ * `failsoft.cache(options)`: one cache per namespace per instance. Asking again for a
+ * namespace with the same options returns the same cache; with different options it is a
+ * programmer error (two parts of an app would disagree on TTLs or bounds).
+ */
+export function createCache(context: FailsoftContext, options?: Partial<CacheOptions>): Cache {
+  context.assertOpen()
+  const resolved = resolveCacheOptions(options)
+  const signature = JSON.stringify({ ...resolved, serializer: undefined })
+  let byNamespace = caches.get(context.monitor)
+  if (byNamespace === undefined) {
+    byNamespace = new Map()
+    caches.set(context.monitor, byNamespace)
+  }
+  const existing = byNamespace.get(resolved.namespace)
+  if (existing !== undefined) {
+    if (existing.signature === signature && existing.serializer === resolved.serializer) {
+      return existing.cache
+    }
+    throw new RangeError(
+      `failsoft: cache namespace "${resolved.namespace}" already exists with other options`,
+    )
+  }
+  const cache = new Cache(context, resolved)
+  byNamespace.set(resolved.namespace, { cache, signature, serializer: resolved.serializer })
+  return cache
+}

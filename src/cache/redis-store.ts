@@ -1,0 +1,328 @@
+import { createHash, randomBytes } from 'node:crypto'
+import type { Redis } from 'ioredis'
+import type { CacheStore } from './store.js'
+
+/** Runs commands on a Redis connection chosen by the caller (the health monitor's `run`). */
+export type Runner = <T>(fn: (redis: Redis) => Promise<T>) => Promise<T>
+
+export interface RedisStoreOptions {
+  /** `${prefix}:cache:${namespace}`: every key this store touches starts with it. */
+  base: string
+  /** Unique per cache instance (names its fence key and tags its bus messages). */
+  instanceId: string
+  /** How commands reach Redis by default. */
+  run: Runner
+  /** Lifetime of the fence key, refreshed at every sync, in ms. */
+  fenceTtlMs: number
+  /** Publish invalidations on `${base}:bus` for other processes' memory tiers. */
+  bus: boolean
+}
+
+/** A bus message: keys changed by `i`, or a new generation `g` (everything changed). */
+export interface BusMessage {
+  i: string
+  k?: string[]
+  g?: string
+}
+
+/** A write refused by its fence although the fence was re-asserted: it did not land. */
+export class FenceLostError extends Error {
+  constructor() {
+    super('cache write refused: its fence token is no longer current')
+    this.name = 'FenceLostError'
+  }
+}
+
+interface Script {
+  readonly lua: string
+  readonly sha: string
+}
+
+function script(lua: string): Script {
+  return { lua, sha: createHash('sha1').update(lua).digest('hex') }
+}
+
+/**
+ * A write lands only if this instance's fence key still holds the token the write carries.
+ * Recovery rotates the token before it reconciles, so a write sent before an outage that
+ * reaches Redis late (a frozen server draining its input on thaw, a retransmission after a
+ * partition) is refused instead of overwriting a newer value.
+ * KEYS: fence, data. ARGV: token, text, ttl ms ('0' = none), bus channel ('' = none), message.
+ */
+const FENCED_SET = script(`
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[3] == '0' then redis.call('SET', KEYS[2], ARGV[2]) else redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3]) end
+if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
+return 1
+`)
+
+/** 'l1' reads: the value and its remaining TTL in one round trip. KEYS: data. */
+const GET_WITH_TTL = script(`
+local v = redis.call('GET', KEYS[1])
+if not v then return false end
+return {v, redis.call('PTTL', KEYS[1])}
+`)
+
+/** A new generation and its bus notice, atomically (notices arrive in generation order). */
+const BUMP = script(`
+redis.call('SET', KEYS[1], ARGV[1])
+if ARGV[2] ~= '' then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
+return 1
+`)
+
+/** KEYS: data. ARGV: bus channel, message. */
+const UNLINK_PUBLISH = script(`
+local n = redis.call('UNLINK', KEYS[1])
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return n
+`)
+
+/**
+ * Read the generation (creating a fresh random one if it is missing) and install a new fence
+ * token, in one round trip. A missing generation key means nobody knows what was current
+ * (Redis restarted empty, flushed, or evicted the key): a new random value, never a reused
+ * counter, keeps keys of any older generation unreachable. SET NX makes every process agree.
+ * KEYS: generation, fence. ARGV: candidate generation, token, fence ttl ms.
+ */
+const SYNC = script(`
+local g = redis.call('GET', KEYS[1])
+if not g then
+  redis.call('SET', KEYS[1], ARGV[1], 'NX')
+  g = redis.call('GET', KEYS[1])
+end
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+return g
+`)
+
+async function evalScript(
+  redis: Redis,
+  s: Script,
+  keys: readonly string[],
+  args: ReadonlyArray<string | number>,
+): Promise<unknown> {
+  try {
+    return await redis.evalsha(s.sha, keys.length, ...keys, ...args)
+  } catch (error) {
+    // First use on this server (or it restarted): EVAL loads the script and runs it.
+    if (error instanceof Error && error.message.startsWith('NOSCRIPT')) {
+      return redis.eval(s.lua, keys.length, ...keys, ...args)
+    }
+    throw error
+  }
+}
+
+/** 48 random bits, URL-safe: a generation or fence token. */
+export function newToken(): string {
+  return randomBytes(6).toString('base64url')
+}
+
+const SCAN_COUNT = 500
+const UNLINK_BATCH = 500
+
+/**
+ * The shared store: plain GET/EXISTS/UNLINK for reads and deletes, a fenced SET script for
+ * writes. Keys are `${base}:d:${generation}:${key}`; the generation lives in `${base}:gen`
+ * and is learned by `sync()` (at start-up and on every recovery) and `checkGeneration()`
+ * (polled by the cache, and on bus notices), so reads never pay a round trip for it.
+ */
+export class RedisStore implements CacheStore {
+  readonly kind = 'redis' as const
+  readonly base: string
+  readonly instanceId: string
+  readonly generationKey: string
+  readonly fenceKey: string
+  readonly channel: string
+  readonly #run: Runner
+  readonly #fenceTtlMs: number
+  readonly #bus: boolean
+  #generation: string | null = null
+  #dataPrefix = ''
+  #token = newToken()
+
+  constructor(options: RedisStoreOptions) {
+    this.base = options.base
+    this.instanceId = options.instanceId
+    this.generationKey = `${options.base}:gen`
+    this.fenceKey = `${options.base}:fence:${options.instanceId}`
+    this.channel = `${options.base}:bus`
+    this.#run = options.run
+    this.#fenceTtlMs = options.fenceTtlMs
+    this.#bus = options.bus
+  }
+
+  /** True once the generation is known: until then the store must not be used. */
+  get synced(): boolean {
+    return this.#generation !== null
+  }
+
+  get generation(): string | null {
+    return this.#generation
+  }
+
+  /** The Redis key holding `key` in the current generation. */
+  dataKey(key: string): string {
+    return this.#dataPrefix + key
+  }
+
+  // ── the store contract ─────────────────────────────────────────────────────────────────────
+
+  async get(key: string, run: Runner = this.#run): Promise<string | undefined> {
+    const text = await run((redis) => redis.get(this.dataKey(key)))
+    return text ?? undefined
+  }
+
+  /** The value and its remaining lifetime in ms (null: no expiry), or undefined. */
+  async getWithTtl(
+    key: string,
+    run: Runner = this.#run,
+  ): Promise<{ text: string; ttlMs: number | null } | undefined> {
+    const reply = await run((redis) => evalScript(redis, GET_WITH_TTL, [this.dataKey(key)], []))
+    if (!Array.isArray(reply)) return undefined
+    const [text, pttl] = reply as [unknown, unknown]
+    if (typeof text !== 'string') return undefined
+    const ttl = Number(pttl)
+    return { text, ttlMs: ttl >= 0 ? ttl : null }
+  }
+
+  async set(
+    key: string,
+    text: string,
+    ttlMs: number | null,
+    run: Runner = this.#run,
+  ): Promise<boolean> {
+    const dataKey = this.dataKey(key)
+    const ttl = ttlMs === null ? 0 : Math.max(1, Math.round(ttlMs))
+    const channel = this.#bus ? this.channel : ''
+    const message = this.#bus ? this.#message({ k: [key] }) : ''
+    const attempt = (token: string): Promise<unknown> =>
+      run((redis) =>
+        evalScript(
+          redis,
+          FENCED_SET,
+          [this.fenceKey, dataKey],
+          [token, text, ttl, channel, message],
+        ),
+      )
+    const token = this.#token
+    if ((await attempt(token)) === 1) return true
+    // The fence is gone (expired, evicted, Redis lost its data): re-create it — NX, so that a
+    // re-creation arriving late can never replace a token installed by a later recovery.
+    await run((redis) => redis.set(this.fenceKey, this.#token, 'PX', this.#fenceTtlMs, 'NX'))
+    if ((await attempt(this.#token)) === 1) return true
+    throw new FenceLostError()
+  }
+
+  async delete(key: string, run: Runner = this.#run): Promise<boolean> {
+    const dataKey = this.dataKey(key)
+    const removed = this.#bus
+      ? await run((redis) =>
+          evalScript(redis, UNLINK_PUBLISH, [dataKey], [this.channel, this.#message({ k: [key] })]),
+        )
+      : await run((redis) => redis.unlink(dataKey))
+    return Number(removed) > 0
+  }
+
+  async has(key: string, run: Runner = this.#run): Promise<boolean> {
+    return (await run((redis) => redis.exists(this.dataKey(key)))) > 0
+  }
+
+  /**
+   * Every key of the namespace becomes unreachable at once (a new generation, visible to
+   * other processes at their next generation check or bus notice), then the old generations'
+   * keys are removed with SCAN + UNLINK. Never FLUSHDB: other namespaces and other data in
+   * the same Redis are untouched.
+   */
+  async clear(run: Runner = this.#run): Promise<void> {
+    await this.bumpGeneration(run)
+    await this.sweep(run)
+  }
+
+  // ── generation, fence and reconciliation ───────────────────────────────────────────────────
+
+  /**
+   * Learn the current generation (creating it if missing) and rotate the fence token. Run at
+   * start-up and before every return to Redis. True when the generation differs from the
+   * one this store used before (its memory copies belong to another generation).
+   */
+  async sync(run: Runner = this.#run): Promise<boolean> {
+    const token = newToken()
+    const generation = await run((redis) =>
+      evalScript(
+        redis,
+        SYNC,
+        [this.generationKey, this.fenceKey],
+        [newToken(), token, this.#fenceTtlMs],
+      ),
+    )
+    if (typeof generation !== 'string') throw new Error('cache sync: unexpected reply')
+    this.#token = token
+    return this.#adopt(generation)
+  }
+
+  /** Poll: has another process moved the generation? A missing key triggers a full sync. */
+  async checkGeneration(run: Runner = this.#run): Promise<boolean> {
+    const generation = await run((redis) => redis.get(this.generationKey))
+    if (generation === null) return this.sync(run)
+    return this.#adopt(generation)
+  }
+
+  /** O(1) invalidation of the whole namespace: a new random generation. */
+  async bumpGeneration(run: Runner = this.#run): Promise<string> {
+    const generation = newToken()
+    const channel = this.#bus ? this.channel : ''
+    const message = this.#bus ? this.#message({ g: generation }) : ''
+    await run((redis) =>
+      evalScript(redis, BUMP, [this.generationKey], [generation, channel, message]),
+    )
+    this.#adopt(generation)
+    return generation
+  }
+
+  /** Delete keys of the current generation in batches (reconciliation: DEL, never SET). */
+  async unlinkMany(keys: readonly string[], run: Runner = this.#run): Promise<void> {
+    for (let i = 0; i < keys.length; i += UNLINK_BATCH) {
+      const batch = keys.slice(i, i + UNLINK_BATCH)
+      await run(async (redis) => {
+        await redis.unlink(...batch.map((key) => this.dataKey(key)))
+        if (this.#bus) await redis.publish(this.channel, this.#message({ k: batch }))
+      })
+    }
+  }
+
+  /** Remove the keys of every generation but the current one. Returns how many. */
+  async sweep(run: Runner = this.#run): Promise<number> {
+    const keep = this.#dataPrefix
+    let cursor = '0'
+    let removed = 0
+    do {
+      const [next, keys] = await run((redis) =>
+        redis.scan(cursor, 'MATCH', `${this.base}:d:*`, 'COUNT', SCAN_COUNT),
+      )
+      cursor = next
+      const stale = keys.filter((key) => !key.startsWith(keep))
+      if (stale.length > 0) removed += await run((redis) => redis.unlink(...stale))
+    } while (cursor !== '0')
+    return removed
+  }
+
+  /** Best effort on close: this instance's fence key is of no use to anyone else. */
+  async dropFence(run: Runner = this.#run): Promise<void> {
+    await run((redis) => redis.unlink(this.fenceKey))
+  }
+
+  /** A generation announced on the bus by another process. */
+  adoptGeneration(generation: string): boolean {
+    return this.#adopt(generation)
+  }
+
+  #adopt(generation: string): boolean {
+    const changed = this.#generation !== null && this.#generation !== generation
+    this.#generation = generation
+    this.#dataPrefix = `${this.base}:d:${generation}:`
+    return changed
+  }
+
+  #message(body: Omit<BusMessage, 'i'>): string {
+    return JSON.stringify({ i: this.instanceId, ...body })
+  }
+}

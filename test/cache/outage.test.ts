@@ -1,0 +1,333 @@
+import assert from 'node:assert/strict'
+import { execFile } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+import { promisify } from 'node:util'
+import { describe, test } from 'node:test'
+import type { Cache, Failsoft } from '../../src/index.js'
+import { sleep, startProxy, startRedis, waitFor } from '../support/fault-kit.js'
+import { LEVEL } from '../support/log-capture.js'
+import { guardUnhandled, open, timed } from './helpers.js'
+
+guardUnhandled()
+
+const reader = fileURLToPath(new URL('./fixtures/reader.ts', import.meta.url))
+
+/** Another process's view: a fresh node process with its own failsoft instance. */
+async function readFromAnotherProcess(
+  url: string,
+  prefix: string,
+  namespace: string,
+  keys: string[],
+): Promise<{ state: string; backend: string; values: Record<string, unknown> }> {
+  const { stdout } = await promisify(execFile)(
+    process.execPath,
+    ['--import', 'tsx', reader, url, prefix, namespace, ...keys],
+    { timeout: 20_000 },
+  )
+  return JSON.parse(stdout) as { state: string; backend: string; values: Record<string, unknown> }
+}
+
+/**
+ * Drive traffic against the cache for `ms`: a get, a set and a delete per round, each timed.
+ * Returns every latency and every error (there must be none).
+ */
+async function traffic(
+  cache: Cache,
+  ms: number,
+): Promise<{ latencies: number[]; errors: unknown[]; slowest: number }> {
+  const latencies: number[] = []
+  const errors: unknown[] = []
+  const end = performance.now() + ms
+  let i = 0
+  while (performance.now() < end) {
+    for (const op of [
+      () => cache.get(`t${i % 50}`),
+      () => cache.set(`t${i % 50}`, { i }),
+      () => cache.delete(`t${(i + 25) % 50}`),
+    ]) {
+      try {
+        const [, took] = await timed(op)
+        latencies.push(took)
+      } catch (error) {
+        errors.push(error)
+      }
+    }
+    i++
+    // Yield to timers and I/O like a real request loop would.
+    if (i % 20 === 0) await new Promise((resolve) => setImmediate(resolve))
+  }
+  return { latencies, errors, slowest: latencies.reduce((a, b) => Math.max(a, b), 0) }
+}
+
+function p99(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b)
+  return sorted[Math.min(sorted.length - 1, Math.ceil(sorted.length * 0.99) - 1)] ?? 0
+}
+
+async function waitForBackend(cache: Cache, backend: 'redis' | 'memory', timeoutMs = 3000) {
+  await waitFor(() => cache.backend === backend, {
+    timeoutMs,
+    message: `cache backend ${backend}`,
+  })
+}
+
+describe('cache through Redis outages (real redis-server)', () => {
+  test('killed: serves from memory at once, zero errors, back on Redis after restart', async (t) => {
+    const server = await startRedis(t, { persistence: true })
+    const { failsoft, logs } = open(t, { redis: server.url })
+    await failsoft.ready()
+    const cache = failsoft.cache({ namespace: 'kill' })
+    await cache.set('warm', { v: 1 })
+
+    await server.kill()
+    const during = await traffic(cache, 1500)
+    assert.deepEqual(during.errors, [])
+    assert.equal(cache.backend, 'memory')
+    assert.ok(during.slowest < 500, `slowest op ${during.slowest.toFixed(1)} ms`)
+    // After detection every operation is a memory operation.
+    assert.ok(p99(during.latencies.slice(10)) < 2, `p99 ${p99(during.latencies.slice(10))} ms`)
+    // The warm tier had a copy of what was read/written before the outage.
+    assert.deepEqual(await cache.get('warm'), { v: 1 })
+
+    const restartedAt = performance.now()
+    await server.start()
+    await waitForBackend(cache, 'redis')
+    const backAfter = performance.now() - restartedAt
+    assert.ok(backAfter < 1500, `back on Redis ${backAfter.toFixed(0)} ms after restart`)
+    assert.equal(cache.status().journal.keys, 0)
+
+    const warns = logs.records.filter(
+      (r) => r.level === LEVEL.warn && r.component === 'cache:kill' && /fallback/.test(r.msg),
+    )
+    assert.equal(warns.length, 1, 'one WARNING when the cache switched to memory')
+    const infos = logs.records.filter(
+      (r) => r.level === LEVEL.info && r.component === 'cache:kill' && /back on Redis/.test(r.msg),
+    )
+    assert.equal(infos.length, 1, 'one INFO when it is back on Redis')
+    assert.ok((infos[0]?.servedFromMemory as number) > 0)
+    assert.ok((infos[0]?.reconciledKeys as number) > 0)
+  })
+
+  test('frozen (SIGSTOP): no operation waits for the frozen server, zero errors', async (t) => {
+    const server = await startRedis(t)
+    const { failsoft } = open(t, { redis: server.url })
+    await failsoft.ready()
+    const cache = failsoft.cache({ namespace: 'freeze' })
+    await cache.set('k', 'before')
+    server.freeze()
+    const during = await traffic(cache, 1500)
+    assert.deepEqual(during.errors, [])
+    assert.equal(cache.backend, 'memory')
+    assert.ok(during.slowest < 500, `slowest op ${during.slowest.toFixed(1)} ms`)
+    server.thaw()
+    await waitForBackend(cache, 'redis')
+  })
+
+  test('blackholed network path: served from memory, back on Redis when it heals', async (t) => {
+    const server = await startRedis(t)
+    const proxy = await startProxy(t, server)
+    const { failsoft } = open(t, { redis: proxy.urlFor(server) })
+    await failsoft.ready()
+    const cache = failsoft.cache({ namespace: 'blackhole' })
+    await cache.set('k', 'before')
+    proxy.blackhole()
+    const during = await traffic(cache, 1500)
+    assert.deepEqual(during.errors, [])
+    assert.ok(during.slowest < 500, `slowest op ${during.slowest.toFixed(1)} ms`)
+    proxy.pass()
+    await waitForBackend(cache, 'redis', 4000)
+    assert.equal(await cache.set('k', 'after'), true)
+    assert.equal(await server.cli('GET', `${cacheKeyPrefix(failsoft, cache)}k`), '"after"')
+  })
+
+  test('cold start: Redis down at start-up, no operation waits, reconciled when it appears', async (t) => {
+    const server = await startRedis(t)
+    // Leave a value in Redis from "before", then stop Redis before the app starts.
+    const first = open(t, { redis: server.url })
+    await first.failsoft.ready()
+    const old = first.failsoft.cache({ namespace: 'cold' })
+    await old.set('a', 'old-a')
+    const prefix = first.prefix
+    await first.failsoft.close()
+    await server.kill()
+
+    const { failsoft } = open(t, { redis: server.url, prefix })
+    const cache = failsoft.cache({ namespace: 'cold' })
+    const [, firstOp] = await timed(() => cache.set('a', 'new-a'))
+    assert.ok(firstOp < 100, `first op took ${firstOp.toFixed(1)} ms`)
+    assert.equal(await failsoft.ready(), 'down')
+    assert.equal(await cache.get('a'), 'new-a')
+    await server.start() // not persistent: comes back empty
+    await waitForBackend(cache, 'redis', 4000)
+    assert.equal(await cache.get('a'), undefined, 'reads are served by Redis again')
+  })
+
+  test('restarted empty: a new generation, no errors, and writes work at once', async (t) => {
+    const server = await startRedis(t)
+    const { failsoft } = open(t, { redis: server.url })
+    await failsoft.ready()
+    const cache = failsoft.cache({ namespace: 'empty' })
+    await cache.set('k', 'v')
+    const generation = cache.status().generation
+    await server.restart({ keepData: false })
+    await waitFor(() => failsoft.health.available && cache.status().generation !== generation, {
+      timeoutMs: 4000,
+      message: 'a new generation after the restart',
+    })
+    assert.equal(await cache.get('k'), undefined)
+    assert.equal(await cache.set('k', 'v2'), true)
+    assert.equal(await cache.get('k'), 'v2')
+  })
+})
+
+describe('coming back clean', () => {
+  test('after an outage in which A was deleted and B overwritten, nobody reads the old A or B', async (t) => {
+    const server = await startRedis(t)
+    const proxy = await startProxy(t, server)
+    const url = proxy.urlFor(server)
+    const one = open(t, { redis: url })
+    await one.failsoft.ready()
+    const cache = one.failsoft.cache({ namespace: 'stale' })
+    // A second process, alive through the outage, that never wrote anything.
+    const two = open(t, { redis: url, prefix: one.prefix })
+    await two.failsoft.ready()
+    const other = two.failsoft.cache({ namespace: 'stale' })
+    await cache.set('A', 'A-old')
+    await cache.set('B', 'B-old')
+    assert.equal(await other.get('A'), 'A-old')
+
+    proxy.blackhole() // a partition: Redis keeps its data
+    await waitForBackend(cache, 'memory')
+    assert.equal(await cache.delete('A'), true)
+    assert.equal(await cache.set('B', 'B-new'), true)
+    assert.equal(await cache.get('A'), undefined)
+    assert.equal(await cache.get('B'), 'B-new')
+    assert.equal(await server.cli('EXISTS', `${cacheKeyPrefix(one.failsoft, cache)}A`), 1)
+
+    proxy.pass()
+    await waitForBackend(cache, 'redis', 4000)
+    // Same instance.
+    assert.equal(await cache.get('A'), undefined)
+    assert.notEqual(await cache.get('B'), 'B-old')
+    // The other process that lived through the outage.
+    await waitForBackend(other, 'redis', 4000)
+    assert.equal(await other.get('A'), undefined)
+    assert.notEqual(await other.get('B'), 'B-old')
+    // A fresh process.
+    const fresh = await readFromAnotherProcess(server.url, one.prefix, 'stale', ['A', 'B'])
+    assert.equal(fresh.state, 'up')
+    assert.deepEqual(fresh.values, { A: null, B: null })
+  })
+
+  test('journal overflow bumps the generation: nothing written before is reachable, anywhere', async (t) => {
+    const server = await startRedis(t)
+    const proxy = await startProxy(t, server)
+    const url = proxy.urlFor(server)
+    const one = open(t, { redis: url })
+    await one.failsoft.ready()
+    const cache = one.failsoft.cache({ namespace: 'overflow', journalMaxKeys: 10 })
+    const two = open(t, { redis: server.url, prefix: one.prefix })
+    await two.failsoft.ready()
+    const other = two.failsoft.cache({ namespace: 'overflow', journalMaxKeys: 10 })
+    for (let i = 0; i < 30; i++) await cache.set(`k${i}`, `old${i}`)
+    const before = cache.status().generation
+
+    proxy.blackhole()
+    await waitForBackend(cache, 'memory')
+    for (let i = 0; i < 30; i++) await cache.set(`k${i}`, `new${i}`)
+    assert.equal(cache.status().journal.pendingGenerationBump, true)
+    // The other process (not partitioned) still reads the old values meanwhile.
+    assert.equal(await other.get('k3'), 'old3')
+
+    proxy.pass()
+    await waitForBackend(cache, 'redis', 4000)
+    const status = cache.status()
+    assert.notEqual(status.generation, before)
+    assert.equal(status.generationBumps, 1)
+    assert.equal(status.journal.overflows, 1)
+    for (let i = 0; i < 30; i += 7) assert.equal(await cache.get(`k${i}`), undefined)
+    // The other process learns the new generation within its check period.
+    await waitFor(() => other.status().generation === status.generation, {
+      timeoutMs: 2000,
+      message: 'the other process adopts the new generation',
+    })
+    assert.equal(await other.get('k3'), undefined)
+    // The old generation's keys are swept from Redis in the background.
+    await waitFor(
+      async () =>
+        ((await server.cli('KEYS', `${one.prefix}:cache:overflow:d:${before}:*`)) as string[])
+          .length === 0,
+      { timeoutMs: 3000, message: 'old generation swept' },
+    )
+  })
+
+  test('a write in flight when Redis froze never resurfaces after recovery', async (t) => {
+    const server = await startRedis(t)
+    const { failsoft } = open(t, { redis: server.url })
+    await failsoft.ready()
+    const cache = failsoft.cache({ namespace: 'late' })
+    await cache.set('k', 'v1')
+    server.freeze()
+    // Sent to the frozen server: it sits in its socket buffer and executes on thaw.
+    const inFlight = cache.set('k', 'v2-late')
+    await waitForBackend(cache, 'memory')
+    assert.equal(await inFlight, true) // served by memory once the timeout fired
+    assert.equal(await cache.set('k', 'v3-during-outage'), true)
+    server.thaw()
+    await waitForBackend(cache, 'redis')
+    await sleep(100)
+    const value = await cache.get('k')
+    assert.ok(value === undefined, `read ${JSON.stringify(value)} after recovery`)
+    assert.equal(await server.cli('EXISTS', `${cacheKeyPrefix(failsoft, cache)}k`), 0)
+  })
+
+  test('a write refused by Redis (OOM at maxmemory) returns false and never leaves the old value', async (t) => {
+    const server = await startRedis(t, {
+      args: ['--maxmemory', '2mb', '--maxmemory-policy', 'noeviction'],
+    })
+    const { failsoft } = open(t, { redis: server.url })
+    await failsoft.ready()
+    const cache = failsoft.cache({ namespace: 'oom' })
+    assert.equal(await cache.set('victim', 'old'), true)
+    const blob = 'x'.repeat(50_000)
+    let refused = 0
+    for (let i = 0; i < 200 && refused === 0; i++) {
+      if (!(await cache.set(`fill${i}`, blob))) refused++
+    }
+    assert.equal(refused, 1, 'Redis reached maxmemory')
+    // A write at least as large as the one just refused is refused too.
+    assert.equal(await cache.set('victim', `new${blob}`), false)
+    assert.equal(await cache.get('victim'), undefined, 'the old value is not served')
+    assert.equal(failsoft.health.available, true, 'an OOM reply is not an outage')
+    assert.ok(cache.status().replyErrors >= 2)
+  })
+})
+
+describe('bounds hold through a long outage', () => {
+  test('memory entries, bytes and journal stay within their limits', async (t) => {
+    const server = await startRedis(t)
+    const { failsoft } = open(t, { redis: server.url })
+    await failsoft.ready()
+    const cache = failsoft.cache({
+      namespace: 'bounds',
+      journalMaxKeys: 500,
+      memory: { maxEntries: 200, maxBytes: 256 * 1024 },
+    })
+    await server.kill()
+    await waitForBackend(cache, 'memory')
+    for (let i = 0; i < 20_000; i++) {
+      await cache.set(`k${i}`, { i, pad: 'y'.repeat(i % 10 === 0 ? 4000 : 100) })
+      if (i % 500 === 0) {
+        const { memory, journal } = cache.status()
+        assert.ok(memory.entries <= 200 && memory.bytes <= 256 * 1024, JSON.stringify(memory))
+        assert.ok(journal.keys <= 500, JSON.stringify(journal))
+      }
+    }
+    assert.equal(cache.status().journal.pendingGenerationBump, true)
+  })
+})
+
+/** The Redis key prefix of a cache's current generation. */
+function cacheKeyPrefix(failsoft: Failsoft, cache: Cache): string {
+  return `${failsoft.context.prefix}:cache:${cache.namespace}:d:${cache.status().generation}:`
+}
