@@ -44,6 +44,31 @@ export async function closeDefault(): Promise<void> {
   if (instance) await instance.close()
 }
 
+/**
+ * The seed's `safeGroupSend`: `groupSend` on the default instance's default channel layer
+ * (`getDefault().channels()`). Resolves true when the message was accepted — delivered to this
+ * process' members and published to Redis, or kept for the other processes in the bounded
+ * outbox while Redis is unavailable — and false otherwise (invalid group or message, closed
+ * instance), with the failure logged at ERROR. Never throws.
+ */
+export async function safeGroupSend(
+  group: string,
+  message: { type: string; [key: string]: unknown },
+): Promise<boolean> {
+  let layer
+  try {
+    layer = getDefault().channels()
+  } catch (error) {
+    const instance = defaultInstance
+    instance?.context.logger.error(
+      { err: loggableError(error), group: typeof group === 'string' ? group : typeof group },
+      'safeGroupSend failed: no channel layer',
+    )
+    return false
+  }
+  return layer.safeGroupSend(group, message)
+}
+
 /** Programmer errors in the seed-named cache functions: logged, at most once a minute per code. */
 const cacheProblems = new Map<string, { at: number; suppressed: number }>()
 

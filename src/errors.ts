@@ -96,3 +96,39 @@ export function invalidOption(
   Object.assign(error, { code: 'FAILSOFT_INVALID_OPTION', option })
   return error
 }
+
+/** A channel or group name breaks Channels' naming rule (ASCII letters, digits, `-_.`, < 100 chars). */
+export class InvalidNameError extends FailsoftError {
+  constructor(kind: 'channel' | 'group', name: unknown, reason: string) {
+    super('FAILSOFT_INVALID_NAME', `Invalid ${kind} name ${describeValue(name)}: ${reason}`, {
+      details: { kind, name: typeof name === 'string' ? name.slice(0, 120) : describeValue(name) },
+    })
+  }
+}
+
+/** A channel message is not a plain JSON-serializable object with a string `type`. */
+export class InvalidMessageError extends FailsoftError {
+  constructor(reason: string, options: FailsoftErrorOptions = {}) {
+    super('FAILSOFT_INVALID_MESSAGE', `Invalid channel message: ${reason}`, options)
+  }
+}
+
+/** A channel message serializes to more than `maxMessageBytes`. */
+export class MessageTooLargeError extends FailsoftError {
+  constructor(bytes: number, limit: number) {
+    super(
+      'FAILSOFT_MESSAGE_TOO_LARGE',
+      `Channel message is ${bytes} bytes as JSON; the limit (maxMessageBytes) is ${limit}`,
+      { details: { bytes, limit } },
+    )
+  }
+}
+
+/** `send` to a channel whose receive buffer already holds `capacity` messages. */
+export class ChannelFullError extends FailsoftError {
+  constructor(channel: string, capacity: number) {
+    super('FAILSOFT_CHANNEL_FULL', `Channel "${channel}" is full (capacity ${capacity})`, {
+      details: { channel, capacity },
+    })
+  }
+}

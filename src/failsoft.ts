@@ -1,4 +1,6 @@
 import type { Redis } from 'ioredis'
+import { ChannelLayer } from './channels/layer.js'
+import type { ChannelLayerInput } from './channels/options.js'
 import { createCache, type Cache } from './cache/cache.js'
 import type { CacheOptions } from './cache/options.js'
 import { ClosedError } from './errors.js'
@@ -38,6 +40,7 @@ export class Failsoft {
   readonly health: Health
   readonly #monitor: HealthMonitor
   readonly #context: FailsoftContext
+  readonly #channelLayers = new Map<string, ChannelLayer>()
   #closed = false
 
   constructor(options?: FailsoftOptions) {
@@ -72,6 +75,29 @@ export class Failsoft {
    */
   ready(): Promise<HealthState> {
     return this.#monitor.ready()
+  }
+
+  /**
+   * The channel layer named `options.name` ('default'): created on the first call, the same
+   * instance afterwards (so `safeGroupSend` from `failsoft/compat` reaches the consumers the
+   * application mounted). Options are only accepted on the call that creates it.
+   */
+  channels(options?: ChannelLayerInput): ChannelLayer {
+    this.#context.assertOpen()
+    const name = options?.name ?? 'default'
+    const existing = this.#channelLayers.get(name)
+    if (existing !== undefined && !existing.closed) {
+      const extra = Object.keys(options ?? {}).filter((key) => key !== 'name')
+      if (extra.length > 0) {
+        throw new RangeError(
+          `failsoft: channel layer "${name}" already exists; pass options only on the first channels() call`,
+        )
+      }
+      return existing
+    }
+    const layer = new ChannelLayer(this.#context, options)
+    this.#channelLayers.set(name, layer)
+    return layer
   }
 
   /**

@@ -15,6 +15,18 @@ export type { HealthTimings } from './health/timings.js'
 export type { Disposable } from './health/events.js'
 export type { Logger } from './logger.js'
 export { FailsoftError, RedisUnavailableError, RedisTimeoutError, ClosedError } from './errors.js'
+export {
+  ChannelFullError,
+  InvalidMessageError,
+  InvalidNameError,
+  MessageTooLargeError,
+} from './errors.js'
+export { ChannelLayer } from './channels/layer.js'
+export type { ChannelBackend, ReceiveOptions } from './channels/layer.js'
+export type { ChannelMessage } from './channels/message.js'
+export { defaultChannelLayerOptions } from './channels/options.js'
+export type { ChannelLayerOptions, ChannelLayerInput } from './channels/options.js'
+export { ChannelWebSocketServer, CloseCode } from './channels/websocket.js'
 export { Cache } from './cache/cache.js'
 export type { CacheStatus, SetOptions } from './cache/cache.js'
 export { defaultCacheOptions } from './cache/options.js'

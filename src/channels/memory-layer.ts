@@ -1,0 +1,358 @@
+import type { Entry } from './message.js'
+
+/** Pushes entries to a live consumer (a WebSocket) instead of buffering them for `receive`. */
+export type Sink = (entry: Entry) => void
+
+interface Waiter {
+  resolve(entry: Entry): void
+  reject(error: unknown): void
+}
+
+/** One channel's receive buffer: a FIFO bounded by the layer's capacity. */
+class ChannelBuffer {
+  entries: Entry[] = []
+  head = 0
+  readonly waiters: Waiter[] = []
+  sink: Sink | null = null
+  /** Groups this channel belongs to (the reverse index of LocalChannels.groups). */
+  readonly groups = new Set<string>()
+  lastUsed: number
+
+  constructor(now: number) {
+    this.lastUsed = now
+  }
+
+  get size(): number {
+    return this.entries.length - this.head
+  }
+
+  push(entry: Entry): void {
+    this.entries.push(entry)
+  }
+
+  shift(): Entry | undefined {
+    if (this.head >= this.entries.length) return undefined
+    const entry = this.entries[this.head]
+    this.head++
+    // Compact now and then instead of Array#shift (O(n) per call).
+    if (this.head >= 64 && this.head * 2 >= this.entries.length) {
+      this.entries = this.entries.slice(this.head)
+      this.head = 0
+    }
+    return entry
+  }
+
+  peek(): Entry | undefined {
+    return this.entries[this.head]
+  }
+
+  clear(): void {
+    this.entries = []
+    this.head = 0
+  }
+}
+
+export interface LocalCounters {
+  /** Messages dropped because they were older than `expirySeconds` when received. */
+  expired: number
+  /** Deliveries skipped because the receiving channel was full. */
+  full: number
+  /** Channels dropped from their groups because their messages expired unread (Channels' rule). */
+  abandoned: number
+  /** Group memberships that expired (`groupExpirySeconds`). */
+  membershipsExpired: number
+}
+
+export interface LocalHooks {
+  /** A group lost its last local member: stop listening for it. */
+  groupEmptied(group: string): void
+  /** A channel buffer was deleted (idle, abandoned or discarded). */
+  channelRemoved(channel: string): void
+}
+
+/**
+ * The in-process channel layer: per-channel receive buffers and group memberships. It is the
+ * whole layer in memory-only mode and while Redis is unavailable, and the local half of the
+ * layer when Redis is up (local members are always served from here, synchronously, without
+ * waiting for Redis). Membership lives here, never in Redis, so it survives a Redis restart.
+ */
+export class LocalChannels {
+  readonly #channels = new Map<string, ChannelBuffer>()
+  readonly #groups = new Map<string, Map<string, number>>()
+  readonly #capacity: number
+  readonly #expiryMs: number
+  readonly #groupExpiryMs: number
+  readonly #hooks: LocalHooks
+  readonly counters: LocalCounters = { expired: 0, full: 0, abandoned: 0, membershipsExpired: 0 }
+
+  constructor(options: {
+    capacity: number
+    expiryMs: number
+    groupExpiryMs: number
+    hooks: LocalHooks
+  }) {
+    this.#capacity = options.capacity
+    this.#expiryMs = options.expiryMs
+    this.#groupExpiryMs = options.groupExpiryMs
+    this.#hooks = options.hooks
+  }
+
+  get channelCount(): number {
+    return this.#channels.size
+  }
+
+  get groupCount(): number {
+    return this.#groups.size
+  }
+
+  get bufferedCount(): number {
+    let n = 0
+    for (const buffer of this.#channels.values()) n += buffer.size
+    return n
+  }
+
+  hasChannel(channel: string): boolean {
+    return this.#channels.has(channel)
+  }
+
+  hasGroup(group: string): boolean {
+    return this.#groups.has(group)
+  }
+
+  groupNames(): IterableIterator<string> {
+    return this.#groups.keys()
+  }
+
+  /** Make sure a buffer exists (newChannel, receive); returns true if it was created. */
+  touch(channel: string, now = Date.now()): boolean {
+    const existing = this.#channels.get(channel)
+    if (existing) {
+      existing.lastUsed = now
+      return false
+    }
+    this.#channels.set(channel, new ChannelBuffer(now))
+    return true
+  }
+
+  /**
+   * Deliver to one channel: to its waiting receiver, its sink, or its buffer. Returns false
+   * when the buffer is full (the caller decides: throw for `send`, skip and count for groups).
+   */
+  deliver(channel: string, entry: Entry): boolean {
+    let buffer = this.#channels.get(channel)
+    if (!buffer) {
+      buffer = new ChannelBuffer(entry.sentAt)
+      this.#channels.set(channel, buffer)
+    }
+    return this.#deliverTo(buffer, entry)
+  }
+
+  #deliverTo(buffer: ChannelBuffer, entry: Entry): boolean {
+    if (buffer.sink !== null) {
+      buffer.sink(entry)
+      return true
+    }
+    const waiter = buffer.waiters.shift()
+    if (waiter !== undefined) {
+      waiter.resolve(entry)
+      return true
+    }
+    if (buffer.size >= this.#capacity) {
+      // Expired messages do not count against capacity.
+      this.#dropExpired(buffer, Date.now())
+      if (buffer.size >= this.#capacity) return false
+    }
+    buffer.push(entry)
+    return true
+  }
+
+  /** Deliver to every local member; counts (and returns) the members skipped because full. */
+  groupDeliver(group: string, entry: Entry): { delivered: number; full: number } {
+    const members = this.#groups.get(group)
+    if (!members) return { delivered: 0, full: 0 }
+    let delivered = 0
+    let full = 0
+    const expiredBefore = entry.sentAt - this.#groupExpiryMs
+    for (const [channel, joinedAt] of members) {
+      const buffer = this.#channels.get(channel)
+      if (joinedAt < expiredBefore && buffer?.sink == null) {
+        this.#removeMember(group, members, channel)
+        this.counters.membershipsExpired++
+        continue
+      }
+      if (this.#deliverTo(buffer ?? this.#create(channel, entry.sentAt), entry)) delivered++
+      else full++
+    }
+    if (full > 0) this.counters.full += full
+    return { delivered, full }
+  }
+
+  #create(channel: string, now: number): ChannelBuffer {
+    const buffer = new ChannelBuffer(now)
+    this.#channels.set(channel, buffer)
+    return buffer
+  }
+
+  /** Next unexpired entry, or a promise for the next delivered one. */
+  receive(channel: string, signal: AbortSignal | undefined): Promise<Entry> {
+    const now = Date.now()
+    let buffer = this.#channels.get(channel)
+    if (!buffer) buffer = this.#create(channel, now)
+    buffer.lastUsed = now
+    if (buffer.waiters.length === 0) {
+      this.#dropExpired(buffer, now)
+      const entry = buffer.shift()
+      if (entry !== undefined) return Promise.resolve(entry)
+    }
+    if (signal?.aborted) return Promise.reject(abortReason(signal))
+    const target = buffer
+    return new Promise<Entry>((resolve, reject) => {
+      const onAbort = (): void => {
+        const index = target.waiters.indexOf(waiter)
+        if (index >= 0) target.waiters.splice(index, 1)
+        reject(abortReason(signal as AbortSignal))
+      }
+      const waiter: Waiter = {
+        resolve: (entry) => {
+          signal?.removeEventListener('abort', onAbort)
+          target.lastUsed = Date.now()
+          resolve(entry)
+        },
+        reject: (error) => {
+          signal?.removeEventListener('abort', onAbort)
+          reject(error)
+        },
+      }
+      target.waiters.push(waiter)
+      signal?.addEventListener('abort', onAbort, { once: true })
+    })
+  }
+
+  /** Attach a push consumer; entries already buffered are handed over first, in order. */
+  attach(channel: string, sink: Sink): void {
+    const buffer = this.#channels.get(channel) ?? this.#create(channel, Date.now())
+    buffer.sink = sink
+    const now = Date.now()
+    this.#dropExpired(buffer, now)
+    for (let entry = buffer.shift(); entry !== undefined; entry = buffer.shift()) sink(entry)
+  }
+
+  groupAdd(group: string, channel: string, now = Date.now()): boolean {
+    let members = this.#groups.get(group)
+    const created = members === undefined
+    if (!members) {
+      members = new Map()
+      this.#groups.set(group, members)
+    }
+    // Re-adding refreshes the join time (and so the membership expiry), as in Channels.
+    members.delete(channel)
+    members.set(channel, now)
+    const buffer = this.#channels.get(channel) ?? this.#create(channel, now)
+    buffer.groups.add(group)
+    return created
+  }
+
+  groupDiscard(group: string, channel: string): void {
+    const members = this.#groups.get(group)
+    if (members) this.#removeMember(group, members, channel)
+  }
+
+  #removeMember(group: string, members: Map<string, number>, channel: string): void {
+    if (!members.delete(channel)) return
+    this.#channels.get(channel)?.groups.delete(group)
+    if (members.size === 0) {
+      this.#groups.delete(group)
+      this.#hooks.groupEmptied(group)
+    }
+  }
+
+  /** Forget a channel: out of every group, buffer dropped (a consumer closed). */
+  deleteChannel(channel: string): void {
+    const buffer = this.#channels.get(channel)
+    if (!buffer) return
+    for (const group of [...buffer.groups]) this.groupDiscard(group, channel)
+    buffer.sink = null
+    this.#channels.delete(channel)
+    this.#hooks.channelRemoved(channel)
+  }
+
+  detach(channel: string): void {
+    const buffer = this.#channels.get(channel)
+    if (buffer) buffer.sink = null
+  }
+
+  /**
+   * Drop every buffered message and every membership. Waiting receivers and attached
+   * consumers stay attached: the channel names remain valid.
+   */
+  flush(): void {
+    const groups = [...this.#groups.keys()]
+    this.#groups.clear()
+    for (const [channel, buffer] of this.#channels) {
+      buffer.groups.clear()
+      buffer.clear()
+      if (buffer.waiters.length === 0 && buffer.sink === null) {
+        this.#channels.delete(channel)
+        this.#hooks.channelRemoved(channel)
+      }
+    }
+    for (const group of groups) this.#hooks.groupEmptied(group)
+  }
+
+  /**
+   * Periodic clean-up: expired messages, expired memberships, abandoned channels (messages
+   * expired unread with nobody receiving: Channels removes such a channel from its groups)
+   * and idle empty buffers. Keeps memory bounded when consumers vanish without discarding.
+   */
+  sweep(now = Date.now()): void {
+    for (const [channel, buffer] of this.#channels) {
+      const live = buffer.sink !== null || buffer.waiters.length > 0
+      if (live) continue
+      const dropped = this.#dropExpired(buffer, now)
+      if (dropped > 0) {
+        this.counters.abandoned++
+        this.deleteChannel(channel)
+        continue
+      }
+      if (buffer.size === 0 && buffer.groups.size === 0 && now - buffer.lastUsed > this.#expiryMs) {
+        this.#channels.delete(channel)
+        this.#hooks.channelRemoved(channel)
+      }
+    }
+    const expiredBefore = now - this.#groupExpiryMs
+    for (const [group, members] of this.#groups) {
+      for (const [channel, joinedAt] of members) {
+        if (joinedAt >= expiredBefore) break // insertion order = join order
+        if (this.#channels.get(channel)?.sink != null) continue
+        this.#removeMember(group, members, channel)
+        this.counters.membershipsExpired++
+      }
+    }
+  }
+
+  /** Drop all state and reject every pending receive with `error` (the layer closed). */
+  clear(error: unknown): void {
+    for (const buffer of this.#channels.values()) {
+      for (const waiter of buffer.waiters.splice(0)) waiter.reject(error)
+      buffer.sink = null
+    }
+    this.#channels.clear()
+    this.#groups.clear()
+  }
+
+  #dropExpired(buffer: ChannelBuffer, now: number): number {
+    const before = now - this.#expiryMs
+    let dropped = 0
+    for (let entry = buffer.peek(); entry !== undefined && entry.sentAt < before;) {
+      buffer.shift()
+      dropped++
+      entry = buffer.peek()
+    }
+    if (dropped > 0) this.counters.expired += dropped
+    return dropped
+  }
+}
+
+export function abortReason(signal: AbortSignal): unknown {
+  return signal.reason ?? new DOMException('The operation was aborted', 'AbortError')
+}

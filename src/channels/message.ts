@@ -1,0 +1,103 @@
+import { InvalidMessageError, MessageTooLargeError } from '../errors.js'
+import { safeJsonParse } from '../util/json.js'
+
+/** What travels on a channel layer: a plain JSON object with a string `type`. */
+export interface ChannelMessage {
+  type: string
+  [key: string]: unknown
+}
+
+/**
+ * A message as it sits in a receive buffer: serialized once by the sender (that is also the
+ * size check), parsed by each receiver, so every receiver gets its own copy (Channels deep-copies
+ * for the same reason) and a WebSocket consumer can forward the JSON text without parsing it.
+ */
+export interface Entry {
+  readonly type: string
+  readonly json: string
+  /** Sender's clock, ms since the epoch; messages older than `expirySeconds` are dropped. */
+  readonly sentAt: number
+}
+
+/** Serialize and check a message; throws InvalidMessageError / MessageTooLargeError. */
+export function serializeMessage(message: unknown, maxBytes: number): Entry {
+  if (typeof message !== 'object' || message === null || Array.isArray(message)) {
+    throw new InvalidMessageError('a message must be a plain object with a string `type`')
+  }
+  const proto: unknown = Object.getPrototypeOf(message)
+  if (proto !== Object.prototype && proto !== null) {
+    throw new InvalidMessageError('a message must be a plain object (not a class instance)')
+  }
+  const type = (message as { type?: unknown }).type
+  if (typeof type !== 'string' || type.length === 0) {
+    throw new InvalidMessageError('a message needs a non-empty string `type`')
+  }
+  let json: string
+  try {
+    json = JSON.stringify(message)
+  } catch (error) {
+    throw new InvalidMessageError('the message is not JSON-serializable', { cause: error })
+  }
+  // A UTF-16 code unit is at most 3 UTF-8 bytes: the exact count is only needed near the limit.
+  if (json.length * 3 > maxBytes) {
+    const bytes = Buffer.byteLength(json)
+    if (bytes > maxBytes) throw new MessageTooLargeError(bytes, maxBytes)
+  }
+  return { type, json, sentAt: Date.now() }
+}
+
+/** Parse an entry for a receiver: each call returns a fresh object. */
+export function parseEntry(entry: Entry): ChannelMessage {
+  return safeJsonParse(entry.json) as ChannelMessage
+}
+
+/**
+ * Wire format of a pub/sub payload:
+ * `f1|<origin>|<seq>|<sentAt>|<target>|<typeLength>|<type><json>`.
+ * A text header instead of a JSON envelope: the message JSON is never re-serialized or parsed
+ * in transit, and a receiver can route (and a WebSocket consumer can forward) without parsing.
+ * origin: the publishing layer's process id; seq: per publisher and topic, from 1;
+ * target: the group or channel name inside the topic.
+ */
+export interface WireMessage {
+  readonly origin: string
+  readonly seq: number
+  readonly target: string
+  readonly entry: Entry
+}
+
+const VERSION = 'f1|'
+
+export function encodeWire(origin: string, seq: number, target: string, entry: Entry): string {
+  return `${VERSION}${origin}|${seq}|${entry.sentAt}|${target}|${entry.type.length}|${entry.type}${entry.json}`
+}
+
+/** Decode a payload; null if it is not one of ours or is malformed (never throws). */
+export function decodeWire(text: string): WireMessage | null {
+  if (!text.startsWith(VERSION)) return null
+  const a = text.indexOf('|', 3)
+  const b = a < 0 ? -1 : text.indexOf('|', a + 1)
+  const c = b < 0 ? -1 : text.indexOf('|', b + 1)
+  const d = c < 0 ? -1 : text.indexOf('|', c + 1)
+  const e = d < 0 ? -1 : text.indexOf('|', d + 1)
+  if (e < 0) return null
+  const origin = text.slice(3, a)
+  const seq = Number(text.slice(a + 1, b))
+  const sentAt = Number(text.slice(b + 1, c))
+  const target = text.slice(c + 1, d)
+  const typeLength = Number(text.slice(d + 1, e))
+  if (
+    origin.length === 0 ||
+    !Number.isSafeInteger(seq) ||
+    !Number.isFinite(sentAt) ||
+    !Number.isSafeInteger(typeLength) ||
+    typeLength <= 0 ||
+    e + 1 + typeLength >= text.length
+  ) {
+    return null
+  }
+  const type = text.slice(e + 1, e + 1 + typeLength)
+  const json = text.slice(e + 1 + typeLength)
+  if (json.charCodeAt(0) !== 123 /* { */) return null
+  return { origin, seq, target, entry: { type, json, sentAt } }
+}

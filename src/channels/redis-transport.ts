@@ -1,0 +1,241 @@
+import type { Redis } from 'ioredis'
+import { RedisTimeoutError, RedisUnavailableError } from '../errors.js'
+import type { HealthMonitor, RecoveryContext } from '../health/monitor.js'
+
+/**
+ * How long a SUBSCRIBE / UNSUBSCRIBE or the subscriber's connect may take, in ms. Only a
+ * backstop: a frozen Redis is noticed by the health monitor first (its heartbeat, ≤ 350 ms by
+ * default), which brings the layer down and drops the subscriber, rejecting what waits on it.
+ */
+const SUBSCRIBER_DEADLINE_MS = 2000
+/** Topics per SUBSCRIBE command when re-subscribing many groups at once. */
+const SUBSCRIBE_CHUNK = 500
+
+/**
+ * Redis pub/sub for the channel layer: a subscriber connection (its own, since a subscribed
+ * connection can run nothing else) holding one topic per group with local members, one per
+ * named channel with a local receiver and one for this process' specific channels; publishes
+ * go through the health monitor's command connection, so a frozen Redis is noticed there.
+ *
+ * The subscriber is never reconnected by ioredis: when Redis fails the layer drops it, and the
+ * recovery step opens a fresh one and subscribes every wanted topic before the layer returns
+ * to Redis (a fresh connection rather than a reconnect: a socket to a frozen server can take
+ * seconds to finish closing, and a new one needs no state from the old).
+ */
+export class RedisTransport {
+  readonly #monitor: HealthMonitor
+  readonly #connectionName: string
+  readonly #onMessage: (topic: string, payload: string) => void
+  readonly #onError: (error: unknown, what: string) => void
+  readonly #wanted = new Set<string>()
+  readonly #subscribed = new Set<string>()
+  #sub: Redis | null = null
+  #closed = false
+  /** Subscriber connections opened (1 + one per recovery after an outage). */
+  connections = 0
+
+  constructor(options: {
+    monitor: HealthMonitor
+    connectionName: string
+    onMessage: (topic: string, payload: string) => void
+    onError: (error: unknown, what: string) => void
+  }) {
+    this.#monitor = options.monitor
+    this.#connectionName = options.connectionName
+    this.#onMessage = options.onMessage
+    this.#onError = options.onError
+  }
+
+  get subscribedCount(): number {
+    return this.#subscribed.size
+  }
+
+  get wantedCount(): number {
+    return this.#wanted.size
+  }
+
+  /** True when some wanted topic is not subscribed: the recovery step must run (again). */
+  get behind(): boolean {
+    if (this.#sub === null || this.#sub.status !== 'ready') return true
+    if (this.#subscribed.size < this.#wanted.size) return true
+    for (const topic of this.#wanted) if (!this.#subscribed.has(topic)) return true
+    return false
+  }
+
+  isSubscribed(topic: string): boolean {
+    return this.#subscribed.has(topic)
+  }
+
+  /**
+   * Listen on a topic. While Redis is up this waits for the SUBSCRIBE reply, so a message
+   * published by another process after it resolves is received; while down it only records
+   * the topic, which the recovery step subscribes. Never rejects.
+   */
+  async want(topic: string): Promise<void> {
+    this.#wanted.add(topic)
+    if (this.#subscribed.has(topic) || !this.#monitor.available) return
+    const sub = this.#sub
+    if (sub === null || sub.status !== 'ready') return
+    try {
+      await withDeadline(sub.subscribe(topic), SUBSCRIBER_DEADLINE_MS, 'subscribe')
+      if (sub !== this.#sub) return
+      this.#subscribed.add(topic)
+      if (!this.#wanted.has(topic)) this.unwant(topic)
+    } catch (error) {
+      this.#failed(sub, error)
+    }
+  }
+
+  /** Stop listening on a topic (fire and forget: an unneeded subscription is harmless). */
+  unwant(topic: string): void {
+    this.#wanted.delete(topic)
+    const sub = this.#sub
+    if (!this.#subscribed.has(topic) || sub === null || sub.status !== 'ready') return
+    this.#subscribed.delete(topic)
+    withDeadline(sub.unsubscribe(topic), SUBSCRIBER_DEADLINE_MS, 'unsubscribe').catch(
+      (error: unknown) => this.#failed(sub, error),
+    )
+  }
+
+  /** PUBLISH through the monitor (tracked for freeze detection). */
+  publish(topic: string, payload: string): Promise<number> {
+    return this.#monitor.run((redis) => redis.publish(topic, payload))
+  }
+
+  /** Publish a batch in one pipeline; resolves with how many commands Redis answered with an error. */
+  async publishBatch(
+    items: ReadonlyArray<{ topic: string; payload: string }>,
+  ): Promise<{ replyErrors: number }> {
+    const results = await this.#monitor.run((redis) => {
+      const pipeline = redis.pipeline()
+      for (const item of items) pipeline.publish(item.topic, item.payload)
+      return pipeline.exec()
+    })
+    let replyErrors = 0
+    for (const [error] of results ?? []) if (error) replyErrors++
+    if (results === null || results.length < items.length) {
+      throw new RedisUnavailableError('the publish pipeline was aborted')
+    }
+    return { replyErrors }
+  }
+
+  /** Redis went down: drop the subscriber; the recovery step opens a new one. */
+  detach(): void {
+    const sub = this.#sub
+    this.#sub = null
+    this.#subscribed.clear()
+    if (sub !== null) sub.disconnect()
+  }
+
+  /**
+   * The recovery step's half: a ready subscriber with every wanted topic subscribed.
+   * Idempotent; throws (so the monitor retries) if Redis fails meanwhile.
+   */
+  async recover(context: RecoveryContext): Promise<void> {
+    if (this.#closed) return
+    let sub = this.#sub
+    if (sub === null || sub.status !== 'ready') {
+      if (sub !== null) this.detach()
+      sub = this.#open()
+      const attempt = sub.connect()
+      try {
+        await withDeadline(attempt, SUBSCRIBER_DEADLINE_MS, 'subscriber connect', context.signal)
+      } catch (error) {
+        attempt.catch(() => undefined) // settled by the disconnect below; already handled here
+        if (sub === this.#sub) this.detach()
+        throw error
+      }
+    }
+    const missing = [...this.#wanted].filter((topic) => !this.#subscribed.has(topic))
+    for (let i = 0; i < missing.length; i += SUBSCRIBE_CHUNK) {
+      const chunk = missing.slice(i, i + SUBSCRIBE_CHUNK)
+      await withDeadline(
+        sub.subscribe(...chunk),
+        SUBSCRIBER_DEADLINE_MS,
+        'subscribe',
+        context.signal,
+      )
+      if (sub !== this.#sub) throw new RedisUnavailableError('subscriber closed during recovery')
+      for (const topic of chunk) this.#subscribed.add(topic)
+    }
+    // Topics dropped while we were subscribing them.
+    for (const topic of [...this.#subscribed]) if (!this.#wanted.has(topic)) this.unwant(topic)
+  }
+
+  close(): void {
+    this.#closed = true
+    this.#wanted.clear()
+    this.detach()
+  }
+
+  #open(): Redis {
+    const sub = this.#monitor.createConnection('subscriber', this.#connectionName)
+    this.connections++
+    this.#sub = sub
+    sub.on('message', (topic: string, payload: string) => {
+      if (sub === this.#sub) this.#onMessage(topic, payload)
+    })
+    sub.on('close', () => {
+      if (sub !== this.#sub) return
+      this.#sub = null
+      this.#subscribed.clear()
+      // Only this connection died (e.g. CLIENT KILL): the layer can no longer hear other
+      // processes, so it must leave Redis and recover like after any outage.
+      if (!this.#closed && this.#monitor.available) {
+        this.#monitor.reportFailure(
+          new RedisUnavailableError('the channel layer subscriber connection closed'),
+        )
+      }
+    })
+    return sub
+  }
+
+  #failed(sub: Redis, error: unknown): void {
+    if (sub !== this.#sub || this.#closed) return
+    this.#onError(error, 'subscriber command failed')
+    // Whatever failed (timeout, closed socket) the subscriber can no longer be trusted.
+    this.detach()
+    if (this.#monitor.available) this.#monitor.reportFailure(asConnectivityError(error))
+  }
+}
+
+function asConnectivityError(error: unknown): Error {
+  if (error instanceof Error && error.name !== 'ReplyError') return error
+  return new RedisUnavailableError('a subscriber command failed', { cause: error })
+}
+
+function withDeadline<T>(
+  promise: Promise<T>,
+  timeoutMs: number,
+  what: string,
+  signal?: AbortSignal,
+): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => {
+      clearTimeout(timer)
+      reject(new RedisUnavailableError(`recovery abandoned during ${what}`))
+    }
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort)
+      reject(new RedisTimeoutError(timeoutMs, { details: { source: what } }))
+    }, timeoutMs)
+    if (signal?.aborted) {
+      onAbort()
+      promise.catch(() => undefined) // abandoned; its outcome no longer matters
+      return
+    }
+    signal?.addEventListener('abort', onAbort, { once: true })
+    promise.then(
+      (value) => {
+        clearTimeout(timer)
+        signal?.removeEventListener('abort', onAbort)
+        resolve(value)
+      },
+      (error: unknown) => {
+        clearTimeout(timer)
+        signal?.removeEventListener('abort', onAbort)
+        reject(error)
+      },
+    )
+  })
+}
