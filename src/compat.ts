@@ -11,6 +11,7 @@
 import { createFailsoft, type Failsoft } from './failsoft.js'
 import { loggableError } from './logger.js'
 import type { FailsoftOptions } from './options.js'
+import type { Task, DispatchOptions, DispatchResult } from './tasks/task.js'
 
 let defaultInstance: Failsoft | null = null
 let defaultOptions: FailsoftOptions | null = null
@@ -134,5 +135,32 @@ export async function safeCacheDelete(key: string): Promise<boolean> {
   } catch (error) {
     reportCacheProblem('safeCacheDelete', key, error)
     return false
+  }
+}
+
+/**
+ * The seed's `executeTaskSync(task, args)`: queue the task when Redis is up, run it in this
+ * process when it is down (or follow the task's own fallback). `task` is a Task from
+ * `define()`, or the name of a task defined on the default instance's default queue
+ * (`getDefault().tasks()`). Never throws: a bad name, bad arguments or a closed instance
+ * resolve to `{ mode: 'rejected', error }`, and an inline handler's failure to
+ * `{ mode: 'inline', ok: false, error }`.
+ */
+export async function executeTaskSync<A, R = unknown>(
+  task: Task<A, R> | string,
+  args: A,
+  options?: DispatchOptions,
+): Promise<DispatchResult<R>> {
+  try {
+    if (typeof task === 'string') {
+      return await getDefault().tasks().dispatch<R>(task, args, options)
+    }
+    return await task.dispatch(args, options)
+  } catch (error) {
+    return {
+      mode: 'rejected',
+      id: '',
+      error: error instanceof Error ? error : new Error(String(error)),
+    }
   }
 }

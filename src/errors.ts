@@ -132,3 +132,58 @@ export class ChannelFullError extends FailsoftError {
     })
   }
 }
+
+/** `dispatch` or `schedule` named a task that was not defined on that queue. */
+export class UnknownTaskError extends FailsoftError {
+  constructor(name: unknown, queue: string) {
+    super(
+      'FAILSOFT_UNKNOWN_TASK',
+      `No task named ${describeValue(name)} is defined on queue "${queue}"; call tasks.define() first`,
+      {
+        details: {
+          name: typeof name === 'string' ? name.slice(0, 120) : describeValue(name),
+          queue,
+        },
+      },
+    )
+  }
+}
+
+/** Task arguments (or dispatch options) are not JSON-serializable or exceed `maxArgsBytes`. */
+export class InvalidTaskArgsError extends FailsoftError {
+  constructor(task: string, reason: string, options: FailsoftErrorOptions = {}) {
+    super('FAILSOFT_INVALID_TASK_ARGS', `Invalid arguments for task "${task}": ${reason}`, {
+      ...options,
+      details: { task, ...options.details },
+    })
+  }
+}
+
+/** The spool already holds `maxRecords` jobs or `maxBytes` bytes: the job was not accepted. */
+export class SpoolFullError extends FailsoftError {
+  constructor(limit: 'maxRecords' | 'maxBytes', value: number) {
+    super('FAILSOFT_SPOOL_FULL', `The task spool is full (spool.${limit} = ${value})`, {
+      details: { limit, value },
+    })
+  }
+}
+
+/** Every inline slot is busy and `inline.maxWaiting` runs already wait: the job did not run. */
+export class InlineBusyError extends FailsoftError {
+  constructor(concurrency: number, maxWaiting: number) {
+    super(
+      'FAILSOFT_INLINE_BUSY',
+      `Inline task runner is busy (${concurrency} running, ${maxWaiting} waiting)`,
+      { details: { concurrency, maxWaiting } },
+    )
+  }
+}
+
+/** One try of a task ran longer than its `timeoutMs`; its `ctx.signal` was aborted. */
+export class TaskTimeoutError extends FailsoftError {
+  constructor(task: string, timeoutMs: number) {
+    super('FAILSOFT_TASK_TIMEOUT', `Task "${task}" did not finish within ${timeoutMs} ms`, {
+      details: { task, timeoutMs },
+    })
+  }
+}

@@ -4,6 +4,8 @@ import type { ChannelLayerInput } from './channels/options.js'
 import { createCache, type Cache } from './cache/cache.js'
 import type { CacheOptions } from './cache/options.js'
 import { ClosedError } from './errors.js'
+import type { TaskQueueInput } from './tasks/options.js'
+import { taskQueue, type TaskQueue } from './tasks/queue.js'
 import { HealthMonitor, type Health, type HealthState } from './health/monitor.js'
 import type { Logger } from './logger.js'
 import { resolveOptions, type FailsoftOptions } from './options.js'
@@ -107,6 +109,15 @@ export class Failsoft {
    */
   cache(options?: Partial<CacheOptions>): Cache {
     return createCache(this.#context, options)
+  }
+
+  /**
+   * The task queue `options.queue` ('default'): BullMQ while Redis is available; while it is
+   * not, each task's fallback (inline, spool or drop). Created on the first call, the same
+   * object afterwards; options are only accepted on the call that creates it.
+   */
+  tasks(options?: TaskQueueInput): TaskQueue {
+    return taskQueue(this.#context, options)
   }
 
   status(): FailsoftStatus {

@@ -39,4 +39,25 @@ export {
   InvalidValueError,
   ValueTooLargeError,
 } from './cache/errors.js'
+export {
+  InlineBusyError,
+  InvalidTaskArgsError,
+  SpoolFullError,
+  TaskTimeoutError,
+  UnknownTaskError,
+} from './errors.js'
+export { TaskQueue } from './tasks/queue.js'
+export type { TaskCounts, TaskQueueStatus } from './tasks/queue.js'
+export { Task } from './tasks/task.js'
+export type { DispatchOptions, DispatchResult, TaskContext, TaskHandler } from './tasks/task.js'
+export { defaultTaskOptions, defaultTaskQueueOptions } from './tasks/options.js'
+export type {
+  TaskFallback,
+  TaskOptions,
+  TaskOptionsInput,
+  TaskQueueInput,
+  TaskQueueOptions,
+} from './tasks/options.js'
+export type { WorkOptions, WorkerHandle } from './tasks/worker.js'
+export type { ScheduleOptions, ScheduleResult } from './tasks/scheduler.js'
 export type { FailsoftErrorCode } from './errors.js'

@@ -1,0 +1,276 @@
+import { invalidOption } from '../errors.js'
+
+/** What a task does while Redis is unavailable (see docs/tasks.md). */
+export type TaskFallback = 'inline' | 'spool' | 'drop'
+
+/** Options of `failsoft.tasks(options)`. Every field is optional. */
+export interface TaskQueueOptions {
+  /**
+   * Queue name: the BullMQ queue `<prefix>:tasks:<queue>` and the component `tasks:<queue>`.
+   * Letters, digits, `-`, `_`, `.`; 1 to 64 characters. Default 'default'.
+   */
+  queue: string
+  /**
+   * Longest a dispatch waits for Redis to accept a job while Redis is believed up, in ms.
+   * Past it the enqueue is ambiguous (it may still land): the job goes to the spool under the
+   * same id, never inline. Default 500.
+   */
+  enqueueTimeoutMs: number
+  /** Largest task arguments accepted, as UTF-8 JSON bytes. Default 262144 (256 KiB). */
+  maxArgsBytes: number
+  /**
+   * How long the worker's "already done" marker of a completed job lives in Redis, in ms. A
+   * job re-added with the same id within that time (a spool replay after an ambiguous
+   * enqueue, a repeated idempotency key) is skipped instead of run again. One small key per
+   * completed job; `0` disables the markers (at-least-once only). Default 3600000 (1 h).
+   */
+  doneTtlMs: number
+  /** The in-process runner used by `inline` fallbacks. */
+  inline: {
+    /** Inline runs at the same time, for this queue. Default 4. */
+    concurrency: number
+    /** Inline runs waiting for a free slot; one more gets FAILSOFT_INLINE_BUSY. Default 100. */
+    maxWaiting: number
+    /**
+     * What a dispatch does when `concurrency` runs are busy and `maxWaiting` are waiting:
+     * 'reject' returns `{ mode: 'rejected', error: InlineBusyError }` (nothing runs);
+     * 'spool' hands the job to the spool (it runs on a worker once Redis is back). Default
+     * 'reject'.
+     */
+    whenBusy: 'reject' | 'spool'
+  }
+  /** The durable journal of jobs waiting for Redis (fallback 'spool', ambiguous enqueues). */
+  spool: {
+    /**
+     * Journal file, or `false` for an in-memory journal (lost if the process dies). Each
+     * process claims its own file: when this one is locked by a live process the next free
+     * `<name>.1.jsonl`, `<name>.2.jsonl`… is used, and files left by dead processes are
+     * replayed by whoever recovers next. Relative paths resolve against the working
+     * directory. Default `./.failsoft/spool-<prefix>-<queue>.jsonl`.
+     */
+    path: string | false
+    /** Jobs waiting in the journal; one more gets FAILSOFT_SPOOL_FULL. Default 100000. */
+    maxRecords: number
+    /** Journal file size; a record that would pass it gets FAILSOFT_SPOOL_FULL. Default 67108864 (64 MiB). */
+    maxBytes: number
+  }
+  /**
+   * Completed jobs BullMQ keeps (its `removeOnComplete`): `true` removes at once, a number
+   * keeps that many, `{ age, count }` bounds both (age in seconds). Default `{ count: 1000 }`.
+   */
+  removeOnComplete: KeepJobs
+  /** Failed jobs BullMQ keeps (its `removeOnFail`), same forms. Default `{ count: 10000 }`. */
+  removeOnFail: KeepJobs
+}
+
+/** BullMQ's job retention: remove at once (`true`), keep all (`false`), keep N, or bound age (s) / count. */
+export type KeepJobs = boolean | number | { count: number } | { age: number; count?: number }
+
+export const defaultTaskQueueOptions: Readonly<Omit<TaskQueueOptions, 'spool'>> & {
+  readonly spool: Readonly<Omit<TaskQueueOptions['spool'], 'path'>>
+} = Object.freeze({
+  queue: 'default',
+  enqueueTimeoutMs: 500,
+  maxArgsBytes: 256 * 1024,
+  doneTtlMs: 3_600_000,
+  inline: Object.freeze({ concurrency: 4, maxWaiting: 100, whenBusy: 'reject' as const }),
+  spool: Object.freeze({ maxRecords: 100_000, maxBytes: 64 * 1024 * 1024 }),
+  removeOnComplete: Object.freeze({ count: 1000 }),
+  removeOnFail: Object.freeze({ count: 10_000 }),
+})
+
+/** What `failsoft.tasks()` accepts: every field optional, nested objects partial too. */
+export type TaskQueueInput = Partial<Omit<TaskQueueOptions, 'inline' | 'spool'>> & {
+  inline?: Partial<TaskQueueOptions['inline']>
+  spool?: Partial<TaskQueueOptions['spool']>
+}
+
+/** Options of `tasks.define(name, handler, options)`. Every field is optional. */
+export interface TaskOptions {
+  /** Tries in all (1 = no retry), on a worker and inline alike. Default 1. */
+  attempts: number
+  /**
+   * Wait between tries: 'fixed' waits `delayMs` each time, 'exponential' waits
+   * `delayMs × 2^(try - 1)`. Default `{ type: 'exponential', delayMs: 1000 }`.
+   */
+  backoff: { type: 'fixed' | 'exponential'; delayMs: number }
+  /**
+   * One try longer than this fails with TaskTimeoutError (FAILSOFT_TASK_TIMEOUT) and the
+   * handler's `ctx.signal` is aborted, in ms. Default 30000.
+   */
+  timeoutMs: number
+  /** What a dispatch does while Redis is unavailable. Default 'inline'. */
+  fallback: TaskFallback
+  /**
+   * Periodic runs (`tasks.schedule`) while Redis is unavailable: 'skip' (every replica would
+   * otherwise run them, N times) or 'local' (this process runs them on its own timer — only
+   * for tasks that are safe to run once per replica). Default 'skip'.
+   */
+  whileDown: 'skip' | 'local'
+}
+
+export const defaultTaskOptions: Readonly<TaskOptions> = Object.freeze({
+  attempts: 1,
+  backoff: Object.freeze({ type: 'exponential' as const, delayMs: 1000 }),
+  timeoutMs: 30_000,
+  fallback: 'inline' as const,
+  whileDown: 'skip' as const,
+})
+
+export type TaskOptionsInput = Partial<Omit<TaskOptions, 'backoff'>> & {
+  backoff?: Partial<TaskOptions['backoff']>
+}
+
+/** Queue names and task names: safe in a Redis key and a BullMQ queue name (no `:`). */
+export const NAME = /^[A-Za-z0-9_.-]{1,64}$/
+const NAME_RULE = '1 to 64 letters, digits, "-", "_" or "."'
+
+const QUEUE_KEYS = new Set([
+  'queue',
+  'enqueueTimeoutMs',
+  'maxArgsBytes',
+  'doneTtlMs',
+  'inline',
+  'spool',
+  'removeOnComplete',
+  'removeOnFail',
+])
+
+export function resolveTaskQueueOptions(
+  input: TaskQueueInput | undefined,
+  prefix: string,
+): TaskQueueOptions {
+  const raw = plainObject(input ?? {}, 'tasks options')
+  for (const key of Object.keys(raw)) {
+    if (!QUEUE_KEYS.has(key)) {
+      throw invalidOption(key, `one of ${[...QUEUE_KEYS].join(', ')} (unknown option)`, key)
+    }
+  }
+  const d = defaultTaskQueueOptions
+  const queue = raw.queue ?? d.queue
+  if (typeof queue !== 'string') throw invalidOption('queue', 'a string', queue)
+  if (!NAME.test(queue)) throw invalidOption('queue', NAME_RULE, queue, 'range')
+
+  const inline = plainObject(raw.inline ?? {}, 'inline')
+  const spool = plainObject(raw.spool ?? {}, 'spool')
+  checkKeys(inline, 'inline', ['concurrency', 'maxWaiting', 'whenBusy'])
+  checkKeys(spool, 'spool', ['path', 'maxRecords', 'maxBytes'])
+
+  const whenBusy = inline.whenBusy ?? d.inline.whenBusy
+  if (whenBusy !== 'reject' && whenBusy !== 'spool') {
+    throw invalidOption('inline.whenBusy', "'reject' or 'spool'", whenBusy)
+  }
+  const path = spool.path ?? `./.failsoft/spool-${prefix}-${queue}.jsonl`
+  if (path !== false && (typeof path !== 'string' || path.length === 0)) {
+    throw invalidOption('spool.path', 'a non-empty file path or false', path)
+  }
+  return {
+    queue,
+    enqueueTimeoutMs: num(raw.enqueueTimeoutMs, d.enqueueTimeoutMs, 'enqueueTimeoutMs', 1, 60_000),
+    maxArgsBytes: int(raw.maxArgsBytes, d.maxArgsBytes, 'maxArgsBytes', 2, 512 * 1024 * 1024),
+    doneTtlMs: int(raw.doneTtlMs, d.doneTtlMs, 'doneTtlMs', 0, 366 * 86_400_000),
+    inline: {
+      concurrency: int(inline.concurrency, d.inline.concurrency, 'inline.concurrency', 1, 10_000),
+      maxWaiting: int(inline.maxWaiting, d.inline.maxWaiting, 'inline.maxWaiting', 0, 1_000_000),
+      whenBusy,
+    },
+    spool: {
+      path,
+      maxRecords: int(spool.maxRecords, d.spool.maxRecords, 'spool.maxRecords', 1, 100_000_000),
+      maxBytes: int(spool.maxBytes, d.spool.maxBytes, 'spool.maxBytes', 1024, 2 ** 40),
+    },
+    removeOnComplete: keepJobs(raw.removeOnComplete, d.removeOnComplete, 'removeOnComplete'),
+    removeOnFail: keepJobs(raw.removeOnFail, d.removeOnFail, 'removeOnFail'),
+  }
+}
+
+const TASK_KEYS = ['attempts', 'backoff', 'timeoutMs', 'fallback', 'whileDown']
+
+export function resolveTaskOptions(input: TaskOptionsInput | undefined): TaskOptions {
+  const raw = plainObject(input ?? {}, 'task options')
+  checkKeys(raw, '', TASK_KEYS)
+  const d = defaultTaskOptions
+  const backoff = plainObject(raw.backoff ?? {}, 'backoff')
+  checkKeys(backoff, 'backoff', ['type', 'delayMs'])
+  const type = backoff.type ?? d.backoff.type
+  if (type !== 'fixed' && type !== 'exponential') {
+    throw invalidOption('backoff.type', "'fixed' or 'exponential'", type)
+  }
+  const fallback = raw.fallback ?? d.fallback
+  if (fallback !== 'inline' && fallback !== 'spool' && fallback !== 'drop') {
+    throw invalidOption('fallback', "'inline', 'spool' or 'drop'", fallback)
+  }
+  const whileDown = raw.whileDown ?? d.whileDown
+  if (whileDown !== 'skip' && whileDown !== 'local') {
+    throw invalidOption('whileDown', "'skip' or 'local'", whileDown)
+  }
+  return {
+    attempts: int(raw.attempts, d.attempts, 'attempts', 1, 1000),
+    backoff: {
+      type,
+      delayMs: int(backoff.delayMs, d.backoff.delayMs, 'backoff.delayMs', 0, 86_400_000),
+    },
+    timeoutMs: int(raw.timeoutMs, d.timeoutMs, 'timeoutMs', 1, 2_147_483_647),
+    fallback,
+    whileDown,
+  }
+}
+
+/** Wait before try `attempt + 1` after try `attempt` failed (attempt counts from 1). */
+export function backoffDelay(backoff: TaskOptions['backoff'], attempt: number): number {
+  if (backoff.type === 'fixed') return backoff.delayMs
+  return Math.min(2_147_483_647, backoff.delayMs * 2 ** Math.max(0, attempt - 1))
+}
+
+// ── helpers ──────────────────────────────────────────────────────────────────────────────────
+
+type Loose = Record<string, unknown>
+
+function plainObject(value: unknown, option: string): Loose {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw invalidOption(option, 'an object', value)
+  }
+  return value as Loose
+}
+
+function checkKeys(value: Loose, path: string, known: readonly string[]): void {
+  for (const key of Object.keys(value)) {
+    if (!known.includes(key)) {
+      const name = path ? `${path}.${key}` : key
+      throw invalidOption(name, `one of ${known.join(', ')} (unknown option)`, key)
+    }
+  }
+}
+
+function num(value: unknown, fallback: number, option: string, min: number, max: number): number {
+  if (value === undefined) return fallback
+  if (typeof value !== 'number' || !Number.isFinite(value)) {
+    throw invalidOption(option, 'a finite number', value)
+  }
+  if (value < min || value > max) {
+    throw invalidOption(option, `between ${min} and ${max}`, value, 'range')
+  }
+  return value
+}
+
+function int(value: unknown, fallback: number, option: string, min: number, max: number): number {
+  const n = num(value, fallback, option, min, max)
+  if (!Number.isInteger(n)) throw invalidOption(option, 'an integer', value, 'range')
+  return n
+}
+
+function keepJobs(value: unknown, fallback: KeepJobs, option: string): KeepJobs {
+  if (value === undefined) return fallback
+  if (typeof value === 'boolean') return value
+  if (typeof value === 'number') return int(value, 0, option, 0, Number.MAX_SAFE_INTEGER)
+  const o = plainObject(value, option)
+  checkKeys(o, option, ['age', 'count'])
+  const max = Number.MAX_SAFE_INTEGER
+  const count = o.count === undefined ? undefined : int(o.count, 0, `${option}.count`, 0, max)
+  if (o.age === undefined) {
+    if (count === undefined) throw invalidOption(option, 'an object with age and/or count', value)
+    return { count }
+  }
+  const age = int(o.age, 0, `${option}.age`, 0, max)
+  return count === undefined ? { age } : { age, count }
+}

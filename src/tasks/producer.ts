@@ -1,0 +1,298 @@
+import { Queue, type JobsOptions } from 'bullmq'
+import type { Redis } from 'ioredis'
+import { RedisTimeoutError, RedisUnavailableError } from '../errors.js'
+import type { HealthMonitor } from '../health/monitor.js'
+import { isConnectivityError } from '../redis/connection.js'
+import type { TaskQueueOptions } from './options.js'
+import type { TaskDefinition } from './task.js'
+
+/** What happened to one enqueue. */
+export type EnqueueOutcome =
+  | { readonly kind: 'queued' }
+  /** Certainly not in Redis: nothing was written, or Redis answered with an error. */
+  | { readonly kind: 'not-sent'; readonly error: Error }
+  /** Written, no answer (deadline, connection lost): it may still land. Never run it inline. */
+  | { readonly kind: 'ambiguous'; readonly error: Error }
+
+/** One job as BullMQ receives it. */
+export interface OutgoingJob {
+  readonly id: string
+  readonly name: string
+  readonly args: unknown
+  /** Delay in ms (0 = now). */
+  readonly delayMs: number
+  readonly definition: TaskDefinition | undefined
+}
+
+/** An error Redis answered with: the job was not added. */
+class Refused {
+  constructor(readonly error: Error) {}
+}
+
+const NOT_WRITABLE = /Stream isn't writeable/
+
+/**
+ * The producer side: its own ioredis connection (no offline queue, no automatic reconnect:
+ * it is connected when the health monitor says Redis is up, dropped when it says down) and
+ * the BullMQ `Queue` on top of it, created only once the connection is ready — a BullMQ
+ * connection whose first connect fails stays broken for good.
+ */
+export class Producer {
+  readonly #monitor: HealthMonitor
+  readonly #name: string
+  readonly #bullPrefix: string
+  readonly #options: TaskQueueOptions
+  readonly #connectionName: string
+  readonly #onError: (error: unknown, source: string) => void
+  #connection: Redis | null = null
+  #queue: Queue | null = null
+  #preparing: Promise<Queue> | null = null
+  #closed = false
+
+  constructor(options: {
+    monitor: HealthMonitor
+    queue: string
+    bullPrefix: string
+    options: TaskQueueOptions
+    connectionName: string
+    onError: (error: unknown, source: string) => void
+  }) {
+    this.#monitor = options.monitor
+    this.#name = options.queue
+    this.#bullPrefix = options.bullPrefix
+    this.#options = options.options
+    this.#connectionName = options.connectionName
+    this.#onError = options.onError
+  }
+
+  /** The queue, ready to take jobs now (no await needed), or null. */
+  get readyQueue(): Queue | null {
+    return this.#queue !== null && this.#connection?.status === 'ready' ? this.#queue : null
+  }
+
+  /**
+   * Connect (if needed) and create the BullMQ queue (once). Rejects when Redis does not
+   * answer within `timeoutMs`; the next call tries again.
+   */
+  prepare(timeoutMs: number): Promise<Queue> {
+    if (this.#closed) return Promise.reject(new RedisUnavailableError('task queue closed'))
+    const ready = this.readyQueue
+    if (ready !== null) return Promise.resolve(ready)
+    this.#preparing ??= this.#prepare().finally(() => {
+      this.#preparing = null
+    })
+    return withDeadline(this.#preparing, timeoutMs, 'task producer connect')
+  }
+
+  async #prepare(): Promise<Queue> {
+    const connection = (this.#connection ??= this.#createConnection())
+    if (connection.status !== 'ready') {
+      if (connection.status !== 'wait' && connection.status !== 'end') connection.disconnect()
+      try {
+        await connection.connect()
+      } catch (error) {
+        connection.disconnect()
+        throw error
+      }
+    }
+    if (this.#queue === null) {
+      const queue = new Queue(this.#name, {
+        connection,
+        prefix: this.#bullPrefix,
+        // Each job says how it is kept; see defaultJobOptions() below.
+        defaultJobOptions: {
+          removeOnComplete: this.#options.removeOnComplete,
+          removeOnFail: this.#options.removeOnFail,
+        },
+      })
+      queue.on('error', (error: unknown) => this.#onError(error, 'queue'))
+      this.#queue = queue
+      try {
+        await queue.waitUntilReady()
+      } catch (error) {
+        // Its connection failed while BullMQ initialised: that Queue object is unusable.
+        this.#queue = null
+        queue.close().catch((e: unknown) => this.#onError(e, 'queue close'))
+        throw error
+      }
+    }
+    return this.#queue
+  }
+
+  #createConnection(): Redis {
+    // The 'subscriber' role has the command defaults (no offline queue, no reconnect by
+    // ioredis) without the monitor's close hook: this socket is connected and dropped by us,
+    // following the monitor's state, and is not itself a health signal.
+    const connection = this.#monitor.createConnection('subscriber', this.#connectionName)
+    // The monitor's own listener contains 'error' events; this one counts them for status().
+    connection.on('error', (error: unknown) => this.#onError(error, 'connection'))
+    return connection
+  }
+
+  /**
+   * Add one job, waiting at most `enqueueTimeoutMs`. Tracked by the health monitor as a
+   * command in flight, so a frozen Redis brings the state down (and this connection with it)
+   * within the monitor's command deadline.
+   */
+  async enqueue(job: OutgoingJob): Promise<EnqueueOutcome> {
+    let queue = this.readyQueue
+    if (queue === null) {
+      try {
+        queue = await this.prepare(this.#options.enqueueTimeoutMs)
+      } catch (error) {
+        return { kind: 'not-sent', error: asError(error) }
+      }
+      const connection = this.#connection
+      if (connection === null || connection.status !== 'ready') {
+        return { kind: 'not-sent', error: new RedisUnavailableError('task producer not connected') }
+      }
+    }
+    const target = queue
+    // From here the command is written in this same tick (ready socket, no offline queue):
+    // any later failure but a refusal from Redis leaves it "may have landed".
+    const adding = this.#monitor.run(() =>
+      target.add(job.name, job.args, jobOptions(job)).then(
+        () => null,
+        (error: unknown) => {
+          if (!isRefusal(error)) throw error
+          // LOADING, BUSY, READONLY…: Redis answered, but cannot serve — the monitor must know.
+          if (isConnectivityError(error)) this.#monitor.reportFailure(error)
+          return new Refused(asError(error))
+        },
+      ),
+    )
+    try {
+      const refused = await withDeadline(adding, this.#options.enqueueTimeoutMs, 'enqueue')
+      if (refused !== null) return { kind: 'not-sent', error: refused.error }
+      return { kind: 'queued' }
+    } catch (error) {
+      const e = asError(error)
+      if (e instanceof RedisUnavailableError || NOT_WRITABLE.test(e.message)) {
+        return { kind: 'not-sent', error: e }
+      }
+      return { kind: 'ambiguous', error: e }
+    }
+  }
+
+  /** Hand a batch over in order (spool replay); rejects if Redis fails meanwhile. */
+  async addBatch(
+    jobs: readonly OutgoingJob[],
+    run: <T>(fn: () => Promise<T>) => Promise<T>,
+    timeoutMs: number,
+  ): Promise<void> {
+    const queue = await this.prepare(timeoutMs)
+    await withDeadline(
+      run(() =>
+        queue.addBulk(
+          jobs.map((job) => ({ name: job.name, data: job.args, opts: jobOptions(job) })),
+        ),
+      ),
+      timeoutMs,
+      'spool replay',
+    )
+  }
+
+  /** Create or update a BullMQ job scheduler. */
+  async upsertScheduler(
+    id: string,
+    name: string,
+    everyMs: number,
+    args: unknown,
+    definition: TaskDefinition,
+    run: <T>(fn: () => Promise<T>) => Promise<T>,
+    timeoutMs: number,
+  ): Promise<void> {
+    const queue = await this.prepare(timeoutMs)
+    await withDeadline(
+      run(() =>
+        queue.upsertJobScheduler(
+          id,
+          { every: everyMs },
+          { name, data: args, opts: retryOptions(definition) },
+        ),
+      ),
+      timeoutMs,
+      'upsert job scheduler',
+    )
+  }
+
+  async removeScheduler(
+    id: string,
+    run: <T>(fn: () => Promise<T>) => Promise<T>,
+    timeoutMs: number,
+  ): Promise<void> {
+    const queue = await this.prepare(timeoutMs)
+    await withDeadline(
+      run(() => queue.removeJobScheduler(id)),
+      timeoutMs,
+      'remove job scheduler',
+    )
+  }
+
+  /** Redis is down: drop the socket so every add still waiting is rejected at once. */
+  disconnect(): void {
+    this.#connection?.disconnect()
+  }
+
+  get connectionStatus(): string {
+    return this.#connection?.status ?? 'none'
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return
+    this.#closed = true
+    const queue = this.#queue
+    this.#queue = null
+    // The connection is the monitor's (shared with BullMQ): failsoft.close() ends it.
+    if (queue !== null) {
+      await withDeadline(queue.close(), 1000, 'queue close').catch((error: unknown) =>
+        this.#onError(error, 'queue close'),
+      )
+    }
+    this.#connection?.disconnect()
+  }
+}
+
+function jobOptions(job: OutgoingJob): JobsOptions {
+  const opts: JobsOptions = { jobId: job.id }
+  if (job.delayMs > 0) opts.delay = job.delayMs
+  if (job.definition !== undefined) Object.assign(opts, retryOptions(job.definition))
+  return opts
+}
+
+function retryOptions(definition: TaskDefinition): JobsOptions {
+  const { attempts, backoff } = definition.options
+  if (attempts <= 1) return {}
+  return { attempts, backoff: { type: backoff.type, delay: backoff.delayMs } }
+}
+
+/** Redis answered (a reply error, or a BullMQ script status): the job is not in Redis. */
+function isRefusal(error: unknown): boolean {
+  if (!(error instanceof Error)) return false
+  if (error.name === 'ReplyError') return true
+  const code = (error as { code?: unknown }).code
+  return typeof code === 'number' && code < 0
+}
+
+function asError(error: unknown): Error {
+  return error instanceof Error ? error : new Error(String(error))
+}
+
+export function withDeadline<T>(promise: Promise<T>, timeoutMs: number, what: string): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(
+      () => reject(new RedisTimeoutError(timeoutMs, { details: { source: what } })),
+      timeoutMs,
+    )
+    promise.then(
+      (value) => {
+        clearTimeout(timer)
+        resolve(value)
+      },
+      (error: unknown) => {
+        clearTimeout(timer)
+        reject(error)
+      },
+    )
+  })
+}

@@ -1,0 +1,835 @@
+import { ClosedError, InlineBusyError, UnknownTaskError, invalidOption } from '../errors.js'
+import type { FailsoftContext } from '../failsoft.js'
+import type { Disposable } from '../health/events.js'
+import type { ComponentHandle, HealthMonitor, RecoveryContext } from '../health/monitor.js'
+import { loggableError, type Logger } from '../logger.js'
+import { isConnectivityError } from '../redis/connection.js'
+import { safeJsonParse } from '../util/json.js'
+import { asError, InlineLimiter, runWithRetries, type RunOutcome } from './inline.js'
+import {
+  NAME,
+  resolveTaskOptions,
+  resolveTaskQueueOptions,
+  type TaskOptionsInput,
+  type TaskQueueInput,
+  type TaskQueueOptions,
+} from './options.js'
+import { Producer, type OutgoingJob } from './producer.js'
+import {
+  Schedules,
+  type ScheduleEntry,
+  type ScheduleOptions,
+  type ScheduleResult,
+} from './scheduler.js'
+import { FileSpool, MemorySpool, type JobJournal, type SpooledJob } from './spool.js'
+import {
+  Task,
+  prepareJob,
+  type DispatchOptions,
+  type DispatchResult,
+  type PreparedJob,
+  type TaskDefinition,
+  type TaskHandler,
+} from './task.js'
+import { TaskWorker, type WorkOptions, type WorkerHandle } from './worker.js'
+
+/** Counts since the queue was created, by what became of each dispatch. */
+export interface TaskCounts {
+  queued: number
+  inlineOk: number
+  inlineFailed: number
+  spooled: number
+  replayed: number
+  deferred: number
+  dropped: number
+  duplicate: number
+  rejected: number
+  /** Enqueues sent without an answer (then spooled under the same id). */
+  ambiguous: number
+  /** Spooled jobs Redis refused on replay (logged with their id, not retried). */
+  replayRefused: number
+  localPeriodicRuns: number
+}
+
+/** Replay budget per recovery round: the monitor runs another round while work remains. */
+const REPLAY_BUDGET_MS = 1500
+/** Idempotency keys run inline during one outage, remembered to skip repeats. */
+const MAX_KEYED = 100_000
+const LOG_EVERY_MS = 10_000
+
+const registry = new WeakMap<FailsoftContext, Map<string, TaskQueue>>()
+
+/**
+ * `failsoft.tasks(options)`: one per queue name and instance — a second call with the same
+ * queue returns the same object.
+ */
+export function taskQueue(context: FailsoftContext, input?: TaskQueueInput): TaskQueue {
+  context.assertOpen()
+  let byName = registry.get(context)
+  if (byName === undefined) {
+    byName = new Map()
+    registry.set(context, byName)
+  }
+  const name = input?.queue ?? 'default'
+  const existing = byName.get(name)
+  if (existing !== undefined && !existing.closed) {
+    const extra = Object.keys(input ?? {}).filter((k) => k !== 'queue')
+    if (extra.length > 0) {
+      throw invalidOption(
+        extra[0] ?? 'options',
+        `unset: queue "${name}" already exists on this instance (options apply when it is created)`,
+        input,
+        'range',
+      )
+    }
+    return existing
+  }
+  const queue = new TaskQueue(context, input)
+  byName.set(name, queue)
+  return queue
+}
+
+/**
+ * Background tasks on BullMQ that still run when Redis is down. `define` tasks, `dispatch`
+ * them, run `work()` in worker processes, `schedule` periodic ones. While Redis is
+ * unavailable each task follows its fallback: 'inline' (run here, now), 'spool' (durable
+ * journal, handed to the queue when Redis is back) or 'drop'.
+ */
+export class TaskQueue {
+  readonly name: string
+  readonly options: Readonly<TaskQueueOptions>
+  readonly #context: FailsoftContext
+  readonly #monitor: HealthMonitor
+  readonly #handle: ComponentHandle
+  readonly #logger: Logger
+  readonly #memoryOnly: boolean
+  readonly #definitions = new Map<string, TaskDefinition>()
+  readonly #tasks = new Map<string, Task<never, unknown>>()
+  readonly #limiter: InlineLimiter
+  readonly #journal: JobJournal | null
+  readonly #producer: Producer | null
+  readonly #schedules: Schedules
+  readonly #workers = new Set<TaskWorker>()
+  readonly #listeners: Disposable[] = []
+  readonly #closeController = new AbortController()
+  readonly #bullPrefix: string
+  readonly #donePrefix: string
+  /** Idempotency keys run (or running) inline during this outage. */
+  readonly #keyed = new Map<string, 'running' | 'done'>()
+  /** Ids run inline whose "done" marker must reach Redis before any replay. */
+  readonly #markers = new Set<string>()
+  readonly #deferred = new Set<NodeJS.Timeout>()
+  readonly #lastLog = new Map<string, number>()
+  readonly #counts: TaskCounts = {
+    queued: 0,
+    inlineOk: 0,
+    inlineFailed: 0,
+    spooled: 0,
+    replayed: 0,
+    deferred: 0,
+    dropped: 0,
+    duplicate: 0,
+    rejected: 0,
+    ambiguous: 0,
+    replayRefused: 0,
+    localPeriodicRuns: 0,
+  }
+  #errors = 0
+  #markersLost = 0
+  #draining: Promise<void> | null = null
+  #closed = false
+
+  /** @internal Use `failsoft.tasks(options)`. */
+  constructor(context: FailsoftContext, input?: TaskQueueInput) {
+    this.options = resolveTaskQueueOptions(input, context.prefix)
+    this.name = this.options.queue
+    this.#context = context
+    this.#monitor = context.monitor
+    this.#memoryOnly = context.monitor.memoryOnly
+    this.#bullPrefix = `${context.prefix}:tasks`
+    this.#donePrefix = `${context.prefix}:tasks:${this.name}:done:`
+    this.#limiter = new InlineLimiter(
+      this.options.inline.concurrency,
+      this.options.inline.maxWaiting,
+    )
+    const spool = this.options.spool
+    const onError = (error: unknown, what: string): void => this.#onError(error, what)
+    this.#journal = this.#memoryOnly
+      ? null
+      : spool.path === false
+        ? new MemorySpool(spool)
+        : new FileSpool({
+            path: spool.path,
+            maxRecords: spool.maxRecords,
+            maxBytes: spool.maxBytes,
+            onError,
+          })
+    this.#producer = this.#memoryOnly
+      ? null
+      : new Producer({
+          monitor: this.#monitor,
+          queue: this.name,
+          bullPrefix: this.#bullPrefix,
+          options: this.options,
+          connectionName: `tasks:${this.name}:producer`,
+          onError,
+        })
+    this.#handle = this.#monitor.register({
+      name: `tasks:${this.name}`,
+      fallback: this.#memoryOnly
+        ? 'in-process runs (memory-only)'
+        : 'inline runs, the spool or drops, per task',
+      recover: (ctx) => this.#recover(ctx),
+      needsRecovery: () => this.#needsRecovery(),
+      status: () => this.status() as unknown as Record<string, unknown>,
+      close: () => this.close(),
+    })
+    this.#logger = this.#handle.logger
+    this.#schedules = new Schedules({
+      logger: this.#logger,
+      runLocal: (entry) => this.#runLocalPeriodic(entry),
+    })
+    if (this.#memoryOnly) {
+      this.#schedules.setMemoryOnly()
+      this.#schedules.startLocal()
+    } else {
+      this.#listeners.push(
+        this.#monitor.on('down', () => {
+          // Every add still waiting is rejected now (and becomes ambiguous → spooled).
+          this.#producer?.disconnect()
+          this.#schedules.startLocal()
+        }),
+        this.#monitor.on('up', () => {
+          this.#schedules.stopLocal()
+          this.#keyed.clear()
+        }),
+      )
+      if (this.#monitor.state === 'down') this.#schedules.startLocal()
+      // Created after Redis came up: recovery steps already ran without us.
+      if (this.#monitor.available) this.#drainSoon()
+    }
+  }
+
+  get closed(): boolean {
+    return this.#closed
+  }
+
+  // ── public API ─────────────────────────────────────────────────────────────────────────────
+
+  /**
+   * Define a task. The handler runs on a worker (Redis up), or in the dispatching process
+   * (fallback 'inline'), with the task's timeout, attempts and backoff.
+   */
+  define<A = unknown, R = unknown>(
+    name: string,
+    handler: TaskHandler<A, R>,
+    options?: TaskOptionsInput,
+  ): Task<A, R> {
+    this.#assertOpen()
+    if (typeof name !== 'string' || !NAME.test(name)) {
+      throw invalidOption('name', '1 to 64 letters, digits, "-", "_" or "."', name, 'range')
+    }
+    if (typeof handler !== 'function') throw invalidOption('handler', 'a function', handler)
+    if (this.#definitions.has(name)) {
+      throw invalidOption('name', `a task not yet defined on queue "${this.name}"`, name, 'range')
+    }
+    const definition: TaskDefinition = {
+      name,
+      handler: handler as TaskHandler<never, unknown>,
+      options: Object.freeze(resolveTaskOptions(options)),
+    }
+    this.#definitions.set(name, definition)
+    const task = new Task<A, R>(this.name, definition, (d, a, o) => this.#dispatch(d, a, o))
+    this.#tasks.set(name, task as Task<never, unknown>)
+    return task
+  }
+
+  /** The task defined under this name, if any. */
+  task<A = unknown, R = unknown>(name: string): Task<A, R> | undefined {
+    return this.#tasks.get(name) as Task<A, R> | undefined
+  }
+
+  /** Dispatch by name (throws UnknownTaskError for a name not defined on this queue). */
+  dispatch<R = unknown>(
+    name: string,
+    args: unknown,
+    options?: DispatchOptions,
+  ): Promise<DispatchResult<R>> {
+    const definition = this.#definitions.get(name)
+    if (definition === undefined) return Promise.reject(new UnknownTaskError(name, this.name))
+    return this.#dispatch(definition, args, options) as Promise<DispatchResult<R>>
+  }
+
+  /**
+   * Start a BullMQ worker running every task defined on this queue (define them before jobs
+   * arrive). In a memory-only instance there is no queue: the handle does nothing.
+   */
+  work(options: WorkOptions = {}): WorkerHandle {
+    this.#assertOpen()
+    const concurrency = options.concurrency ?? 1
+    if (typeof concurrency !== 'number' || !Number.isInteger(concurrency)) {
+      throw invalidOption('concurrency', 'an integer', concurrency)
+    }
+    if (concurrency < 1 || concurrency > 10_000) {
+      throw invalidOption('concurrency', 'between 1 and 10000', concurrency, 'range')
+    }
+    if (this.#memoryOnly) return idleWorker
+    const worker = new TaskWorker({
+      monitor: this.#monitor,
+      queue: this.name,
+      bullPrefix: this.#bullPrefix,
+      connectionName: `tasks:${this.name}:worker`,
+      definitions: this.#definitions,
+      doneKey: (id) => this.#donePrefix + id,
+      doneTtlMs: this.options.doneTtlMs,
+      concurrency,
+      logger: this.#logger.child({ role: 'worker' }),
+      onClosed: (w) => this.#workers.delete(w),
+    })
+    this.#workers.add(worker)
+    return worker
+  }
+
+  /**
+   * Run a defined task every `everyMs` through a BullMQ job scheduler (one run per period
+   * across all replicas). Never rejects because of Redis: while it is unavailable the
+   * scheduler is created once it is back ('pending'), and it is re-created whenever Redis
+   * comes back empty. While Redis is unavailable periodic runs are skipped, unless the task
+   * was defined with `whileDown: 'local'`.
+   */
+  async schedule(name: string, options: ScheduleOptions): Promise<ScheduleResult> {
+    this.#assertOpen()
+    const definition = this.#definitions.get(name)
+    if (definition === undefined) throw new UnknownTaskError(name, this.name)
+    const { id, everyMs } = Schedules.validate(name, options)
+    const args = options.args === undefined ? {} : options.args
+    // Same validation as a dispatch: JSON, size-limited.
+    prepareJob(this.name, definition, args, undefined, this.options.maxArgsBytes)
+    const entry = this.#schedules.add({ id, name, everyMs, args, definition })
+    if (!this.#monitor.available) return { id, state: 'pending' }
+    try {
+      await this.#upsertSchedule(entry, (fn) => this.#monitor.run(fn))
+      entry.synced = true
+      return { id, state: 'scheduled' }
+    } catch (error) {
+      this.#onError(error, 'schedule')
+      return { id, state: 'pending' }
+    }
+  }
+
+  /** Remove a periodic task (from Redis now, or once Redis is back). */
+  async unschedule(id: string): Promise<boolean> {
+    this.#assertOpen()
+    if (!this.#schedules.delete(id)) return false
+    if (this.#monitor.available) {
+      try {
+        await this.#removeSchedule(id, (fn) => this.#monitor.run(fn))
+        this.#schedules.removed(id)
+      } catch (error) {
+        this.#onError(error, 'unschedule')
+      }
+    }
+    return true
+  }
+
+  status(): TaskQueueStatus {
+    return {
+      queue: this.name,
+      mode: this.#memoryOnly ? 'memory-only' : 'redis',
+      tasks: [...this.#definitions.keys()],
+      counts: { ...this.#counts },
+      inline: {
+        running: this.#limiter.running,
+        waiting: this.#limiter.waiting,
+        concurrency: this.#limiter.concurrency,
+        maxWaiting: this.#limiter.maxWaiting,
+      },
+      spool: this.#journal?.status() ?? null,
+      spoolDepth: this.#journal?.pending ?? 0,
+      markersPending: this.#markers.size,
+      markersLost: this.#markersLost,
+      producer: this.#producer?.connectionStatus ?? 'none',
+      workers: [...this.#workers].map((w) => w.status()),
+      schedules: this.#schedules.status(),
+      errors: this.#errors,
+    }
+  }
+
+  /** Stop workers and local timers, flush the spool file, release its lock. Idempotent. */
+  async close(): Promise<void> {
+    if (this.#closed) return
+    this.#closed = true
+    this.#closeController.abort(new ClosedError('task queue'))
+    for (const listener of this.#listeners) listener.dispose()
+    this.#schedules.close()
+    for (const timer of this.#deferred) clearTimeout(timer)
+    if (this.#deferred.size > 0) {
+      this.#logger.warn(
+        { lost: this.#deferred.size },
+        'delayed in-memory tasks not run before close (memory-only mode)',
+      )
+      this.#deferred.clear()
+    }
+    await Promise.all([...this.#workers].map((w) => w.close()))
+    if (this.#draining) await this.#draining.catch(() => undefined)
+    await this.#producer?.close()
+    await this.#journal?.close().catch((error: unknown) => this.#onError(error, 'spool close'))
+    this.#handle.dispose()
+  }
+
+  // ── the one degradation path ───────────────────────────────────────────────────────────────
+
+  #dispatch(
+    definition: TaskDefinition,
+    args: unknown,
+    options: DispatchOptions | undefined,
+  ): Promise<DispatchResult<unknown>> {
+    try {
+      this.#assertOpen()
+      const job = prepareJob(this.name, definition, args, options, this.options.maxArgsBytes)
+      return this.#route(job)
+    } catch (error) {
+      return Promise.reject(error)
+    }
+  }
+
+  /**
+   * Redis or fallback, for every dispatch: the queue when the monitor says Redis is up (a
+   * property read: a known-down Redis costs nothing); otherwise, or when Redis certainly did
+   * not take the job, the task's fallback. An enqueue that was sent but not answered is
+   * never run inline — it may still land — it goes to the spool under the same id.
+   */
+  async #route(job: PreparedJob): Promise<DispatchResult<unknown>> {
+    const producer = this.#producer
+    if (producer !== null && this.#monitor.available) {
+      const outcome = await producer.enqueue(outgoing(job))
+      if (outcome.kind === 'queued') {
+        this.#counts.queued++
+        return { mode: 'queued', id: job.id }
+      }
+      if (outcome.kind === 'ambiguous') return this.#ambiguous(job, outcome.error)
+      this.#logOnce(
+        'not-sent',
+        'warn',
+        { err: loggableError(outcome.error) },
+        'enqueue refused; using the fallback',
+      )
+    }
+    return this.#fallback(job)
+  }
+
+  #fallback(job: PreparedJob): Promise<DispatchResult<unknown>> | DispatchResult<unknown> {
+    this.#handle.recordFallback()
+    // Memory-only: no queue will ever take the job, whatever the task's fallback.
+    const policy = this.#memoryOnly ? 'inline' : job.definition.options.fallback
+    if (policy === 'drop') return this.#drop(job)
+    if (job.delayMs > 0) return this.#memoryOnly ? this.#defer(job) : this.#spool(job)
+    return policy === 'spool' ? this.#spool(job) : this.#inline(job)
+  }
+
+  #ambiguous(
+    job: PreparedJob,
+    error: Error,
+  ): Promise<DispatchResult<unknown>> | DispatchResult<unknown> {
+    this.#counts.ambiguous++
+    this.#handle.recordFallback()
+    this.#logOnce(
+      'ambiguous',
+      'warn',
+      { err: loggableError(error), id: job.id },
+      'enqueue unanswered (it may still land): spooled under the same id, not run inline',
+    )
+    // 'drop' gives no guarantee either way: it may run (if it landed) or not.
+    if (job.definition.options.fallback === 'drop') return this.#drop(job)
+    return this.#spool(job)
+  }
+
+  #drop(job: PreparedJob): DispatchResult<unknown> {
+    this.#counts.dropped++
+    this.#logOnce(
+      'drop',
+      'warn',
+      { task: job.definition.name, dropped: this.#counts.dropped },
+      'task dropped: Redis is unavailable',
+    )
+    return { mode: 'dropped', id: job.id }
+  }
+
+  async #spool(job: PreparedJob): Promise<DispatchResult<unknown>> {
+    const journal = this.#journal
+    if (journal === null) return this.#inline(job)
+    try {
+      await journal.append({
+        id: job.id,
+        name: job.definition.name,
+        payload: job.payload,
+        at: Date.now(),
+        due: job.delayMs > 0 ? Date.now() + job.delayMs : 0,
+      })
+    } catch (error) {
+      this.#counts.rejected++
+      this.#logOnce(
+        'spool',
+        'error',
+        { err: loggableError(error) },
+        'task not accepted by the spool',
+      )
+      return { mode: 'rejected', id: job.id, error: asError(error) }
+    }
+    this.#counts.spooled++
+    // Spooled while Redis is up (an ambiguous enqueue): hand it over without waiting for an outage.
+    if (this.#monitor.available) this.#drainSoon()
+    return { mode: 'spooled', id: job.id }
+  }
+
+  async #inline(job: PreparedJob): Promise<DispatchResult<unknown>> {
+    if (job.keyed && this.#keyed.has(job.id)) {
+      this.#counts.duplicate++
+      return { mode: 'duplicate', id: job.id }
+    }
+    const slot = this.#limiter.acquire()
+    if (slot === null) {
+      if (this.options.inline.whenBusy === 'spool' && this.#journal !== null)
+        return this.#spool(job)
+      this.#counts.rejected++
+      return {
+        mode: 'rejected',
+        id: job.id,
+        error: new InlineBusyError(this.#limiter.concurrency, this.#limiter.maxWaiting),
+      }
+    }
+    if (job.keyed) this.#rememberKeyed(job.id)
+    const release = await slot
+    let outcome: RunOutcome
+    try {
+      outcome = await this.#run(job.definition, job.id, parseArgs(job.payload), 'inline')
+    } finally {
+      release()
+    }
+    if (outcome.ok) {
+      this.#counts.inlineOk++
+      if (job.keyed) {
+        this.#keyed.set(job.id, 'done')
+        this.#rememberMarker(job.id)
+      }
+      return { mode: 'inline', id: job.id, ok: true, value: outcome.value }
+    }
+    this.#counts.inlineFailed++
+    // A failed run may be dispatched again with the same key.
+    if (job.keyed) this.#keyed.delete(job.id)
+    this.#logOnce(
+      `failed:${job.definition.name}`,
+      'warn',
+      { err: loggableError(outcome.error), task: job.definition.name, id: job.id },
+      'task failed inline',
+    )
+    return { mode: 'inline', id: job.id, ok: false, error: outcome.error }
+  }
+
+  #run(
+    definition: TaskDefinition,
+    id: string,
+    args: unknown,
+    mode: 'inline' | 'local',
+  ): Promise<RunOutcome> {
+    return runWithRetries(
+      definition,
+      args,
+      { id, name: definition.name, queue: this.name, mode },
+      (late) =>
+        this.#logOnce(
+          'late',
+          'warn',
+          { err: loggableError(late), task: definition.name },
+          'task settled after its timeout',
+        ),
+      this.#closeController.signal,
+    )
+  }
+
+  /** Memory-only, delayed: a local timer, then the inline runner. */
+  #defer(job: PreparedJob): DispatchResult<unknown> {
+    this.#counts.deferred++
+    const timer = setTimeout(() => {
+      this.#deferred.delete(timer)
+      const runJob: PreparedJob = { ...job, delayMs: 0 }
+      this.#inline(runJob).then(
+        (result) => {
+          if (result.mode === 'rejected') this.#onError(result.error, 'deferred task')
+        },
+        (error: unknown) => this.#onError(error, 'deferred task'),
+      )
+    }, job.delayMs)
+    this.#deferred.add(timer)
+    return { mode: 'deferred', id: job.id }
+  }
+
+  async #runLocalPeriodic(entry: ScheduleEntry): Promise<'ran' | 'busy'> {
+    const slot = this.#limiter.acquire()
+    if (slot === null) return 'busy'
+    const release = await slot
+    try {
+      const slotId = `local-${entry.id}-${Math.floor(Date.now() / entry.everyMs)}`
+      const outcome = await this.#run(entry.definition, slotId, entry.args, 'local')
+      this.#counts.localPeriodicRuns++
+      if (!outcome.ok) {
+        this.#logOnce(
+          `failed:${entry.name}`,
+          'warn',
+          { err: loggableError(outcome.error), task: entry.name, schedule: entry.id },
+          'periodic task failed (local run)',
+        )
+      }
+      return 'ran'
+    } finally {
+      release()
+    }
+  }
+
+  #rememberKeyed(id: string): void {
+    this.#keyed.set(id, 'running')
+    if (this.#keyed.size > MAX_KEYED) {
+      const oldest = this.#keyed.keys().next().value
+      if (oldest !== undefined) this.#keyed.delete(oldest)
+    }
+  }
+
+  #rememberMarker(id: string): void {
+    if (this.options.doneTtlMs === 0) return
+    this.#markers.add(id)
+    if (this.#markers.size > MAX_KEYED) {
+      const oldest = this.#markers.values().next().value
+      if (oldest !== undefined) this.#markers.delete(oldest)
+      this.#markersLost++
+    }
+  }
+
+  // ── recovery ───────────────────────────────────────────────────────────────────────────────
+
+  /**
+   * Before the state flips to 'up': the producer connected, the "done" markers of inline runs
+   * written (before any replay, so a replayed copy of the same id is skipped), schedulers
+   * re-created if Redis lost them, then the spool handed over in order.
+   */
+  async #recover(ctx: RecoveryContext): Promise<void> {
+    const producer = this.#producer
+    if (this.#closed || producer === null) return
+    const deadline = Date.now() + REPLAY_BUDGET_MS
+    await producer.prepare(REPLAY_BUDGET_MS)
+    await this.#writeMarkers(ctx.run)
+    if (ctx.reset) this.#schedules.invalidate()
+    await this.#schedules.sync(
+      (entry) => this.#upsertSchedule(entry, ctx.run),
+      (id) => this.#removeSchedule(id, ctx.run),
+    )
+    await this.#replay(ctx.run, deadline, ctx.signal)
+  }
+
+  #needsRecovery(): boolean {
+    if (this.#closed || this.#producer === null) return false
+    return (
+      this.#markers.size > 0 || this.#schedules.needsSync() || (this.#journal?.pending ?? 0) > 0
+    )
+  }
+
+  async #writeMarkers(
+    run: <T>(fn: (redis: import('ioredis').Redis) => Promise<T>) => Promise<T>,
+  ): Promise<void> {
+    if (this.#markers.size === 0) return
+    const ids = [...this.#markers]
+    const ttl = this.options.doneTtlMs
+    await run((redis) => {
+      const pipeline = redis.pipeline()
+      for (const id of ids) pipeline.set(this.#donePrefix + id, '1', 'PX', ttl)
+      return pipeline.exec()
+    })
+    for (const id of ids) this.#markers.delete(id)
+  }
+
+  async #replay(
+    run: <T>(fn: () => Promise<T>) => Promise<T>,
+    deadline: number,
+    signal: AbortSignal | undefined,
+  ): Promise<void> {
+    const journal = this.#journal
+    const producer = this.#producer
+    if (journal === null || producer === null || !journal.hasWork()) return
+    const timeoutMs = Math.max(this.options.enqueueTimeoutMs, 1000)
+    const outcome = await journal.replay((batch) => this.#handOver(batch, run, timeoutMs), {
+      deadline,
+      signal,
+    })
+    this.#counts.replayed += outcome.replayed
+    if (outcome.corrupt > 0) {
+      this.#logger.error(
+        { corrupt: outcome.corrupt },
+        'spool lines could not be read and were skipped',
+      )
+    }
+    if (outcome.replayed > 0) {
+      this.#logger.info(
+        { replayed: outcome.replayed, remaining: journal.pending, done: outcome.done },
+        'spooled tasks handed to the queue',
+      )
+    }
+  }
+
+  /**
+   * One replay batch, in order. A job Redis refuses (not a connectivity failure) is logged
+   * and skipped, so that one bad record cannot keep every component on its fallback.
+   */
+  async #handOver(
+    batch: readonly SpooledJob[],
+    run: <T>(fn: () => Promise<T>) => Promise<T>,
+    timeoutMs: number,
+  ): Promise<void> {
+    const producer = this.#producer
+    if (producer === null) return
+    const jobs = batch.map((job) => this.#replayJob(job))
+    try {
+      await producer.addBatch(jobs, run, timeoutMs)
+      return
+    } catch (error) {
+      if (isConnectivityError(error) && !isReply(error)) throw error
+    }
+    for (const job of jobs) {
+      try {
+        await producer.addBatch([job], run, timeoutMs)
+      } catch (error) {
+        if (isConnectivityError(error) && !isReply(error)) throw error
+        this.#counts.replayRefused++
+        this.#logger.error(
+          { err: loggableError(error), id: job.id, task: job.name },
+          'a spooled task was refused by Redis and skipped',
+        )
+      }
+    }
+  }
+
+  #replayJob(job: SpooledJob): OutgoingJob {
+    return {
+      id: job.id,
+      name: job.name,
+      args: job.args,
+      delayMs: job.due > 0 ? Math.max(0, job.due - Date.now()) : 0,
+      definition: this.#definitions.get(job.name),
+    }
+  }
+
+  /** Hand the spool over in the background while Redis is up (ambiguous enqueues, late start). */
+  #drainSoon(): void {
+    if (this.#draining !== null || this.#closed || this.#journal === null) return
+    this.#draining = (async () => {
+      // Let a burst of ambiguous enqueues land in the spool first.
+      await new Promise((resolve) => setTimeout(resolve, 50).unref())
+      while (!this.#closed && this.#monitor.available && (this.#journal?.hasWork() ?? false)) {
+        await this.#producer?.prepare(REPLAY_BUDGET_MS)
+        await this.#writeMarkers((fn) => this.#monitor.run(fn))
+        await this.#replay((fn) => this.#monitor.run(fn), Date.now() + REPLAY_BUDGET_MS, undefined)
+      }
+    })()
+      .catch((error: unknown) => this.#onError(error, 'spool drain'))
+      .finally(() => {
+        this.#draining = null
+      })
+  }
+
+  async #upsertSchedule(
+    entry: ScheduleEntry,
+    run: <T>(fn: () => Promise<T>) => Promise<T>,
+  ): Promise<void> {
+    const producer = this.#producer
+    if (producer === null) return
+    await producer.upsertScheduler(
+      entry.id,
+      entry.name,
+      entry.everyMs,
+      entry.args,
+      entry.definition,
+      run,
+      Math.max(this.options.enqueueTimeoutMs, 1000),
+    )
+  }
+
+  async #removeSchedule(id: string, run: <T>(fn: () => Promise<T>) => Promise<T>): Promise<void> {
+    await this.#producer?.removeScheduler(id, run, Math.max(this.options.enqueueTimeoutMs, 1000))
+  }
+
+  // ── helpers ────────────────────────────────────────────────────────────────────────────────
+
+  #assertOpen(): void {
+    this.#context.assertOpen()
+    if (this.#closed) throw new ClosedError(`task queue "${this.name}"`)
+  }
+
+  #onError(error: unknown, what: string): void {
+    this.#errors++
+    if (isConnectivityError(error) && !isReply(error)) {
+      this.#logger.debug({ err: loggableError(error), what }, 'task queue connection error')
+      return
+    }
+    this.#logOnce(
+      `error:${what}`,
+      'warn',
+      { err: loggableError(error), what },
+      `task queue error (${what})`,
+    )
+  }
+
+  /** Rate-limited log: one line per kind per 10 s. */
+  #logOnce(
+    kind: string,
+    level: 'warn' | 'error',
+    fields: Record<string, unknown>,
+    message: string,
+  ): void {
+    const now = Date.now()
+    if (now - (this.#lastLog.get(kind) ?? 0) < LOG_EVERY_MS) return
+    this.#lastLog.set(kind, now)
+    this.#logger[level](fields, message)
+  }
+}
+
+/** `tasks.status()` / the component's entry in `failsoft.status()`. */
+export interface TaskQueueStatus {
+  queue: string
+  mode: 'redis' | 'memory-only'
+  tasks: string[]
+  counts: TaskCounts
+  inline: { running: number; waiting: number; concurrency: number; maxWaiting: number }
+  spool: Record<string, unknown> | null
+  /** Jobs in this process's spool, waiting for Redis. */
+  spoolDepth: number
+  /** "Done" markers of inline runs waiting to be written to Redis. */
+  markersPending: number
+  /** Markers forgotten because more than 100000 keyed inline runs waited for Redis. */
+  markersLost: number
+  producer: string
+  workers: Array<Record<string, unknown>>
+  schedules: Array<Record<string, unknown>>
+  errors: number
+}
+
+const idleWorker: WorkerHandle = {
+  close: () => Promise.resolve(),
+  status: () => ({ running: false, reason: 'memory-only: tasks run in process' }),
+}
+
+function outgoing(job: PreparedJob): OutgoingJob {
+  return {
+    id: job.id,
+    name: job.definition.name,
+    args: job.args,
+    delayMs: job.delayMs,
+    definition: job.definition,
+  }
+}
+
+/** Inline runs get the same JSON copy a worker would (no shared references, no Dates). */
+function parseArgs(payload: string): unknown {
+  return safeJsonParse(payload)
+}
+
+function isReply(error: unknown): boolean {
+  return error instanceof Error && error.name === 'ReplyError'
+}

@@ -1,0 +1,200 @@
+import { createHash, randomUUID } from 'node:crypto'
+import { InvalidTaskArgsError, describeValue } from '../errors.js'
+import type { TaskOptions } from './options.js'
+
+/** What a handler receives besides its arguments. */
+export interface TaskContext {
+  /** The job id: the same on a worker, inline, in the spool and on replay. */
+  readonly id: string
+  readonly name: string
+  readonly queue: string
+  /** 1 for the first try. */
+  readonly attempt: number
+  /**
+   * Where this run happens: 'worker' (a BullMQ worker), 'inline' (the dispatching process,
+   * Redis unavailable), 'local' (a periodic run while Redis is unavailable, `whileDown: 'local'`).
+   */
+  readonly mode: 'worker' | 'inline' | 'local'
+  /** Aborted when the try passes the task's `timeoutMs` (or the worker closes). */
+  readonly signal: AbortSignal
+}
+
+export type TaskHandler<A, R> = (args: A, context: TaskContext) => R | Promise<R>
+
+/** Options of one dispatch. */
+export interface DispatchOptions {
+  /**
+   * Same key, same job: the job id is derived from it (hashed, namespaced by queue and task),
+   * so a repeated dispatch does not create a second job while the first exists, and a worker
+   * skips it while the first one's "done" marker lives (`doneTtlMs`). 1 to 1024 characters.
+   */
+  idempotencyKey?: string | undefined
+  /**
+   * Run no earlier than this, in ms. While Redis is unavailable a delayed job is never run
+   * inline: it goes to the spool, which keeps its due time. Default 0.
+   */
+  delayMs?: number | undefined
+}
+
+/**
+ * What became of a dispatch. It never rejects because of Redis; a handler's failure inline
+ * is `{ mode: 'inline', ok: false, error }`, never thrown.
+ */
+export type DispatchResult<R = unknown> =
+  /** Redis accepted the job; a worker runs it. */
+  | { readonly mode: 'queued'; readonly id: string }
+  /** Redis unavailable: ran in this process, to completion (all its tries). */
+  | { readonly mode: 'inline'; readonly id: string; readonly ok: true; readonly value: R }
+  | { readonly mode: 'inline'; readonly id: string; readonly ok: false; readonly error: Error }
+  /** Written to the durable spool; handed to the queue, in order, once Redis is back. */
+  | { readonly mode: 'spooled'; readonly id: string }
+  /** Memory-only instance, delayed job: runs in this process when due (lost if it exits). */
+  | { readonly mode: 'deferred'; readonly id: string }
+  /** Fallback 'drop' while Redis is unavailable: never runs (counted, logged). */
+  | { readonly mode: 'dropped'; readonly id: string }
+  /** This idempotency key already ran (or is running) inline in this process. */
+  | { readonly mode: 'duplicate'; readonly id: string }
+  /** Not accepted: inline runner busy (FAILSOFT_INLINE_BUSY), spool full (FAILSOFT_SPOOL_FULL)… */
+  | { readonly mode: 'rejected'; readonly id: string; readonly error: Error }
+
+/** A defined task with everything the queue needs to run it. */
+export interface TaskDefinition {
+  readonly name: string
+  readonly handler: TaskHandler<never, unknown>
+  readonly options: Readonly<TaskOptions>
+}
+
+/** A job on its way: validated, serialized, with its final id. */
+export interface PreparedJob {
+  readonly id: string
+  readonly definition: TaskDefinition
+  /** The arguments as JSON text (what the spool stores, size-checked). */
+  readonly payload: string
+  /** The arguments as given (handed to BullMQ, which serializes them itself). */
+  readonly args: unknown
+  readonly delayMs: number
+  /** True when the id comes from an idempotency key (it may be dispatched again). */
+  readonly keyed: boolean
+}
+
+export type Dispatcher = (
+  definition: TaskDefinition,
+  args: unknown,
+  options: DispatchOptions | undefined,
+) => Promise<DispatchResult<unknown>>
+
+/** Returned by `tasks.define()`: dispatch it, anywhere in the app. */
+export class Task<A = unknown, R = unknown> {
+  readonly name: string
+  readonly queue: string
+  readonly options: Readonly<TaskOptions>
+  readonly #definition: TaskDefinition
+  readonly #dispatcher: Dispatcher
+
+  /** @internal Created by `tasks.define()`. */
+  constructor(queue: string, definition: TaskDefinition, dispatcher: Dispatcher) {
+    this.name = definition.name
+    this.queue = queue
+    this.options = definition.options
+    this.#definition = definition
+    this.#dispatcher = dispatcher
+  }
+
+  /**
+   * Queue the task when Redis is up; otherwise apply its fallback. Rejects only for bad
+   * input (InvalidTaskArgsError) or a closed instance, never because of Redis.
+   */
+  dispatch(args: A, options?: DispatchOptions): Promise<DispatchResult<R>> {
+    return this.#dispatcher(this.#definition, args, options) as Promise<DispatchResult<R>>
+  }
+}
+
+const MAX_KEY_LENGTH = 1024
+
+/** Validate and serialize one dispatch; throws InvalidTaskArgsError. */
+export function prepareJob(
+  queue: string,
+  definition: TaskDefinition,
+  args: unknown,
+  options: DispatchOptions | undefined,
+  maxArgsBytes: number,
+): PreparedJob {
+  const name = definition.name
+  let key: string | undefined
+  let delayMs = 0
+  if (options !== undefined) {
+    if (typeof options !== 'object' || options === null) {
+      throw new InvalidTaskArgsError(
+        name,
+        `dispatch options must be an object; received ${describeValue(options)}`,
+      )
+    }
+    key = options.idempotencyKey
+    if (
+      key !== undefined &&
+      (typeof key !== 'string' || key.length === 0 || key.length > MAX_KEY_LENGTH)
+    ) {
+      throw new InvalidTaskArgsError(
+        name,
+        `idempotencyKey must be a string of 1 to ${MAX_KEY_LENGTH} characters; received ${describeValue(key)}`,
+      )
+    }
+    const delay = options.delayMs
+    if (delay !== undefined) {
+      if (typeof delay !== 'number' || !Number.isFinite(delay) || delay < 0 || delay > 2 ** 31) {
+        throw new InvalidTaskArgsError(
+          name,
+          `delayMs must be a number of ms between 0 and 2^31; received ${describeValue(delay)}`,
+        )
+      }
+      delayMs = Math.round(delay)
+    }
+  }
+  const payload = encodeArgs(name, args, maxArgsBytes)
+  return {
+    id: key === undefined ? randomUUID() : keyedJobId(queue, name, key),
+    definition,
+    payload,
+    args,
+    delayMs,
+    keyed: key !== undefined,
+  }
+}
+
+/**
+ * Job id for an idempotency key: hashed (the key may hold an address or a token and must not
+ * show in Redis), namespaced by queue and task, never a bare integer nor containing ':' (both
+ * refused by BullMQ), never BullMQ's own counter (which restarts at 1 on an empty Redis).
+ */
+export function keyedJobId(queue: string, name: string, key: string): string {
+  const digest = createHash('sha256').update(`${queue}\0${name}\0${key}`).digest('base64url')
+  return `k-${digest.slice(0, 32)}`
+}
+
+/** JSON text of the arguments, checked against `maxArgsBytes` (UTF-8). */
+export function encodeArgs(task: string, args: unknown, maxArgsBytes: number): string {
+  let payload: string | undefined
+  try {
+    payload = JSON.stringify(args)
+  } catch (error) {
+    throw new InvalidTaskArgsError(task, 'arguments are not JSON-serializable', { cause: error })
+  }
+  if (payload === undefined) {
+    throw new InvalidTaskArgsError(
+      task,
+      `arguments must be JSON (an object, array, string, number, boolean or null); received ${describeValue(args)}`,
+    )
+  }
+  // A UTF-16 code unit is at most 3 UTF-8 bytes: most payloads skip the exact count.
+  if (payload.length * 3 > maxArgsBytes) {
+    const bytes = Buffer.byteLength(payload)
+    if (bytes > maxArgsBytes) {
+      throw new InvalidTaskArgsError(
+        task,
+        `arguments are ${bytes} bytes as JSON; the limit (maxArgsBytes) is ${maxArgsBytes}`,
+        { details: { bytes, limit: maxArgsBytes } },
+      )
+    }
+  }
+  return payload
+}

@@ -1,0 +1,245 @@
+import { UnrecoverableError, Worker, type Job } from 'bullmq'
+import type { Redis, RedisOptions } from 'ioredis'
+import type { Disposable } from '../health/events.js'
+import type { HealthMonitor } from '../health/monitor.js'
+import { loggableError, type Logger } from '../logger.js'
+import { isConnectivityError } from '../redis/connection.js'
+import { runOnce } from './inline.js'
+import type { TaskDefinition } from './task.js'
+
+/** Options of `tasks.work(options)`. */
+export interface WorkOptions {
+  /** Jobs this worker runs at the same time. Default 1. */
+  concurrency?: number | undefined
+}
+
+/** Returned by `tasks.work()`. */
+export interface WorkerHandle {
+  /**
+   * Stop taking jobs and close the worker's connections. Waits for the jobs in progress
+   * (at most `timeoutMs`, default 10000) when Redis is up; does not wait when it is down
+   * (those jobs are taken again by a worker once their lock expires).
+   */
+  close(options?: { timeoutMs?: number }): Promise<void>
+  status(): Record<string, unknown>
+}
+
+interface WorkerDeps {
+  readonly monitor: HealthMonitor
+  readonly queue: string
+  readonly bullPrefix: string
+  readonly connectionName: string
+  readonly definitions: ReadonlyMap<string, TaskDefinition>
+  readonly doneKey: (id: string) => string
+  readonly doneTtlMs: number
+  readonly concurrency: number
+  readonly logger: Logger
+  readonly onClosed: (worker: TaskWorker) => void
+}
+
+/** Retry delay after a failed fetch or completion, in ms (BullMQ's default is 15 s). */
+const RUN_RETRY_DELAY_MS = 100
+/** Log at most one line per this period per kind of event. */
+const LOG_EVERY_MS = 10_000
+
+/**
+ * A BullMQ worker for every task defined on the queue, with failsoft's connection defaults
+ * and the "already done" check that makes a second execution of the same job id impossible
+ * while its marker lives.
+ */
+export class TaskWorker implements WorkerHandle {
+  readonly #deps: WorkerDeps
+  readonly #worker: Worker
+  readonly #connections = new Set<Redis>()
+  readonly #upListener: Disposable
+  readonly #lastLog = new Map<string, number>()
+  #closing: Promise<void> | null = null
+  #stats = {
+    completed: 0,
+    failed: 0,
+    skippedDone: 0,
+    unknownTask: 0,
+    errors: 0,
+    markerErrors: 0,
+    reconnectKicks: 0,
+  }
+
+  constructor(deps: WorkerDeps) {
+    this.#deps = deps
+    const template = deps.monitor.createConnection('blocking', deps.connectionName)
+    // BullMQ runs the worker's commands on this connection and duplicates it for the blocking
+    // fetch. Both must be connecting before BullMQ looks at them: BullMQ waits patiently for
+    // a connection that is (re)connecting, but calls connect() itself on a lazy one and gives
+    // up for good if that first attempt fails — a worker started while Redis is down would
+    // never work. ioredis keeps retrying (capped backoff) after a failed first attempt.
+    template.options.lazyConnect = false
+    const duplicate = template.duplicate.bind(template)
+    template.duplicate = (override?: Partial<RedisOptions>): Redis => {
+      const copy = duplicate(override)
+      this.#track(copy)
+      return copy
+    }
+    this.#track(template)
+    template.connect().catch((error: unknown) => this.#onError(error))
+    this.#worker = new Worker(
+      deps.queue,
+      (job: Job, _token?: string, signal?: AbortSignal) => this.#process(job, signal),
+      {
+        connection: template,
+        prefix: deps.bullPrefix,
+        concurrency: deps.concurrency,
+        runRetryDelay: RUN_RETRY_DELAY_MS,
+        autorun: true,
+      },
+    )
+    this.#worker.on('error', (error: unknown) => this.#onError(error))
+    this.#worker.on('failed', (job: Job | undefined, error: Error) => {
+      this.#stats.failed++
+      this.#logOnce(
+        `failed:${job?.name ?? '?'}`,
+        'warn',
+        { err: loggableError(error), task: job?.name, id: job?.id, attempt: job?.attemptsMade },
+        'task failed on the worker',
+      )
+    })
+    // Redis is back (the monitor's probe saw it): reconnect now rather than at the next
+    // backoff tick, so the worker is processing again within a few hundred ms.
+    this.#upListener = deps.monitor.on('up', () => this.#kick())
+  }
+
+  #track(connection: Redis): void {
+    this.#connections.add(connection)
+    connection.on('error', (error: unknown) => this.#onError(error))
+    connection.once('end', () => this.#connections.delete(connection))
+  }
+
+  #kick(): void {
+    for (const connection of this.#connections) {
+      if (connection.status !== 'reconnecting') continue
+      this.#stats.reconnectKicks++
+      connection.connect().catch((error: unknown) => this.#onError(error))
+    }
+  }
+
+  async #process(job: Job, signal: AbortSignal | undefined): Promise<unknown> {
+    const definition = this.#deps.definitions.get(job.name)
+    if (definition === undefined) {
+      this.#stats.unknownTask++
+      throw new UnrecoverableError(
+        `no task named "${job.name}" is defined on queue "${this.#deps.queue}" in this worker`,
+      )
+    }
+    const id = job.id ?? ''
+    const ttl = this.#deps.doneTtlMs
+    const client = ttl > 0 ? await this.#worker.getBackend().client : null
+    if (client !== null && (await client.get(this.#deps.doneKey(id))) !== null) {
+      // Already ran (the same id added again: a spool replay after an ambiguous enqueue
+      // that did land, or a repeated idempotency key): complete without running it.
+      this.#stats.skippedDone++
+      return null
+    }
+    const value = await runOnce(
+      definition,
+      job.data,
+      { id, name: job.name, queue: this.#deps.queue, mode: 'worker' },
+      job.attemptsMade + 1,
+      (late) =>
+        this.#logOnce(
+          'late',
+          'warn',
+          { err: loggableError(late), task: job.name },
+          'task settled after its timeout',
+        ),
+      signal,
+    )
+    if (client !== null) {
+      try {
+        await client.set(this.#deps.doneKey(id), '1', { PX: ttl })
+      } catch (error) {
+        // Only a closing worker gets here (the connection queues commands while Redis is
+        // away); the job itself is complete.
+        this.#stats.markerErrors++
+        this.#logOnce(
+          'marker',
+          'warn',
+          { err: loggableError(error), id },
+          'could not record a completed task',
+        )
+      }
+    }
+    this.#stats.completed++
+    return value
+  }
+
+  #onError(error: unknown): void {
+    this.#stats.errors++
+    // Connection errors are the outage itself, which the monitor already reports.
+    if (isConnectivityError(error) && !(error instanceof Error && error.name === 'ReplyError')) {
+      this.#deps.logger.debug({ err: loggableError(error) }, 'task worker connection error')
+      return
+    }
+    this.#logOnce('error', 'warn', { err: loggableError(error) }, 'task worker error')
+  }
+
+  #logOnce(
+    kind: string,
+    level: 'warn' | 'error',
+    fields: Record<string, unknown>,
+    message: string,
+  ): void {
+    const now = Date.now()
+    const last = this.#lastLog.get(kind) ?? 0
+    if (now - last < LOG_EVERY_MS) return
+    this.#lastLog.set(kind, now)
+    this.#deps.logger[level](fields, message)
+  }
+
+  close(options: { timeoutMs?: number } = {}): Promise<void> {
+    this.#closing ??= this.#close(options.timeoutMs ?? 10_000)
+    return this.#closing
+  }
+
+  async #close(timeoutMs: number): Promise<void> {
+    this.#upListener.dispose()
+    // Waiting for the jobs in progress needs Redis: BullMQ's graceful close waits for each
+    // connection's 'end', which never comes for one that is reconnecting.
+    const graceful =
+      this.#deps.monitor.available && [...this.#connections].every((c) => c.status === 'ready')
+    const closing = this.#worker.close(!graceful)
+    closing.catch((error: unknown) => this.#onError(error))
+    try {
+      if ((await within(closing, timeoutMs)) === 'expired') {
+        // Jobs still running or Redis not answering: drop the sockets, which ends the close.
+        for (const connection of this.#connections) connection.disconnect()
+        if ((await within(closing, 1000)) === 'expired') {
+          this.#deps.logger.warn({ timeoutMs }, 'task worker did not close cleanly; abandoned')
+        }
+      }
+    } finally {
+      for (const connection of this.#connections) connection.disconnect()
+      this.#deps.onClosed(this)
+    }
+  }
+
+  status(): Record<string, unknown> {
+    return {
+      running: this.#closing === null && this.#worker.isRunning(),
+      concurrency: this.#deps.concurrency,
+      connections: [...this.#connections].map((c) => c.status),
+      ...this.#stats,
+    }
+  }
+}
+
+/** 'done' if the promise settles within `ms`, else 'expired' (it is not cancelled). */
+function within(promise: Promise<unknown>, ms: number): Promise<'done' | 'expired'> {
+  let timer: NodeJS.Timeout | undefined
+  const expired = new Promise<'expired'>((resolve) => {
+    timer = setTimeout(() => resolve('expired'), ms)
+  })
+  const done = promise.then(
+    () => 'done' as const,
+    () => 'done' as const,
+  )
+  return Promise.race([done, expired]).finally(() => clearTimeout(timer))
+}

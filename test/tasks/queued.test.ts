@@ -1,0 +1,177 @@
+// Redis up: dispatch queues on BullMQ, an in-process worker runs the jobs with the task's
+// retries, backoff, delay, timeout and idempotency key.
+import assert from 'node:assert/strict'
+import { describe, test } from 'node:test'
+import type { TaskContext } from '../../src/index.js'
+import { startRedis, waitFor } from '../support/fault-kit.js'
+import { makeTasks, sleep } from './helpers.js'
+
+process.on('unhandledRejection', (reason) => {
+  throw new Error(`unhandled rejection: ${String(reason)}`)
+})
+
+describe('tasks with Redis up (queued path)', () => {
+  test('dispatch queues the job and a worker runs it with the JSON arguments', async (t) => {
+    const server = await startRedis(t)
+    const { tasks } = await makeTasks(t, server.url)
+    const seen: Array<{ args: unknown; ctx: Omit<TaskContext, 'signal'> }> = []
+    const email = tasks.define('send_email', (args: { to: string; at: Date }, ctx) => {
+      seen.push({
+        args,
+        ctx: { id: ctx.id, name: ctx.name, queue: ctx.queue, attempt: ctx.attempt, mode: ctx.mode },
+      })
+      return 'sent'
+    })
+    tasks.work()
+    const result = await email.dispatch({ to: 'a@example.com', at: new Date(0) })
+    assert.equal(result.mode, 'queued')
+    await waitFor(() => seen.length === 1, { message: 'the worker runs the job' })
+    assert.deepEqual(seen[0], {
+      args: { to: 'a@example.com', at: '1970-01-01T00:00:00.000Z' },
+      ctx: { id: result.id, name: 'send_email', queue: 'default', attempt: 1, mode: 'worker' },
+    })
+    assert.equal(tasks.status().counts.queued, 1)
+  })
+
+  test('a failing job is retried with its backoff until it succeeds', async (t) => {
+    const server = await startRedis(t)
+    const { tasks } = await makeTasks(t, server.url)
+    const attempts: Array<{ attempt: number; at: number }> = []
+    const flaky = tasks.define(
+      'flaky',
+      (_args: null, ctx) => {
+        attempts.push({ attempt: ctx.attempt, at: Date.now() })
+        if (ctx.attempt < 3) throw new Error(`try ${ctx.attempt} fails`)
+        return 'ok'
+      },
+      { attempts: 3, backoff: { type: 'fixed', delayMs: 200 } },
+    )
+    tasks.work()
+    assert.equal((await flaky.dispatch(null)).mode, 'queued')
+    await waitFor(() => attempts.length === 3, { timeoutMs: 5000, message: 'three tries' })
+    assert.deepEqual(
+      attempts.map((a) => a.attempt),
+      [1, 2, 3],
+    )
+    for (let i = 1; i < attempts.length; i++) {
+      const gap = attempts[i]!.at - attempts[i - 1]!.at
+      assert.ok(gap >= 150, `backoff honoured between tries (${gap} ms)`)
+    }
+    await sleep(400)
+    assert.equal(attempts.length, 3, 'no fourth try after success')
+  })
+
+  test('exponential backoff doubles the wait between tries', async (t) => {
+    const server = await startRedis(t)
+    const { tasks } = await makeTasks(t, server.url)
+    const at: number[] = []
+    const failing = tasks.define(
+      'failing',
+      () => {
+        at.push(Date.now())
+        throw new Error('always')
+      },
+      { attempts: 3, backoff: { type: 'exponential', delayMs: 150 } },
+    )
+    tasks.work()
+    await failing.dispatch(null)
+    await waitFor(() => at.length === 3, { timeoutMs: 5000, message: 'three tries' })
+    const [a, b, c] = at as [number, number, number]
+    assert.ok(b - a >= 120, `first wait ~150 ms (${b - a})`)
+    assert.ok(c - b >= 250, `second wait ~300 ms (${c - b})`)
+    await waitFor(() => tasks.status().workers[0]?.failed === 3, {
+      message: 'three failures counted',
+    })
+  })
+
+  test('delayMs runs the job no earlier than asked', async (t) => {
+    const server = await startRedis(t)
+    const { tasks } = await makeTasks(t, server.url)
+    let ranAt = 0
+    const later = tasks.define('later', () => {
+      ranAt = Date.now()
+    })
+    tasks.work()
+    const start = Date.now()
+    assert.equal((await later.dispatch(null, { delayMs: 400 })).mode, 'queued')
+    await waitFor(() => ranAt > 0, { timeoutMs: 5000, message: 'the delayed job runs' })
+    assert.ok(ranAt - start >= 380, `ran after ${ranAt - start} ms`)
+  })
+
+  test('the same idempotency key makes one job and one run', async (t) => {
+    const server = await startRedis(t)
+    const { tasks } = await makeTasks(t, server.url)
+    let runs = 0
+    const once = tasks.define('once', () => {
+      runs++
+    })
+    tasks.work()
+    const first = await once.dispatch(null, { idempotencyKey: 'order-42' })
+    const second = await once.dispatch(null, { idempotencyKey: 'order-42' })
+    assert.equal(first.id, second.id)
+    assert.match(first.id, /^k-[\w-]{32}$/)
+    await waitFor(() => runs === 1, { message: 'one run' })
+    // After completion (the job may be removed from BullMQ), the done marker still dedups.
+    const third = await once.dispatch(null, { idempotencyKey: 'order-42' })
+    assert.equal(third.id, first.id)
+    await sleep(300)
+    assert.equal(runs, 1)
+    // Another task with the same key is another job.
+    const other = tasks.define('other', () => undefined)
+    assert.notEqual((await other.dispatch(null, { idempotencyKey: 'order-42' })).id, first.id)
+  })
+
+  test('a job removed from BullMQ but re-added with the same id is skipped by the worker', async (t) => {
+    const server = await startRedis(t)
+    const { tasks } = await makeTasks(t, server.url, { removeOnComplete: true })
+    let runs = 0
+    const once = tasks.define('once', () => {
+      runs++
+    })
+    const worker = tasks.work()
+    await once.dispatch(null, { idempotencyKey: 'k' })
+    await waitFor(() => runs === 1, { message: 'first run' })
+    await once.dispatch(null, { idempotencyKey: 'k' })
+    await waitFor(() => worker.status().skippedDone === 1, { message: 'second copy skipped' })
+    assert.equal(runs, 1)
+  })
+
+  test('a try longer than timeoutMs fails with FAILSOFT_TASK_TIMEOUT and aborts ctx.signal', async (t) => {
+    const server = await startRedis(t)
+    const { tasks } = await makeTasks(t, server.url)
+    let aborted: unknown = null
+    const slow = tasks.define(
+      'slow',
+      (_args: null, ctx) =>
+        new Promise((resolve) => {
+          ctx.signal.addEventListener('abort', () => {
+            aborted = ctx.signal.reason
+            resolve('late')
+          })
+        }),
+      { timeoutMs: 200 },
+    )
+    const worker = tasks.work()
+    await slow.dispatch(null)
+    await waitFor(() => worker.status().failed === 1, { message: 'the try fails' })
+    assert.equal((aborted as { code?: string } | null)?.code, 'FAILSOFT_TASK_TIMEOUT')
+  })
+
+  test('worker.close() stops taking jobs; a new worker picks them up', async (t) => {
+    const server = await startRedis(t)
+    const { tasks } = await makeTasks(t, server.url)
+    let runs = 0
+    const job = tasks.define('job', () => {
+      runs++
+    })
+    const worker = tasks.work()
+    await job.dispatch(null)
+    await waitFor(() => runs === 1, { message: 'first worker runs' })
+    await worker.close()
+    await job.dispatch(null)
+    await sleep(300)
+    assert.equal(runs, 1, 'nobody runs it while no worker is open')
+    tasks.work()
+    await waitFor(() => runs === 2, { message: 'the new worker runs it' })
+  })
+})
