@@ -1,0 +1,228 @@
+import { createHash, timingSafeEqual } from 'node:crypto'
+import type { IncomingMessage } from 'node:http'
+import type { ChannelLayer, Failsoft, TaskQueue } from 'failsoft'
+import type { Logger } from 'pino'
+import { HttpError, objectBody, type Router } from './http.js'
+import type { AppTasks, DispatchRecord } from './tasks.js'
+
+/**
+ * The live status panel's data: what this process sees of Redis and of each failsoft
+ * component, pushed to every WebSocket client of this process when it changes (at once on a
+ * health transition, otherwise checked every second). Built from an allow-list of fields:
+ * no Redis address, no credentials, no token ever reaches it.
+ */
+
+export interface StatusPayload {
+  type: 'status'
+  process: string
+  at: string
+  redis: {
+    state: string
+    available: boolean
+    since: string
+    forced: boolean
+    mode: string
+    error: string | null
+    lastTransition: { to: string; at: string } | null
+    transitions: { down: number; up: number; reset: number }
+  }
+  components: Array<{ name: string; backend: string; fallbackOps: number }>
+  fallbackOps: number
+  channels: {
+    backend: string
+    websocketClients: number
+    skippedFull: number
+    expired: number
+    undeliverable: number
+    buffered: number
+  }
+  tasks: {
+    counts: Record<string, number>
+    spoolDepth: number
+    workers: number
+  }
+  dispatches: DispatchRecord[]
+  admin: { enabled: boolean }
+}
+
+/** Error messages may quote a URL: never let credentials through. */
+export function redactSecrets(message: string): string {
+  return message
+    .replace(/([a-z][a-z0-9+.-]*:\/\/)[^\s/@]*@/gi, '$1[redacted]@')
+    .replace(/(password|pass|token|secret)=\S+/gi, '$1=[redacted]')
+    .slice(0, 300)
+}
+
+const num = (value: unknown): number => (typeof value === 'number' ? value : 0)
+
+export interface StatusDeps {
+  failsoft: Failsoft
+  layer: ChannelLayer
+  queue: TaskQueue
+  tasks: AppTasks
+  processName: string
+  adminEnabled: boolean
+}
+
+export class StatusHub {
+  readonly #deps: StatusDeps
+  readonly #subscribers = new Set<(payload: StatusPayload) => void>()
+  readonly #disposers: Array<() => void> = []
+  readonly #timer: NodeJS.Timeout
+  #last = ''
+  #scheduled = false
+
+  constructor(deps: StatusDeps) {
+    this.#deps = deps
+    const health = deps.failsoft.health
+    for (const event of ['down', 'up', 'reset'] as const) {
+      const disposable = health.on(event, () => this.pushSoon())
+      this.#disposers.push(() => disposable.dispose())
+    }
+    this.#disposers.push(deps.tasks.onDispatch(() => this.pushSoon()))
+    this.#timer = setInterval(() => this.#push(false), 1000)
+    this.#timer.unref()
+  }
+
+  snapshot(): StatusPayload {
+    const { failsoft, layer, queue, tasks, processName, adminEnabled } = this.#deps
+    const status = failsoft.status()
+    const redis = status.redis
+    const transitions = (redis.transitions ?? {}) as Record<string, unknown>
+    const last = redis.lastTransition as { to: string; at: string } | null | undefined
+    const channel = layer.status()
+    const queueStatus = queue.status()
+    const counts: Record<string, number> = {}
+    for (const [key, value] of Object.entries(queueStatus.counts)) counts[key] = num(value)
+    return {
+      type: 'status',
+      process: processName,
+      at: new Date().toISOString(),
+      redis: {
+        state: redis.state,
+        available: redis.available,
+        since: redis.since,
+        forced: redis.forced === true,
+        mode: typeof redis.mode === 'string' ? redis.mode : 'redis',
+        error: redis.error === null ? null : redactSecrets(String(redis.error)),
+        lastTransition: last ? { to: last.to, at: last.at } : null,
+        transitions: {
+          down: num(transitions.down),
+          up: num(transitions.up),
+          reset: num(transitions.reset),
+        },
+      },
+      components: Object.entries(status.components).map(([name, component]) => ({
+        name,
+        backend: component.backend,
+        fallbackOps: num(component.fallbackOps),
+      })),
+      fallbackOps: num(redis.fallbackOps),
+      channels: {
+        backend: layer.backend,
+        websocketClients: num(channel.websocketClients),
+        skippedFull: num(channel.skippedFull),
+        expired: num(channel.expired),
+        undeliverable: num(channel.undeliverable),
+        buffered: num((channel.outbox as Record<string, unknown> | undefined)?.size),
+      },
+      tasks: {
+        counts,
+        spoolDepth: queueStatus.spoolDepth,
+        workers: queueStatus.workers.length,
+      },
+      dispatches: tasks.recent(),
+      admin: { enabled: adminEnabled },
+    }
+  }
+
+  /** Send the current status to `send` now and on every change; returns the unsubscribe. */
+  subscribe(send: (payload: StatusPayload) => void): () => void {
+    this.#subscribers.add(send)
+    send(this.snapshot())
+    return () => this.#subscribers.delete(send)
+  }
+
+  /** Push on the next tick (health events fire before every component switched). */
+  pushSoon(): void {
+    if (this.#scheduled) return
+    this.#scheduled = true
+    setImmediate(() => {
+      this.#scheduled = false
+      this.#push(true)
+    })
+  }
+
+  #push(force: boolean): void {
+    if (this.#subscribers.size === 0) return
+    const payload = this.snapshot()
+    const key = JSON.stringify({ ...payload, at: '' })
+    if (!force && key === this.#last) return
+    this.#last = key
+    for (const send of this.#subscribers) send(payload)
+  }
+
+  close(): void {
+    clearInterval(this.#timer)
+    for (const dispose of this.#disposers) dispose()
+    this.#subscribers.clear()
+  }
+}
+
+// ── the operator switch ──────────────────────────────────────────────────────────────────────
+
+const digest = (value: string): Buffer => createHash('sha256').update(value).digest()
+
+/** Constant-time check of `Authorization: Bearer <token>` (hashes first: equal lengths). */
+export function bearerMatches(req: IncomingMessage, token: string): boolean {
+  const header = req.headers.authorization
+  if (typeof header !== 'string' || !header.startsWith('Bearer ')) return false
+  return timingSafeEqual(digest(header.slice('Bearer '.length)), digest(token))
+}
+
+/** Failed attempts tolerated per minute before the switch answers 429 (guessing is slow). */
+const MAX_FAILURES_PER_MINUTE = 10
+
+export function statusRoutes(
+  router: Router,
+  deps: { hub: StatusHub; failsoft: Failsoft; adminToken: string | null; logger: Logger },
+): void {
+  const { hub, failsoft, adminToken, logger } = deps
+  let failures: number[] = []
+
+  router.get('/api/status', () => ({ body: hub.snapshot() }))
+
+  router.post('/api/admin/fallback', async ({ req, json }) => {
+    if (adminToken === null) {
+      throw new HttpError(403, 'admin_disabled', 'the operator switch is disabled (no ADMIN_TOKEN)')
+    }
+    const now = Date.now()
+    failures = failures.filter((at) => now - at < 60_000)
+    if (failures.length >= MAX_FAILURES_PER_MINUTE) {
+      throw new HttpError(
+        429,
+        'too_many_attempts',
+        'too many failed attempts; retry later',
+        undefined,
+        {
+          'retry-after': '60',
+        },
+      )
+    }
+    if (!bearerMatches(req, adminToken)) {
+      failures.push(now)
+      logger.warn({ path: '/api/admin/fallback' }, 'operator switch: authentication failed')
+      throw new HttpError(401, 'unauthorized', 'a valid admin token is required', undefined, {
+        'www-authenticate': 'Bearer',
+      })
+    }
+    const body = objectBody(await json(), ['force'])
+    if (typeof body.force !== 'boolean') {
+      throw new HttpError(400, 'invalid_type', 'force must be a boolean', 'force')
+    }
+    failsoft.health.forceFallback(body.force)
+    logger.warn({ force: body.force }, 'operator switch used')
+    hub.pushSoon()
+    return { body: { forced: failsoft.health.forced, state: failsoft.health.state } }
+  })
+}
