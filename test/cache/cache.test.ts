@@ -87,6 +87,24 @@ describe('cache with Redis up', () => {
     assert.equal(await a.get('k1'), 'after')
   })
 
+  test('concurrent writes (one script call per tick) all land, in order, each with its TTL', async (t) => {
+    const server = await startRedis(t)
+    const { failsoft, prefix } = open(t, { redis: server.url })
+    await failsoft.ready()
+    const cache = failsoft.cache({ namespace: 'batch' })
+    const results = await Promise.all(
+      Array.from({ length: 600 }, (_, i) =>
+        cache.set(`b${i % 200}`, i, { ttlSeconds: i % 2 === 0 ? null : 60 }),
+      ),
+    )
+    assert.ok(results.every((r) => r === true))
+    for (let k = 0; k < 200; k++) assert.equal(await cache.get(`b${k}`), 400 + k)
+    const generation = cache.status().generation
+    assert.equal(await server.cli('PTTL', `${prefix}:cache:batch:d:${generation}:b0`), -1)
+    const ttl = Number(await server.cli('PTTL', `${prefix}:cache:batch:d:${generation}:b1`))
+    assert.ok(ttl > 59_000 && ttl <= 60_000, String(ttl))
+  })
+
   test('the same namespace returns the same cache; other options for it are refused', async (t) => {
     const { failsoft } = open(t, { redis: null })
     const first = failsoft.cache({ namespace: 'x', defaultTtlSeconds: 60 })
