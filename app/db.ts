@@ -191,6 +191,17 @@ const SEED_POLLS: Array<{ question: string; options: string[] }> = [
 
 const now = (): string => new Date().toISOString()
 
+/** The compost batch's score: content, support, and a 30-day half-life since the last edit. */
+export function impactScore(
+  project: Pick<Project, 'description' | 'supporters' | 'updatedAt'>,
+  nowMs: number,
+): number {
+  const words = project.description.split(/\s+/).filter(Boolean).length
+  const base = 10 + 5 * Math.sqrt(words) + 20 * Math.log2(1 + project.supporters)
+  const ageDays = Math.max(0, (nowMs - Date.parse(project.updatedAt)) / 86_400_000)
+  return Math.round(base * 0.5 ** (ageDays / 30) * 10) / 10
+}
+
 function toProject(row: ProjectRow): Project {
   return {
     id: row.id,
@@ -213,6 +224,8 @@ const CHAT_KEEP = 200
  */
 export class AppDatabase {
   readonly path: string
+  /** True when this open created and seeded the database. */
+  seeded = false
   readonly #db: Database.Database
 
   constructor(path: string) {
@@ -232,7 +245,12 @@ export class AppDatabase {
       .transaction(() => {
         const count = this.#db.prepare('SELECT COUNT(*) AS n FROM projects').get() as { n: number }
         if (count.n > 0) return
-        for (const project of SEED_PROJECTS) this.createProject(project)
+        const at = Date.now()
+        for (const project of SEED_PROJECTS) {
+          const created = this.createProject(project)
+          this.setImpactScores([{ id: created.id, score: impactScore(created, at) }])
+        }
+        this.seeded = true
         const insertPoll = this.#db.prepare(
           'INSERT INTO polls (question, options, created_at) VALUES (?, ?, ?)',
         )

@@ -166,6 +166,10 @@ export async function startApp(options: StartOptions = {}): Promise<RunningApp> 
     if (config.runWorker) worker = queue.work({ concurrency: 4 })
     await failsoft.ready()
     await tasks.scheduleCompost(config.compostEveryMs)
+    if (db.seeded) {
+      // A new database: embed the seeded projects through the task queue, like any new one.
+      for (const project of db.listProjects()) await tasks.embedProject(project)
+    }
 
     await new Promise<void>((done, fail) => {
       server.once('error', fail)

@@ -1,6 +1,6 @@
 import type { Cache, DispatchOptions, DispatchResult, TaskContext, TaskQueue } from 'failsoft'
 import type { Logger } from 'pino'
-import type { AppDatabase, Project } from './db.js'
+import { impactScore, type AppDatabase, type Project } from './db.js'
 import { embed } from './embedding.js'
 import { invalidateProjects } from './api/projects.js'
 
@@ -48,17 +48,6 @@ export interface TaskDeps {
 
 /** Dispatches remembered for the status panel, per process. */
 const RECENT = 20
-
-/** The compost batch's score: content, support, and a 30-day half-life since the last edit. */
-export function impactScore(
-  project: Pick<Project, 'description' | 'supporters' | 'updatedAt'>,
-  nowMs: number,
-): number {
-  const words = project.description.split(/\s+/).filter(Boolean).length
-  const base = 10 + 5 * Math.sqrt(words) + 20 * Math.log2(1 + project.supporters)
-  const ageDays = Math.max(0, (nowMs - Date.parse(project.updatedAt)) / 86_400_000)
-  return Math.round(base * 0.5 ** (ageDays / 30) * 10) / 10
-}
 
 export class AppTasks {
   readonly queue: TaskQueue
