@@ -17,6 +17,11 @@ export interface Entry {
   readonly json: string
   /** Sender's clock, ms since the epoch; messages older than `expirySeconds` are dropped. */
   readonly sentAt: number
+  /**
+   * The JSON as UTF-8, encoded once by the first WebSocket that forwards the message and
+   * reused by the others (a group send to 50 sockets encodes it once, not 50 times).
+   */
+  bytes?: Buffer
 }
 
 /** Serialize and check a message; throws InvalidMessageError / MessageTooLargeError. */

@@ -30,6 +30,12 @@ export class RedisTransport {
   readonly #wanted = new Set<string>()
   readonly #subscribed = new Set<string>()
   #sub: Redis | null = null
+  #batch: Array<{
+    topic: string
+    payload: string
+    resolve(receivers: number): void
+    reject(error: unknown): void
+  }> = []
   #closed = false
   /** Subscriber connections opened (1 + one per recovery after an outage). */
   connections = 0
@@ -97,9 +103,47 @@ export class RedisTransport {
     )
   }
 
-  /** PUBLISH through the monitor (tracked for freeze detection). */
+  /**
+   * PUBLISH through the monitor (tracked for freeze detection). Publishes issued in the same
+   * tick go out as one pipeline — one write instead of one per message — in issue order.
+   * Resolves with the number of receiving connections.
+   */
   publish(topic: string, payload: string): Promise<number> {
-    return this.#monitor.run((redis) => redis.publish(topic, payload))
+    return new Promise<number>((resolve, reject) => {
+      this.#batch.push({ topic, payload, resolve, reject })
+      if (this.#batch.length === 1) process.nextTick(this.#sendBatch)
+    })
+  }
+
+  readonly #sendBatch = (): void => {
+    const batch = this.#batch
+    this.#batch = []
+    const single = batch.length === 1 ? batch[0] : undefined
+    if (single !== undefined) {
+      this.#monitor
+        .run((redis) => redis.publish(single.topic, single.payload))
+        .then(single.resolve, single.reject)
+      return
+    }
+    this.#monitor
+      .run((redis) => {
+        const pipeline = redis.pipeline()
+        for (const item of batch) pipeline.publish(item.topic, item.payload)
+        return pipeline.exec()
+      })
+      .then(
+        (results) => {
+          for (const [index, item] of batch.entries()) {
+            const result = results?.[index]
+            if (result === undefined) item.reject(new RedisUnavailableError('pipeline aborted'))
+            else if (result[0]) item.reject(result[0])
+            else item.resolve(result[1] as number)
+          }
+        },
+        (error: unknown) => {
+          for (const item of batch) item.reject(error)
+        },
+      )
   }
 
   /** Publish a batch in one pipeline; resolves with how many commands Redis answered with an error. */
