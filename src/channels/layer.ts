@@ -560,7 +560,8 @@ export class ChannelLayer {
     }
     if (wire.origin === this.processId) return // our own publish: local members already have it
     const now = Date.now()
-    if (this.#receiverSeq.observe(topic, wire.origin, wire.seq, now) === 'duplicate') return
+    if (this.#receiverSeq.observe(topic, wire.origin, wire.stream, wire.seq, now) === 'duplicate')
+      return
     let parsed: unknown
     try {
       parsed = safeJsonParse(wire.entry.json)

@@ -58,14 +58,15 @@ export function parseEntry(entry: Entry): ChannelMessage {
 
 /**
  * Wire format of a pub/sub payload:
- * `f1|<origin>|<seq>|<sentAt>|<target>|<typeLength>|<type><json>`.
+ * `f1|<origin>|<stream>|<seq>|<sentAt>|<target>|<typeLength>|<type><json>`.
  * A text header instead of a JSON envelope: the message JSON is never re-serialized or parsed
  * in transit, and a receiver can route (and a WebSocket consumer can forward) without parsing.
- * origin: the publishing layer's process id; seq: per publisher and topic, from 1;
- * target: the group or channel name inside the topic.
+ * origin: the publishing layer's process id; stream + seq: per publisher and topic (see
+ * sequence.ts); target: the group or channel name inside the topic.
  */
 export interface WireMessage {
   readonly origin: string
+  readonly stream: number
   readonly seq: number
   readonly target: string
   readonly entry: Entry
@@ -73,36 +74,45 @@ export interface WireMessage {
 
 const VERSION = 'f1|'
 
-export function encodeWire(origin: string, seq: number, target: string, entry: Entry): string {
-  return `${VERSION}${origin}|${seq}|${entry.sentAt}|${target}|${entry.type.length}|${entry.type}${entry.json}`
+export function encodeWire(
+  origin: string,
+  { stream, seq }: { stream: number; seq: number },
+  target: string,
+  entry: Entry,
+): string {
+  return `${VERSION}${origin}|${stream}|${seq}|${entry.sentAt}|${target}|${entry.type.length}|${entry.type}${entry.json}`
 }
 
 /** Decode a payload; null if it is not one of ours or is malformed (never throws). */
 export function decodeWire(text: string): WireMessage | null {
   if (!text.startsWith(VERSION)) return null
-  const a = text.indexOf('|', 3)
-  const b = a < 0 ? -1 : text.indexOf('|', a + 1)
-  const c = b < 0 ? -1 : text.indexOf('|', b + 1)
-  const d = c < 0 ? -1 : text.indexOf('|', c + 1)
-  const e = d < 0 ? -1 : text.indexOf('|', d + 1)
-  if (e < 0) return null
-  const origin = text.slice(3, a)
-  const seq = Number(text.slice(a + 1, b))
-  const sentAt = Number(text.slice(b + 1, c))
-  const target = text.slice(c + 1, d)
-  const typeLength = Number(text.slice(d + 1, e))
+  // Seven '|'-separated header fields; the type is length-prefixed (it may contain '|').
+  const bars: number[] = [VERSION.length - 1]
+  for (let at = VERSION.length - 1; bars.length < 7;) {
+    at = text.indexOf('|', at + 1)
+    if (at < 0) return null
+    bars.push(at)
+  }
+  const [a, b, c, d, e, f, g] = bars as [number, number, number, number, number, number, number]
+  const origin = text.slice(a + 1, b)
+  const stream = Number(text.slice(b + 1, c))
+  const seq = Number(text.slice(c + 1, d))
+  const sentAt = Number(text.slice(d + 1, e))
+  const target = text.slice(e + 1, f)
+  const typeLength = Number(text.slice(f + 1, g))
   if (
     origin.length === 0 ||
+    !Number.isSafeInteger(stream) ||
     !Number.isSafeInteger(seq) ||
     !Number.isFinite(sentAt) ||
     !Number.isSafeInteger(typeLength) ||
     typeLength <= 0 ||
-    e + 1 + typeLength >= text.length
+    g + 1 + typeLength >= text.length
   ) {
     return null
   }
-  const type = text.slice(e + 1, e + 1 + typeLength)
-  const json = text.slice(e + 1 + typeLength)
+  const type = text.slice(g + 1, g + 1 + typeLength)
+  const json = text.slice(g + 1 + typeLength)
   if (json.charCodeAt(0) !== 123 /* { */) return null
-  return { origin, seq, target, entry: { type, json, sentAt } }
+  return { origin, stream, seq, target, entry: { type, json, sentAt } }
 }

@@ -6,19 +6,27 @@
  * - count gaps: messages a publisher sent while this process was not subscribed (the honest
  *   loss figure of pub/sub, reported as `crossProcessGaps`).
  * Both sides forget idle entries so the maps stay bounded; a publisher that forgot a topic
- * restarts at 1, which a receiver treats as a restart rather than a duplicate.
+ * starts a new numbered stream on it, which a receiver tells apart from duplicates.
  */
 export class PublisherSequences {
-  readonly #topics = new Map<string, { seq: number; used: number }>()
+  readonly #topics = new Map<string, { stream: number; seq: number; used: number }>()
+  #streams = 0
 
-  next(topic: string, now: number): number {
+  /**
+   * The next number on a topic. `stream` identifies this counter: a counter forgotten (idle)
+   * and created again gets a new stream, so receivers start over instead of taking its low
+   * numbers for duplicates.
+   */
+  next(topic: string, now: number): { stream: number; seq: number } {
     const entry = this.#topics.get(topic)
     if (entry === undefined) {
-      this.#topics.set(topic, { seq: 1, used: now })
-      return 1
+      const created = { stream: ++this.#streams, seq: 1, used: now }
+      this.#topics.set(topic, created)
+      return created
     }
     entry.used = now
-    return ++entry.seq
+    entry.seq++
+    return entry
   }
 
   prune(idleBefore: number): void {
@@ -35,27 +43,25 @@ export class PublisherSequences {
 export type Observation = 'new' | 'duplicate'
 
 export class ReceiverSequences {
-  readonly #topics = new Map<string, Map<string, { seq: number; seen: number }>>()
+  readonly #topics = new Map<string, Map<string, { stream: number; seq: number; seen: number }>>()
   /** Messages known to be missing (sequence jumps), per publisher and topic, summed. */
   gaps = 0
   duplicates = 0
 
-  observe(topic: string, origin: string, seq: number, now: number): Observation {
+  observe(topic: string, origin: string, stream: number, seq: number, now: number): Observation {
     let origins = this.#topics.get(topic)
     if (origins === undefined) {
       origins = new Map()
       this.#topics.set(topic, origins)
     }
     const last = origins.get(origin)
-    if (last === undefined) {
-      origins.set(origin, { seq, seen: now })
+    if (last === undefined || last.stream !== stream) {
+      // First message heard from this publisher on this topic (or it started a new stream):
+      // nothing to compare with.
+      origins.set(origin, { stream, seq, seen: now })
       return 'new'
     }
     last.seen = now
-    if (seq === 1 && last.seq !== 1) {
-      last.seq = 1 // the publisher forgot this topic and started again
-      return 'new'
-    }
     if (seq <= last.seq) {
       this.duplicates++
       return 'duplicate'

@@ -94,15 +94,15 @@ describe('cross-process delivery (two instances, one Redis)', () => {
     const topic = `${prefix}:ch:default:g:g`
     const evil = [
       'not ours',
-      'f1|x|1|0|g|3|bad{"type":"bad"',
-      `f1|x|2|${Date.now()}|g|4|evil{"type":"other"}`,
-      `f1|x|3|${Date.now()}|g|4|huge{"type":"huge","x":"${'y'.repeat(5000)}"}`,
+      'f1|x|1|1|0|g|3|bad{"type":"bad"',
+      `f1|x|1|2|${Date.now()}|g|4|evil{"type":"other"}`,
+      `f1|x|1|3|${Date.now()}|g|4|huge{"type":"huge","x":"${'y'.repeat(5000)}"}`,
     ]
     for (const payload of evil) await server.cli('PUBLISH', topic, payload)
     await server.cli(
       'PUBLISH',
       topic,
-      `f1|x|4|${Date.now()}|g|4|safe{"type":"safe","__proto__":{"polluted":true}}`,
+      `f1|x|1|4|${Date.now()}|g|4|safe{"type":"safe","__proto__":{"polluted":true}}`,
     )
     const message = await receiveWithin(layer, channel)
     assert.equal(message.type, 'safe')
