@@ -214,7 +214,8 @@ export async function startApp(options: StartOptions = {}): Promise<RunningApp> 
         const stopped = new Promise<void>((done) => server.close(() => done()))
         server.closeIdleConnections()
         await wsServer?.close()
-        await worker?.close()
+        // Jobs are short; a shutdown does not wait for a stuck one longer than this.
+        await worker?.close({ timeoutMs: 5000 })
         await services.close()
         server.closeAllConnections()
         await stopped

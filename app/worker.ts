@@ -44,7 +44,7 @@ export async function startWorker(
     worker,
     close() {
       closed ??= (async () => {
-        await worker.close()
+        await worker.close({ timeoutMs: 5000 })
         await services.close()
         logger.info({ process: processName }, 'task worker stopped')
       })()
