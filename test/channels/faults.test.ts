@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict'
 import { describe, test } from 'node:test'
 import type { ChannelLayer } from '../../src/index.js'
-import { startRedis, waitFor, type RedisServer } from '../support/fault-kit.js'
+import { startProxy, startRedis, waitFor, type RedisServer } from '../support/fault-kit.js'
 import { collect, makeLayer, sleep, uniquePrefix, type LayerSetup } from './helpers.js'
 import { Peer } from './peer.js'
 
@@ -154,6 +154,43 @@ describe('Redis frozen (SIGSTOP)', () => {
     await sleep(200) // a duplicate would show up by now
     assert.deepEqual(ns(b1.messages, 'frozen'), range(0, 10), 'exactly once, in order')
     await up(a.layer)
+  })
+})
+
+describe('one process partitioned from Redis (blackhole)', () => {
+  test('the cut-off process keeps its own room; its messages reach the others after; theirs are counted as gaps', async (t) => {
+    const server = await startRedis(t)
+    const proxy = await startProxy(t, server)
+    const prefix = uniquePrefix()
+    const a = await makeLayer(t, proxy.urlFor(server), { prefix })
+    const b = await makeLayer(t, server.url, { prefix })
+    const [ca, cb] = [await a.layer.newChannel(), await b.layer.newChannel()]
+    await a.layer.groupAdd('room', ca)
+    await b.layer.groupAdd('room', cb)
+    const a1 = collect(a.layer, ca)
+    const b1 = collect(b.layer, cb)
+    t.after(() => {
+      a1.stop()
+      b1.stop()
+    })
+    await b.layer.groupSend('room', { type: 'from.b', n: 0 })
+    await waitFor(() => a1.messages.length === 1)
+
+    proxy.blackhole()
+    await down(a.layer)
+    assert.equal(b.layer.backend, 'redis', 'only the partitioned process degrades')
+    for (let n = 0; n < 10; n++) await a.layer.groupSend('room', { type: 'from.a', n })
+    await local(a1, 11)
+    for (let n = 1; n < 4; n++) await b.layer.groupSend('room', { type: 'from.b', n })
+
+    proxy.pass()
+    await up(a.layer)
+    await waitFor(() => ns(b1.messages, 'from.a').length === 10, { timeoutMs: 5000 })
+    assert.deepEqual(ns(b1.messages, 'from.a'), range(0, 10))
+    await b.layer.groupSend('room', { type: 'from.b', n: 4 })
+    await waitFor(() => ns(a1.messages, 'from.b').includes(4))
+    assert.deepEqual(ns(a1.messages, 'from.b'), [0, 4])
+    assert.equal(a.layer.status().crossProcessGaps, 3, 'the three it missed are reported')
   })
 })
 
