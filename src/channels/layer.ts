@@ -163,6 +163,8 @@ export class ChannelLayer {
     this.#logger = this.#handle.logger
     if (this.#transport !== null) {
       void this.#transport.want(this.#processTopic)
+      // Created after start-up while Redis is up: no recovery step will run for us.
+      this.#transport.start()
       this.#disposers.push(
         this.#monitor.on('down', () => {
           this.#transport?.detach()

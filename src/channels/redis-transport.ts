@@ -30,6 +30,7 @@ export class RedisTransport {
   readonly #wanted = new Set<string>()
   readonly #subscribed = new Set<string>()
   #sub: Redis | null = null
+  #starting: Promise<void> | null = null
   #batch: Array<{
     topic: string
     payload: string
@@ -79,6 +80,7 @@ export class RedisTransport {
    */
   async want(topic: string): Promise<void> {
     this.#wanted.add(topic)
+    if (this.#starting !== null) await this.#starting
     if (this.#subscribed.has(topic) || !this.#monitor.available) return
     const sub = this.#sub
     if (sub === null || sub.status !== 'ready') return
@@ -90,6 +92,36 @@ export class RedisTransport {
     } catch (error) {
       this.#failed(sub, error)
     }
+  }
+
+  /**
+   * Open the subscriber for a layer created while Redis is already up (the monitor runs
+   * recovery steps only on the way up, so nobody else would). A failure is reported to the
+   * monitor, whose next recovery retries through `recover`.
+   */
+  start(): void {
+    if (this.#sub !== null || this.#starting !== null || this.#closed) return
+    if (!this.#monitor.available) return
+    const sub = this.#open()
+    const attempt = sub.connect()
+    this.#starting = (async () => {
+      try {
+        await withDeadline(attempt, SUBSCRIBER_DEADLINE_MS, 'subscriber connect')
+        // Topics wanted meanwhile are included: loop until none is missing.
+        for (;;) {
+          const missing = [...this.#wanted].filter((topic) => !this.#subscribed.has(topic))
+          if (missing.length === 0 || sub !== this.#sub) break
+          await withDeadline(sub.subscribe(...missing), SUBSCRIBER_DEADLINE_MS, 'subscribe')
+          if (sub !== this.#sub) break
+          for (const topic of missing) this.#subscribed.add(topic)
+        }
+      } catch (error) {
+        attempt.catch(() => undefined) // settled by the disconnect in #failed; handled here
+        this.#failed(sub, error)
+      } finally {
+        this.#starting = null
+      }
+    })()
   }
 
   /** Stop listening on a topic (fire and forget: an unneeded subscription is harmless). */

@@ -3,7 +3,8 @@
 import assert from 'node:assert/strict'
 import { describe, test } from 'node:test'
 import { startRedis, waitFor } from '../support/fault-kit.js'
-import { collect, makeLayer, receiveWithin, sleep, uniquePrefix } from './helpers.js'
+import { createFailsoft } from '../../src/index.js'
+import { collect, FAST_HEALTH, makeLayer, receiveWithin, sleep, uniquePrefix } from './helpers.js'
 import { Peer } from './peer.js'
 
 process.on('unhandledRejection', (reason) => {
@@ -42,6 +43,22 @@ describe('cross-process delivery (two instances, one Redis)', () => {
     }
     assert.equal(a.layer.status().crossProcessGaps, 0)
     assert.equal(b.layer.status().crossProcessGaps, 0)
+  })
+
+  test('a layer created after start-up (Redis already up) subscribes by itself', async (t) => {
+    const server = await startRedis(t)
+    const prefix = uniquePrefix()
+    const late = createFailsoft({ redis: server.url, prefix, logger: false, health: FAST_HEALTH })
+    t.after(() => late.close())
+    assert.equal(await late.ready(), 'up')
+    const b = late.channels()
+    const a = await makeLayer(t, server.url, { prefix })
+    const channel = await b.newChannel()
+    await b.groupAdd('room', channel)
+    await a.layer.groupSend('room', { type: 'hello' })
+    assert.equal((await receiveWithin(b, channel)).type, 'hello')
+    await a.layer.send(channel, { type: 'direct' })
+    assert.equal((await receiveWithin(b, channel)).type, 'direct')
   })
 
   test('send reaches a specific channel of another process with one publish', async (t) => {
