@@ -1,0 +1,144 @@
+// The reference app without Redis: at start-up (nothing listening) and when Redis is killed
+// under it. Everything keeps working from the fallbacks, and comes back by itself.
+import assert from 'node:assert/strict'
+import { describe, test } from 'node:test'
+import { waitFor } from '../support/fault-kit.js'
+import { captureLogs, http, joinRoom, redis, startTestApp, WsClient } from './helpers.js'
+
+process.on('unhandledRejection', (reason) => {
+  throw new Error(`unhandled rejection: ${String(reason)}`)
+})
+
+interface Dispatch {
+  id: string
+  task: string
+  mode: string
+  ok?: boolean
+}
+
+describe('degraded mode', () => {
+  test('starts with no Redis at all, logs the ERROR and the WARNINGs, serves every feature', async (t) => {
+    const logs = captureLogs()
+    const app = await startTestApp(t, { redisUrl: 'redis://127.0.0.1:1', logger: logs.logger })
+    const records = logs.records()
+    assert.ok(
+      records.some((r) => r.level === 50 && r.component === 'health'),
+      'one ERROR for Redis',
+    )
+    const warned = records.filter((r) => r.level === 40).map((r) => String(r.component))
+    for (const component of ['cache:projects', 'channels:default', 'tasks:app']) {
+      assert.ok(warned.includes(component), `a WARNING for ${component}`)
+    }
+
+    const ready = await http<{ status: string; redis: string }>(`${app.url}/readyz`)
+    assert.equal(ready.status, 200)
+    assert.deepEqual([ready.body.status, ready.body.redis], ['degraded', 'down'])
+
+    assert.equal((await http(`${app.url}/api/projects/1`)).headers.get('x-cache'), 'database')
+    assert.equal((await http(`${app.url}/api/projects/1`)).headers.get('x-cache'), 'memory')
+
+    const created = await http<{ project: { id: number }; dispatches: Dispatch[] }>(
+      `${app.url}/api/projects`,
+      { method: 'POST', body: { title: 'Offline project', email: 'offline@example.org' } },
+    )
+    assert.equal(created.status, 201)
+    assert.deepEqual(
+      created.body.dispatches.map((d) => [d.task, d.mode, d.ok]),
+      [
+        ['embed_project', 'inline', true],
+        ['send_email', 'inline', true],
+      ],
+    )
+    const outbox = await http<{ emails: Array<{ to: string; mode: string }> }>(
+      `${app.url}/api/outbox`,
+    )
+    assert.deepEqual(
+      outbox.body.emails.map((e) => [e.to, e.mode]),
+      [['offline@example.org', 'inline']],
+    )
+    const similar = await http<{ embedded: boolean }>(
+      `${app.url}/api/projects/${created.body.project.id}/similar`,
+    )
+    assert.equal(similar.body.embedded, true)
+
+    const batch = await http<{ dispatch: Dispatch }>(`${app.url}/api/impact/recompute`, {
+      method: 'POST',
+    })
+    assert.equal(batch.body.dispatch.mode, 'spooled')
+
+    const [alice, bob] = [await WsClient.open(t, app.url), await WsClient.open(t, app.url)]
+    await joinRoom(alice, 'offline', 'alice')
+    await joinRoom(bob, 'offline', 'bob')
+    alice.send({ type: 'chat.message', text: 'still here' })
+    await bob.next((m) => m.type === 'chat.message' && m.text === 'still here')
+    assert.equal(bob.lastStatus().redis.available, false)
+
+    const metrics = await http<string>(`${app.url}/metrics`)
+    assert.match(metrics.body, /^failsoft_redis_up 0$/m)
+    assert.match(metrics.body, /^app_task_dispatches_total\{task="send_email",mode="inline"\} 1$/m)
+    assert.match(metrics.body, /^app_task_dispatches_total\{task="compost",mode="spooled"\} 1$/m)
+  })
+
+  test('Redis killed: the panel turns degraded at once, chat stays up in-process, tasks run inline; all returns after a restart', async (t) => {
+    const server = await redis(t)
+    const app = await startTestApp(t, { redisUrl: server.url })
+    const [alice, bob] = [await WsClient.open(t, app.url), await WsClient.open(t, app.url)]
+    await joinRoom(alice, 'lobby', 'alice')
+    await joinRoom(bob, 'lobby', 'bob')
+    assert.equal(alice.lastStatus().redis.available, true)
+
+    const killedAt = Date.now()
+    await server.kill()
+    await alice.next(
+      (m) => m.type === 'status' && (m.redis as { available: boolean }).available === false,
+      {
+        timeoutMs: 2000,
+        message: 'degraded status pushed within 2 s',
+      },
+    )
+    assert.ok(Date.now() - killedAt < 2000)
+
+    alice.send({ type: 'chat.message', text: 'during the outage' })
+    await bob.next((m) => m.type === 'chat.message' && m.text === 'during the outage')
+
+    const mail = await http<{ dispatch: Dispatch }>(`${app.url}/api/notifications`, {
+      method: 'POST',
+      body: { to: 'ops@example.org', subject: 'Outage', body: 'Redis is down' },
+    })
+    assert.deepEqual([mail.body.dispatch.mode, mail.body.dispatch.ok], ['inline', true])
+    const batch = await http<{ dispatch: Dispatch }>(`${app.url}/api/impact/recompute`, {
+      method: 'POST',
+    })
+    assert.equal(batch.body.dispatch.mode, 'spooled')
+
+    const from = alice.messages.length
+    await server.start()
+    await alice.next(
+      (m) => m.type === 'status' && (m.redis as { available: boolean }).available === true,
+      { from, timeoutMs: 5000, message: 'status back on Redis' },
+    )
+    // The spooled batch was handed to the queue under its id and run by a worker, once.
+    const runsOfBatch = async () => {
+      const impact = await http<{ runs: Array<{ taskId: string; mode: string }> }>(
+        `${app.url}/api/impact`,
+      )
+      return impact.body.runs.filter((r) => r.taskId === batch.body.dispatch.id)
+    }
+    await waitFor(async () => (await runsOfBatch()).length > 0, {
+      timeoutMs: 5000,
+      message: 'the spooled compost batch runs after recovery',
+    })
+    assert.deepEqual(
+      (await runsOfBatch()).map((r) => r.mode),
+      ['worker'],
+    )
+
+    alice.send({ type: 'chat.message', text: 'after the outage' })
+    await bob.next((m) => m.type === 'chat.message' && m.text === 'after the outage')
+    const after = await http<{ dispatch: Dispatch }>(`${app.url}/api/notifications`, {
+      method: 'POST',
+      body: { to: 'ops@example.org', subject: 'Back', body: 'Redis is back' },
+    })
+    assert.equal(after.body.dispatch.mode, 'queued')
+  })
+})
