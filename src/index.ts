@@ -27,6 +27,12 @@ export type { ChannelMessage } from './channels/message.js'
 export { defaultChannelLayerOptions } from './channels/options.js'
 export type { ChannelLayerOptions, ChannelLayerInput } from './channels/options.js'
 export { ChannelWebSocketServer, CloseCode } from './channels/websocket.js'
+export type {
+  ChannelWebSocketOptions,
+  ClientMessage,
+  Consumer,
+  ConsumerContext,
+} from './channels/websocket.js'
 export { Cache } from './cache/cache.js'
 export type { CacheStatus, SetOptions } from './cache/cache.js'
 export { defaultCacheOptions } from './cache/options.js'
