@@ -111,7 +111,11 @@ export async function http<T = Record<string, unknown>>(
     headers['content-type'] ??= 'application/json'
     body = JSON.stringify(init.body)
   }
-  const res = await fetch(url, { method: init.method ?? 'GET', headers, body })
+  const res = await fetch(url, {
+    method: init.method ?? 'GET',
+    headers,
+    ...(body !== undefined && { body }),
+  })
   const text = await res.text()
   let parsed: unknown = text
   try {
