@@ -96,6 +96,11 @@ export interface ComponentRegistration {
    * Reconcile before the component returns to Redis. Must be idempotent: if Redis fails
    * again meanwhile it is run again on the next recovery. Throwing keeps every component on
    * its fallback and the step is retried at the next probe.
+   *
+   * It runs on every transition to 'up' (the first one at start-up included) and on a reset
+   * noticed while up. A component registered while the state is already 'up' is not recovered
+   * at registration: it does its own initial set-up (the cache reads its generation, the
+   * channel layer opens its subscriber) before its first use of Redis.
    */
   recover?(context: RecoveryContext): Promise<void>
   /**
