@@ -245,7 +245,7 @@ function renderStatus() {
   const ch = status.channels
   fact(more, 'Channel layer', ch.backend === 'redis' ? 'Redis (all processes)' : 'in-process only')
   fact(more, 'WebSocket clients', String(ch.websocketClients))
-  fact(more, 'Waiting for Redis', `${ch.buffered} message(s)`)
+  fact(more, 'Buffered for Redis', `${ch.buffered} message(s)`)
   fact(more, 'Dropped', `${ch.skippedFull} full · ${ch.expired} expired`)
   const k = status.tasks.counts
   fact(
