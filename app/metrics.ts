@@ -95,7 +95,10 @@ export function createMetrics(deps: {
       this.inc({ reason: 'channel_full' }, num(status.skippedFull))
       this.inc({ reason: 'expired' }, num(status.expired))
       this.inc({ reason: 'undeliverable' }, num(status.undeliverable))
-      this.inc({ reason: 'outbox_overflow' }, num(outbox.dropped))
+      // Cross-process messages dropped from the outage outbox, by the bound that dropped them.
+      this.inc({ reason: 'outbox_count' }, num(outbox.droppedCount))
+      this.inc({ reason: 'outbox_bytes' }, num(outbox.droppedBytes))
+      this.inc({ reason: 'outbox_age' }, num(outbox.droppedAge))
       this.inc({ reason: 'cross_process_gap' }, num(status.crossProcessGaps))
     },
   })
