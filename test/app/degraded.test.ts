@@ -141,4 +141,47 @@ describe('degraded mode', () => {
     })
     assert.equal(after.body.dispatch.mode, 'queued')
   })
+
+  test('Redis frozen: no request waits on it, chat and tasks keep answering', async (t) => {
+    const server = await redis(t)
+    const app = await startTestApp(t, { redisUrl: server.url })
+    const [a, b] = [await WsClient.open(t, app.url), await WsClient.open(t, app.url)]
+    await joinRoom(a, 'frozen', 'a')
+    await joinRoom(b, 'frozen', 'b')
+    await http(`${app.url}/api/projects/4`)
+
+    server.freeze()
+    t.after(() => server.thaw())
+    const timed = async <T>(run: () => Promise<T>): Promise<T> => {
+      const started = Date.now()
+      const result = await run()
+      assert.ok(Date.now() - started < 1500, `answered in ${Date.now() - started} ms`)
+      return result
+    }
+    const project = await timed(() =>
+      http<{ project: { id: number } }>(`${app.url}/api/projects/4`),
+    )
+    assert.equal(project.body.project.id, 4)
+    const mail = await timed(() =>
+      http<{ dispatch: Dispatch }>(`${app.url}/api/notifications`, {
+        method: 'POST',
+        body: { to: 'ops@example.org', subject: 'Frozen', body: 'Redis is frozen' },
+      }),
+    )
+    assert.ok(['inline', 'spooled'].includes(mail.body.dispatch.mode), mail.body.dispatch.mode)
+    await a.next(
+      (m) => m.type === 'status' && (m.redis as { available: boolean }).available === false,
+      {
+        timeoutMs: 2000,
+        message: 'degraded status pushed after the freeze is detected',
+      },
+    )
+    a.send({ type: 'chat.message', text: 'frozen but chatting' })
+    await b.next((m) => m.type === 'chat.message' && m.text === 'frozen but chatting', {
+      timeoutMs: 1000,
+    })
+
+    server.thaw()
+    await waitFor(() => app.services.failsoft.health.available, { timeoutMs: 5000 })
+  })
 })
