@@ -266,13 +266,21 @@ export class TaskQueue {
    */
   work(options: WorkOptions = {}): WorkerHandle {
     this.#assertOpen()
-    const concurrency = options.concurrency ?? 1
-    if (typeof concurrency !== 'number' || !Number.isInteger(concurrency)) {
-      throw invalidOption('concurrency', 'an integer', concurrency)
-    }
-    if (concurrency < 1 || concurrency > 10_000) {
-      throw invalidOption('concurrency', 'between 1 and 10000', concurrency, 'range')
-    }
+    const concurrency = workOption(options.concurrency, 1, 'concurrency', 1, 10_000)
+    const lockDurationMs = workOption(
+      options.lockDurationMs,
+      10_000,
+      'lockDurationMs',
+      100,
+      86_400_000,
+    )
+    const stalledIntervalMs = workOption(
+      options.stalledIntervalMs,
+      5_000,
+      'stalledIntervalMs',
+      100,
+      86_400_000,
+    )
     if (this.#memoryOnly) return idleWorker
     const worker = new TaskWorker({
       monitor: this.#monitor,
@@ -283,6 +291,8 @@ export class TaskQueue {
       doneKey: (id) => this.#donePrefix + id,
       doneTtlMs: this.options.doneTtlMs,
       concurrency,
+      lockDurationMs,
+      stalledIntervalMs,
       logger: this.#logger.child({ role: 'worker' }),
       onClosed: (w) => this.#workers.delete(w),
     })
@@ -828,6 +838,22 @@ function outgoing(job: PreparedJob): OutgoingJob {
 /** Inline runs get the same JSON copy a worker would (no shared references, no Dates). */
 function parseArgs(payload: string): unknown {
   return safeJsonParse(payload)
+}
+
+function workOption(
+  value: unknown,
+  fallback: number,
+  option: string,
+  min: number,
+  max: number,
+): number {
+  if (value === undefined) return fallback
+  if (typeof value !== 'number' || !Number.isInteger(value)) {
+    throw invalidOption(option, 'an integer', value)
+  }
+  if (value < min || value > max)
+    throw invalidOption(option, `between ${min} and ${max}`, value, 'range')
+  return value
 }
 
 function isReply(error: unknown): boolean {

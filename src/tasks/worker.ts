@@ -11,6 +11,14 @@ import type { TaskDefinition } from './task.js'
 export interface WorkOptions {
   /** Jobs this worker runs at the same time. Default 1. */
   concurrency?: number | undefined
+  /**
+   * Lock on a running job, renewed at half this period; a job whose lock expires (its worker
+   * died, or the reply that handed it over was lost when Redis failed) is taken again by a
+   * worker, in ms. Default 10000 (BullMQ's is 30000).
+   */
+  lockDurationMs?: number | undefined
+  /** How often this worker looks for such jobs, in ms. Default 5000 (BullMQ's is 30000). */
+  stalledIntervalMs?: number | undefined
 }
 
 /** Returned by `tasks.work()`. */
@@ -33,6 +41,8 @@ interface WorkerDeps {
   readonly doneKey: (id: string) => string
   readonly doneTtlMs: number
   readonly concurrency: number
+  readonly lockDurationMs: number
+  readonly stalledIntervalMs: number
   readonly logger: Logger
   readonly onClosed: (worker: TaskWorker) => void
 }
@@ -88,6 +98,8 @@ export class TaskWorker implements WorkerHandle {
         connection: template,
         prefix: deps.bullPrefix,
         concurrency: deps.concurrency,
+        lockDuration: deps.lockDurationMs,
+        stalledInterval: deps.stalledIntervalMs,
         runRetryDelay: RUN_RETRY_DELAY_MS,
         autorun: true,
       },
