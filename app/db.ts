@@ -245,11 +245,7 @@ export class AppDatabase {
       .transaction(() => {
         const count = this.#db.prepare('SELECT COUNT(*) AS n FROM projects').get() as { n: number }
         if (count.n > 0) return
-        const at = Date.now()
-        for (const project of SEED_PROJECTS) {
-          const created = this.createProject(project)
-          this.setImpactScores([{ id: created.id, score: impactScore(created, at) }])
-        }
+        for (const project of SEED_PROJECTS) this.createProject(project)
         this.seeded = true
         const insertPoll = this.#db.prepare(
           'INSERT INTO polls (question, options, created_at) VALUES (?, ?, ?)',
@@ -284,14 +280,16 @@ export class AppDatabase {
     return (this.#db.prepare('SELECT COUNT(*) AS n FROM projects').get() as { n: number }).n
   }
 
+  /** A new project starts with its impact score; the compost batch keeps it current. */
   createProject(input: NewProject): Project {
     const at = now()
+    const score = impactScore({ ...input, supporters: 0, updatedAt: at }, Date.parse(at))
     const result = this.#db
       .prepare(
-        `INSERT INTO projects (title, description, owner, created_at, updated_at)
-         VALUES (?, ?, ?, ?, ?)`,
+        `INSERT INTO projects (title, description, owner, impact_score, created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?)`,
       )
-      .run(input.title, input.description, input.owner, at, at)
+      .run(input.title, input.description, input.owner, score, at, at)
     return this.getProject(Number(result.lastInsertRowid)) as Project
   }
 
