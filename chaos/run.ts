@@ -1,0 +1,371 @@
+// One chaos run: a redis-server (AOF, noeviction) behind a fault-injecting TCP proxy, two app
+// processes on it sharing one SQLite file, the load, the fault schedule, then the drain and the
+// report. Everything started here is stopped in `finally`, even when the run fails.
+import { execSync } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import os from 'node:os'
+import { join } from 'node:path'
+import Database from 'better-sqlite3'
+import { freePort, RedisServer, sleep, TcpProxy } from '../test/support/fault-kit.js'
+import { AppProcess, type LogScan } from './apps.js'
+import { Load, type LoadProfile } from './load.js'
+import {
+  buildReport,
+  type AppSummary,
+  type ChaosReport,
+  type Executions,
+  type PhaseRecord,
+  type RssSample,
+} from './report.js'
+import { schedule, type Fault, type ProfileName } from './schedule.js'
+
+export interface RunOptions {
+  profile: ProfileName
+  /** Repository root (where app/ lives). */
+  root: string
+  /** The command line, for the report. */
+  command: string
+  /** Play only these faults (names from schedule.ts). */
+  only?: string[]
+  /** Keep the run directory (database, app logs) even when every target passed. */
+  keep?: boolean
+  log?: (message: string) => void
+}
+
+export interface RunResult {
+  report: ChaosReport
+  apps: string[]
+  /** Database and app logs; removed after a passing run unless `keep`. */
+  runDir: string
+  runDirKept: boolean
+}
+
+const APPS = ['A', 'B']
+
+function loadProfile(profile: ProfileName): LoadProfile {
+  const base: LoadProfile = {
+    readersPerApp: 2,
+    readPeriodMs: 60,
+    trackedProjects: 4,
+    patchPeriodMs: 500,
+    createPeriodMs: 2000,
+    notifyPeriodMs: 500,
+    compostPeriodMs: 10_000,
+    chatClientsPerApp: 2,
+    chatPeriodMs: 500,
+    votePeriodMs: 1000,
+  }
+  return profile === 'smoke' ? { ...base, readersPerApp: 1, readPeriodMs: 100 } : base
+}
+
+function versionOf(root: string, pkg: string): string {
+  try {
+    const path = join(root, 'node_modules', pkg, 'package.json')
+    return (JSON.parse(readFileSync(path, 'utf8')) as { version: string }).version
+  } catch {
+    return 'not installed'
+  }
+}
+
+export function machine(root: string): Record<string, string> {
+  let redis = 'unknown'
+  try {
+    redis = execSync('redis-server --version').toString().trim().split(' ')[2] ?? redis
+  } catch {
+    redis = 'unknown (redis-server --version failed)'
+  }
+  const cpus = os.cpus()
+  return {
+    cpus: `${cpus.length} × ${cpus[0]?.model ?? 'unknown'}`,
+    memory: `${Math.round(os.totalmem() / 2 ** 30)} GiB`,
+    os: `${os.type()} ${os.release()}`,
+    node: process.version,
+    redis: redis.replace(/^v=/, ''),
+    failsoft: (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string })
+      .version,
+    ioredis: versionOf(root, 'ioredis'),
+    bullmq: versionOf(root, 'bullmq'),
+    ws: versionOf(root, 'ws'),
+    'better-sqlite3': versionOf(root, 'better-sqlite3'),
+  }
+}
+
+/** Rows per task id and per email subject, read from the app's SQLite file (read-only). */
+function readExecutions(databasePath: string): Executions {
+  const db = new Database(databasePath, { readonly: true, fileMustExist: true })
+  try {
+    const byId = new Map<string, number>()
+    const bySubject = new Map<string, number>()
+    const outbox = db.prepare('SELECT task_id, subject FROM outbox').all() as Array<{
+      task_id: string
+      subject: string
+    }>
+    for (const row of outbox) {
+      byId.set(row.task_id, (byId.get(row.task_id) ?? 0) + 1)
+      bySubject.set(row.subject, (bySubject.get(row.subject) ?? 0) + 1)
+    }
+    const runs = db.prepare('SELECT task_id FROM batch_runs').all() as Array<{ task_id: string }>
+    for (const row of runs) byId.set(row.task_id, (byId.get(row.task_id) ?? 0) + 1)
+    return { byId, bySubject }
+  } finally {
+    db.close()
+  }
+}
+
+/** BullMQ's lists for the app's queue and who is connected: written when tasks did not run. */
+async function queueDiagnostics(server: RedisServer): Promise<string> {
+  const key = (name: string): string => `chaos:tasks:app:${name}`
+  const lines: string[] = []
+  for (const [command, name] of [
+    ['LLEN', 'wait'],
+    ['LLEN', 'active'],
+    ['LLEN', 'paused'],
+    ['ZCARD', 'prioritized'],
+    ['ZCARD', 'delayed'],
+    ['ZCARD', 'completed'],
+    ['ZCARD', 'failed'],
+  ] as const) {
+    try {
+      lines.push(`${command} ${key(name)} = ${String(await server.cli(command, key(name)))}`)
+    } catch (error) {
+      lines.push(`${command} ${key(name)} failed: ${String(error)}`)
+    }
+  }
+  try {
+    const clients = String(await server.cli('CLIENT', 'LIST'))
+    for (const line of clients.split('\n').filter(Boolean)) {
+      const field = (f: string): string => new RegExp(`\\b${f}=(\\S*)`).exec(line)?.[1] ?? ''
+      lines.push(
+        `client ${field('name') || '(no name)'} age=${field('age')} idle=${field('idle')} flags=${field('flags')} cmd=${field('cmd')}`,
+      )
+    }
+  } catch (error) {
+    lines.push(`CLIENT LIST failed: ${String(error)}`)
+  }
+  return lines.join('\n')
+}
+
+export async function runChaos(options: RunOptions): Promise<RunResult> {
+  const log = options.log ?? (() => undefined)
+  const plan = schedule(options.profile, options.only)
+  const runDir = mkdtempSync(join(os.tmpdir(), 'failsoft-chaos-'))
+  const databasePath = join(runDir, 'app.db')
+  const started = Date.now()
+  const notes: string[] = []
+
+  // AOF (fsync always) so a SIGKILLed Redis comes back with its data; noeviction as BullMQ needs.
+  const server = await RedisServer.start({
+    persistence: true,
+    args: ['--maxmemory-policy', 'noeviction'],
+  })
+  const proxy = await TcpProxy.start(server)
+  const apps: AppProcess[] = []
+  let load: Load | null = null
+  let rssTimer: NodeJS.Timeout | undefined
+  let passed = false
+  try {
+    const env = {
+      REDIS_URL: proxy.url,
+      DATABASE_PATH: databasePath,
+      ADMIN_TOKEN: randomBytes(24).toString('hex'),
+      FAILSOFT_PREFIX: 'chaos',
+      COMPOST_EVERY_MS: '60000',
+      LOG_LEVEL: 'info',
+    }
+    // A first, then B: A creates and seeds the database.
+    for (const name of APPS) {
+      const port = await freePort()
+      log(`starting app ${name} on port ${port}`)
+      apps.push(await AppProcess.start({ name, root: options.root, port, env, logDir: runDir }))
+    }
+
+    const t0 = performance.now()
+    const now = (): number => performance.now() - t0
+    const current = new Load(apps, loadProfile(options.profile), now)
+    load = current
+    for (const app of apps) {
+      const deadline = Date.now() + 15_000
+      for (;;) {
+        const status = await current.pollStatus(app.name)
+        if (status?.available === true && status.allRedis) break
+        if (Date.now() > deadline) throw new Error(`app ${app.name} is not on Redis after 15 s`)
+        await sleep(100)
+      }
+    }
+    await current.setup()
+
+    const rss: RssSample[] = []
+    const sampleRss = (): void => {
+      const kib: Record<string, number | null> = {}
+      for (const app of apps) kib[app.name] = app.rssKiB()
+      rss.push({ t: now(), kib })
+    }
+    sampleRss()
+    rssTimer = setInterval(sampleRss, 500)
+
+    const planned =
+      plan.warmupMs +
+      plan.gapMs * (plan.faults.length + 1) +
+      plan.faults.reduce((a, f) => a + f.holdMs + plan.settleMaxMs, 0)
+    // The loops stop at the end of the schedule; this bound only matters if the schedule hangs.
+    current.start(now() + planned + 30_000)
+
+    const phases: PhaseRecord[] = []
+    const idle = async (name: string, kind: 'warmup' | 'gap', ms: number): Promise<void> => {
+      const start = now()
+      log(`${name} (${Math.round(ms / 1000)} s)`)
+      await sleep(ms)
+      phases.push({ name, kind, start, end: now() })
+    }
+
+    // Status of both processes every 50 ms while a fault plays (the WebSocket pushes too).
+    const watchStatus = (): (() => Promise<void>) => {
+      let watching = true
+      const loop = (async () => {
+        while (watching) {
+          await Promise.all(apps.map((app) => current.pollStatus(app.name)))
+          await sleep(50)
+        }
+      })()
+      return async () => {
+        watching = false
+        await loop
+      }
+    }
+
+    const backOnRedis = (since: number): boolean =>
+      apps.every((app) => {
+        const samples = current.data.status.filter((s) => s.app === app.name && s.t >= since)
+        const lastSample = samples[samples.length - 1]
+        return lastSample !== undefined && lastSample.available && lastSample.allRedis
+      })
+
+    const play = async (fault: Fault): Promise<void> => {
+      const start = now()
+      log(`fault ${fault.name}: ${fault.label}`)
+      const stopWatching = watchStatus()
+      await fault.inject({ server, proxy })
+      const injected = now()
+      await sleep(fault.holdMs)
+      const healStart = now()
+      await fault.heal({ server, proxy })
+      const healed = now()
+      const settleUntil = healed + plan.settleMaxMs
+      await sleep(plan.settleMinMs)
+      while (now() < settleUntil && !backOnRedis(healed)) await sleep(25)
+      await stopWatching()
+      phases.push({
+        name: fault.name,
+        kind: 'fault',
+        label: fault.label,
+        start,
+        injected,
+        healStart,
+        healed,
+        end: now(),
+      })
+    }
+
+    await idle('warm-up', 'warmup', plan.warmupMs)
+    await idle('healthy', 'gap', plan.gapMs)
+    for (const fault of plan.faults) {
+      await play(fault)
+      await idle(`after ${fault.name}`, 'gap', plan.gapMs)
+    }
+    current.abort()
+    await current.finished()
+    const loadEnd = now()
+
+    // Drain: accepted tasks may still be queued or spooled; chat frames may be in flight.
+    log(`draining (≤ ${Math.round(plan.drainMs / 1000)} s)`)
+    const drainUntil = Date.now() + plan.drainMs
+    await sleep(1000)
+    for (;;) {
+      const executions = readExecutions(databasePath)
+      const waiting = current.data.dispatches.filter(
+        (d) =>
+          d.kind !== 'embed' &&
+          ['queued', 'spooled', 'deferred'].includes(d.mode) &&
+          !executions.byId.has(d.id),
+      ).length
+      if (waiting === 0 || Date.now() > drainUntil) {
+        if (waiting > 0) {
+          const diagnostics = await queueDiagnostics(server)
+          writeFileSync(join(runDir, 'queue-diagnostics.txt'), `${diagnostics}\n`)
+          notes.push(
+            `${waiting} accepted task(s) had not run after the drain. Queue state then: ${diagnostics
+              .split('\n')
+              .filter((l) => !l.startsWith('client'))
+              .join('; ')}.`,
+          )
+        }
+        break
+      }
+      await sleep(500)
+    }
+    clearInterval(rssTimer)
+    rssTimer = undefined
+    current.close()
+
+    const crashed = new Map(
+      apps.map((app) => [
+        app.name,
+        app.exit === null
+          ? null
+          : `exit ${app.exit.signal ?? app.exit.code} at the end of the load`,
+      ]),
+    )
+    log('stopping the apps')
+    for (const app of apps) await app.stop()
+    const executions = readExecutions(databasePath)
+
+    const appSummaries: AppSummary[] = apps.map((app) => ({
+      name: app.name,
+      pid: app.pid ?? null,
+      scan: app.scan as LogScan,
+      crashed: crashed.get(app.name) ?? null,
+      shutdown: app.exit === null ? null : `${app.exit.signal ?? `code ${app.exit.code}`}`,
+    }))
+    notes.push(
+      `Load ran ${(loadEnd / 1000).toFixed(0)} s; the apps were started with REDIS_URL pointing at the proxy, one SQLite file (WAL) and the default spool next to it, COMPOST_EVERY_MS=60000, default health timings.`,
+    )
+    if (current.data.oddFrames > 0) {
+      notes.push(`${current.data.oddFrames} WebSocket frame(s) were not JSON objects.`)
+    }
+    const voteResults = current.data.voteClients
+      .map((v) => `${v.app}: ${v.results} results, ${v.errors} errors`)
+      .join('; ')
+    notes.push(
+      `Poll votes: ${current.data.votes.length} sent over WebSocket; poll.results frames received — ${voteResults}.`,
+    )
+
+    const report = buildReport({
+      profile: options.profile,
+      command: options.command,
+      apps: APPS,
+      phases,
+      load: current.data,
+      rss,
+      executions,
+      appSummaries,
+      machine: machine(options.root),
+      durationS: Math.round((Date.now() - started) / 1000),
+      notes,
+    })
+    passed = report.passed
+    const runDirKept = options.keep === true || !passed
+    return { report, apps: APPS, runDir, runDirKept }
+  } finally {
+    if (rssTimer !== undefined) clearInterval(rssTimer)
+    load?.abort()
+    load?.close()
+    for (const app of apps) app.killNow()
+    await Promise.all(apps.map((app) => app.stop().catch(() => undefined)))
+    await proxy.close()
+    await server.stop()
+    if (passed && options.keep !== true && existsSync(runDir)) {
+      rmSync(runDir, { recursive: true, force: true })
+    }
+  }
+}
