@@ -34,6 +34,10 @@ export interface StaleRead {
   got: number
   /** Newest acknowledged version when the read started. */
   acked: number
+  /** How long before the read started that version was acknowledged, ms. */
+  ackedBeforeMs: number
+  /** Which process acknowledged it. */
+  ackedBy: string
   cache: string
 }
 
@@ -165,6 +169,8 @@ export class Load {
   /** Tracked project ids and, per id, the newest acknowledged version. */
   readonly #tracked: number[] = []
   readonly #acked = new Map<number, number>()
+  /** Per project: when and through which process the newest version was acknowledged. */
+  readonly #ackedAt = new Map<number, { t: number; app: string }>()
   readonly #chat: ChatClient[] = []
   readonly #voters: VoteClient[] = []
   readonly #statusSockets: WebSocket[] = []
@@ -384,6 +390,7 @@ export class Load {
     const got = versionOf(project.title)
     if (got === null || got >= acked) return
     const cache = answer.headers['x-cache']
+    const ack = this.#ackedAt.get(project.id)
     this.data.stale.push({
       t,
       app,
@@ -391,6 +398,8 @@ export class Load {
       project: project.id,
       got,
       acked,
+      ackedBeforeMs: ack === undefined ? 0 : Math.round(t - ack.t),
+      ackedBy: ack?.app ?? '?',
       cache: typeof cache === 'string' ? cache : 'unknown',
     })
   }
@@ -402,6 +411,7 @@ export class Load {
     if (answer.status === 200) {
       // Versions of one project are written by one loop, in order: acknowledged = newest.
       this.#acked.set(projectId, version)
+      this.#ackedAt.set(projectId, { t: this.#now(), app })
       this.#dispatches(t, app, answer.body)
     }
   }

@@ -17,6 +17,12 @@ export interface PhaseRecord {
   healed?: number
 }
 
+/** V8 heap in use per app (MiB), at the end of each warm-up / gap; null when not exported. */
+export interface HeapSample {
+  t: number
+  mib: Record<string, number | null>
+}
+
 export interface RssSample {
   t: number
   kib: Record<string, number | null>
@@ -47,10 +53,13 @@ export interface RunInput {
   phases: PhaseRecord[]
   load: LoadData
   rss: RssSample[]
+  heap: HeapSample[]
   executions: Executions
   appSummaries: AppSummary[]
   machine: Record<string, string>
   durationS: number
+  /** Each app's own counters at the end (GET /api/status: channels, tasks, transitions). */
+  finalStatus: Record<string, unknown>
   notes: string[]
 }
 
@@ -123,13 +132,23 @@ export interface ChaosReport {
   targets: TargetResult[]
   failures: string[]
   healthyP99: number | null
-  memory: PerApp<{ baselineMiB: number | null; finalMiB: number | null; maxMiB: number | null }>
+  memory: PerApp<{
+    baselineMiB: number | null
+    finalMiB: number | null
+    maxMiB: number | null
+    /** V8 heap used after warm-up / at the end, when the app exports it. */
+    heapBaselineMiB: number | null
+    heapFinalMiB: number | null
+  }>
   logs: AppSummary[]
   staleReads: LoadData['stale']
   taskProblems: Array<DispatchSample & { problem: string; rows: number }>
   wsClientsClosed: Array<{ client: string; t: number; code: number }>
   /** Every change of a process's state as the status samples saw it (t in s). */
   transitions: Array<{ t: number; app: string; state: string; source: string }>
+  finalStatus: Record<string, unknown>
+  /** Each phase's time span (run clock, ms). */
+  phaseBounds: Array<{ phase: string; start: number; end: number }>
   notes: string[]
 }
 
@@ -209,6 +228,20 @@ function rssAt(rss: RssSample[], t: number, app: string): number | null {
     if (kib !== undefined && kib !== null) value = kib
   }
   return value === null ? null : Math.round((value / 1024) * 10) / 10
+}
+
+/**
+ * Median RSS over the last 5 s of a phase (at most its second half), in MiB: one sample is
+ * at the mercy of the garbage collector's timing (±10 MiB seen between two samples).
+ */
+function rssMedian(rss: RssSample[], phase: PhaseRecord, app: string): number | null {
+  const from = phase.end - Math.min(5000, (phase.end - phase.start) / 2)
+  const values = rss
+    .filter((s) => s.t >= from && s.t <= phase.end)
+    .map((s) => s.kib[app])
+    .filter((v): v is number => typeof v === 'number')
+  const median = percentile(values, 50)
+  return median === null ? rssAt(rss, phase.end, app) : Math.round((median / 1024) * 10) / 10
 }
 
 export function buildReport(input: RunInput): ChaosReport {
@@ -500,19 +533,26 @@ export function buildReport(input: RunInput): ChaosReport {
   const last = phases[phases.length - 1]
   const grown: string[] = []
   for (const app of apps) {
-    const baseline = warmup === undefined ? null : rssAt(input.rss, warmup.end, app)
-    const final = last === undefined ? null : rssAt(input.rss, last.end, app)
+    const baseline = warmup === undefined ? null : rssMedian(input.rss, warmup, app)
+    const final = last === undefined ? null : rssMedian(input.rss, last, app)
     const values = input.rss
       .map((s) => s.kib[app])
       .filter((v): v is number => typeof v === 'number')
     const max = values.length === 0 ? null : Math.round((Math.max(...values) / 1024) * 10) / 10
-    memory[app] = { baselineMiB: baseline, finalMiB: final, maxMiB: max }
+    const heaps = input.heap.map((h) => h.mib[app] ?? null)
+    memory[app] = {
+      baselineMiB: baseline,
+      finalMiB: final,
+      maxMiB: max,
+      heapBaselineMiB: heaps[0] ?? null,
+      heapFinalMiB: heaps[heaps.length - 1] ?? null,
+    }
     if (baseline === null || final === null || final > baseline * MEMORY_GROWTH_LIMIT) {
       grown.push(`${app}: ${baseline ?? '?'} → ${final ?? '?'} MiB`)
     }
   }
   target(
-    `memory flat (final RSS ≤ ${MEMORY_GROWTH_LIMIT} × RSS after warm-up)`,
+    `memory flat (final RSS ≤ ${MEMORY_GROWTH_LIMIT} × RSS after warm-up, medians of the last 5 s)`,
     grown.length === 0,
     apps
       .map((a) => `${a}: ${memory[a]?.baselineMiB ?? '?'} → ${memory[a]?.finalMiB ?? '?'} MiB`)
@@ -549,7 +589,13 @@ export function buildReport(input: RunInput): ChaosReport {
       .slice(0, 50)
       .map((x) => ({ ...x, t: Math.round(x.t) })),
     transitions: transitions(load.status, apps),
-    taskProblems: taskProblems.slice(0, 50),
+    finalStatus: input.finalStatus,
+    phaseBounds: phases.map((p) => ({
+      phase: p.name,
+      start: Math.round(p.start),
+      end: Math.round(p.end),
+    })),
+    taskProblems: taskProblems.slice(0, 500).map((d) => ({ ...d, t: Math.round(d.t) })),
     wsClientsClosed,
     notes: input.notes,
   }
@@ -652,11 +698,11 @@ export function renderMarkdown(report: ChaosReport, apps: string[]): string {
     '',
     '## Memory',
     '',
-    '| process | RSS after warm-up | final RSS | max RSS |',
-    '| --- | ---: | ---: | ---: |',
+    '| process | RSS after warm-up | final RSS | max RSS | V8 heap used after warm-up → final |',
+    '| --- | ---: | ---: | ---: | ---: |',
     ...Object.entries(report.memory).map(
       ([app, m]) =>
-        `| ${app} | ${cell(m.baselineMiB)} MiB | ${cell(m.finalMiB)} MiB | ${cell(m.maxMiB)} MiB |`,
+        `| ${app} | ${cell(m.baselineMiB)} MiB | ${cell(m.finalMiB)} MiB | ${cell(m.maxMiB)} MiB | ${m.heapBaselineMiB === null ? 'not exported by the app' : `${m.heapBaselineMiB} → ${cell(m.heapFinalMiB)} MiB`} |`,
     ),
     '',
     '## Logs',
@@ -678,29 +724,27 @@ export function renderMarkdown(report: ChaosReport, apps: string[]): string {
     lines.push(
       '## Stale reads (first ones)',
       '',
-      '| t s | process | read | project | got version | acknowledged | served from |',
+      '| t s | process | read | project | got version | acknowledged (by, ms before the read) | served from |',
       '| ---: | --- | --- | ---: | ---: | ---: | --- |',
       ...report.staleReads
         .slice(0, 15)
         .map(
           (s) =>
-            `| ${(s.t / 1000).toFixed(1)} | ${s.app} | ${s.op} | ${s.project} | ${s.got} | ${s.acked} | ${s.cache} |`,
+            `| ${(s.t / 1000).toFixed(1)} | ${s.app} | ${s.op} | ${s.project} | ${s.got} | ${s.acked} (${s.ackedBy}, ${s.ackedBeforeMs}) | ${s.cache} |`,
         ),
       '',
     )
   }
   if (report.taskProblems.length > 0) {
     lines.push(
-      '## Tasks not run exactly once (first ones)',
+      '## Tasks not run exactly once (the first 3 of each phase)',
       '',
-      '| t s | process | task | id | mode | problem | rows |',
-      '| ---: | --- | --- | --- | --- | --- | ---: |',
-      ...report.taskProblems
-        .slice(0, 15)
-        .map(
-          (d) =>
-            `| ${(d.t / 1000).toFixed(1)} | ${d.app} | ${d.kind} | ${d.id} | ${d.mode} | ${d.problem}${d.error ? ` (${d.error})` : ''} | ${d.rows} |`,
-        ),
+      '| t s | phase | process | task | id | mode | problem | rows |',
+      '| ---: | --- | --- | --- | --- | --- | --- | ---: |',
+      ...firstPerPhase(report.taskProblems, report.phaseBounds, 3).map(
+        (d) =>
+          `| ${(d.t / 1000).toFixed(1)} | ${d.phase} | ${d.app} | ${d.kind} | ${d.id} | ${d.mode} | ${d.problem}${d.error ? ` (${d.error})` : ''} | ${d.rows} |`,
+      ),
       '',
     )
   }
@@ -711,6 +755,17 @@ export function renderMarkdown(report: ChaosReport, apps: string[]): string {
       ...report.wsClientsClosed.map(
         (c) => `- ${c.client} at ${(c.t / 1000).toFixed(1)} s, code ${c.code}`,
       ),
+      '',
+    )
+  }
+  const counters = Object.entries(report.finalStatus)
+  if (counters.length > 0) {
+    lines.push(
+      "## The apps' own counters at the end (`GET /api/status`)",
+      '',
+      '| process | counters |',
+      '| --- | --- |',
+      ...counters.map(([app, value]) => `| ${app} | \`${JSON.stringify(value)}\` |`),
       '',
     )
   }
@@ -726,6 +781,19 @@ export function renderMarkdown(report: ChaosReport, apps: string[]): string {
     '',
   )
   return lines.join('\n')
+}
+
+function firstPerPhase<T extends { t: number }>(
+  items: T[],
+  bounds: ChaosReport['phaseBounds'],
+  n: number,
+): Array<T & { phase: string }> {
+  const out: Array<T & { phase: string }> = []
+  for (const b of bounds) {
+    const inside = items.filter((x) => x.t >= b.start && x.t < b.end).sort((x, y) => x.t - y.t)
+    out.push(...inside.slice(0, n).map((x) => ({ ...x, phase: b.phase })))
+  }
+  return out
 }
 
 function counts(m: Record<string, number>): string {

@@ -16,6 +16,7 @@ import {
   type ChaosReport,
   type Executions,
   type PhaseRecord,
+  type HeapSample,
   type RssSample,
 } from './report.js'
 import { schedule, type Fault, type ProfileName } from './schedule.js'
@@ -110,6 +111,21 @@ function readExecutions(databasePath: string): Executions {
     return { byId, bySubject }
   } finally {
     db.close()
+  }
+}
+
+/**
+ * V8 heap in use (MiB) from the app's /metrics, if it exports prom-client's default metrics
+ * (`nodejs_heap_size_used_bytes`); null otherwise. Tells heap growth from RSS noise.
+ */
+async function heapUsedMiB(url: string): Promise<number | null> {
+  try {
+    const response = await fetch(`${url}/metrics`, { signal: AbortSignal.timeout(2000) })
+    const text = await response.text()
+    const match = /^nodejs_heap_size_used_bytes(?:\{[^}]*\})? ([0-9.e+]+)$/m.exec(text)
+    return match?.[1] === undefined ? null : Math.round((Number(match[1]) / 2 ** 20) * 10) / 10
+  } catch {
+    return null
   }
 }
 
@@ -212,11 +228,19 @@ export async function runChaos(options: RunOptions): Promise<RunResult> {
     current.start(now() + planned + 30_000)
 
     const phases: PhaseRecord[] = []
+    const heap: HeapSample[] = []
+    const sampleHeap = async (): Promise<void> => {
+      const t = now()
+      const mib: Record<string, number | null> = {}
+      for (const app of apps) mib[app.name] = await heapUsedMiB(app.url)
+      heap.push({ t, mib })
+    }
     const idle = async (name: string, kind: 'warmup' | 'gap', ms: number): Promise<void> => {
       const start = now()
       log(`${name} (${Math.round(ms / 1000)} s)`)
       await sleep(ms)
       phases.push({ name, kind, start, end: now() })
+      await sampleHeap()
     }
 
     // Status of both processes every 50 ms while a fault plays (the WebSocket pushes too).
@@ -306,6 +330,23 @@ export async function runChaos(options: RunOptions): Promise<RunResult> {
     }
     clearInterval(rssTimer)
     rssTimer = undefined
+    // The apps' own counters (channel drops, task modes, transitions) for the diagnosis.
+    const finalStatus: Record<string, unknown> = {}
+    for (const app of apps) {
+      try {
+        const response = await fetch(`${app.url}/api/status`, { signal: AbortSignal.timeout(2000) })
+        const body = (await response.json()) as Record<string, unknown>
+        const redis = body.redis as Record<string, unknown> | undefined
+        finalStatus[app.name] = {
+          transitions: redis?.transitions,
+          fallbackOps: body.fallbackOps,
+          channels: body.channels,
+          tasks: body.tasks,
+        }
+      } catch (error) {
+        finalStatus[app.name] = { error: String(error) }
+      }
+    }
     current.close()
 
     const crashed = new Map(
@@ -347,10 +388,12 @@ export async function runChaos(options: RunOptions): Promise<RunResult> {
       phases,
       load: current.data,
       rss,
+      heap,
       executions,
       appSummaries,
       machine: machine(options.root),
       durationS: Math.round((Date.now() - started) / 1000),
+      finalStatus,
       notes,
     })
     passed = report.passed
