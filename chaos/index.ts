@@ -13,6 +13,7 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
+import { format, resolveConfig } from 'prettier'
 import { renderMarkdown } from './report.js'
 import { runChaos } from './run.js'
 import type { ProfileName } from './schedule.js'
@@ -52,8 +53,18 @@ async function main(): Promise<number> {
   const markdown = renderMarkdown(report, apps)
   if (write) {
     mkdirSync(`${root}chaos/results`, { recursive: true })
-    writeFileSync(`${root}chaos/results/latest.json`, `${JSON.stringify(report, null, 2)}\n`)
-    writeFileSync(`${root}CHAOS.md`, markdown)
+    // Written as the repository's formatter would (so `npm run lint` stays green).
+    const jsonPath = `${root}chaos/results/latest.json`
+    const mdPath = `${root}CHAOS.md`
+    const json = JSON.stringify(report, null, 2)
+    writeFileSync(
+      jsonPath,
+      await format(json, { ...(await resolveConfig(jsonPath)), filepath: jsonPath }),
+    )
+    writeFileSync(
+      mdPath,
+      await format(markdown, { ...(await resolveConfig(mdPath)), filepath: mdPath }),
+    )
     log('wrote CHAOS.md and chaos/results/latest.json')
   } else {
     console.log(markdown)

@@ -3,6 +3,7 @@
 // compost runs, the welcome emails and embeddings that project writes dispatch), WebSocket chat
 // in one room with clients on both processes (every message carries a unique id), poll votes,
 // and a status socket per process. Every loop is paced, bounded in count and in time.
+import { setMaxListeners } from 'node:events'
 import WebSocket from 'ws'
 import { sleep } from '../test/support/fault-kit.js'
 import type { AppProcess } from './apps.js'
@@ -184,6 +185,8 @@ export class Load {
   #seededIds: number[] = []
 
   constructor(apps: AppProcess[], profile: LoadProfile, now: Clock) {
+    // One listener per sleeping loop (a dozen or so): not a leak.
+    setMaxListeners(100, this.#wake.signal)
     this.#apps = apps
     this.#profile = profile
     this.#now = now
