@@ -1,4 +1,4 @@
-import { UnrecoverableError, Worker, type Job } from 'bullmq'
+import { UnrecoverableError, WaitingError, Worker, type Job } from 'bullmq'
 import type { Redis, RedisOptions } from 'ioredis'
 import type { Disposable } from '../health/events.js'
 import type { HealthMonitor } from '../health/monitor.js'
@@ -63,6 +63,10 @@ export class TaskWorker implements WorkerHandle {
   readonly #connections = new Set<Redis>()
   readonly #upListener: Disposable
   readonly #lastLog = new Map<string, number>()
+  /** Jobs whose handler is running here. */
+  readonly #running = new Set<string>()
+  /** Jobs whose handler finished, not yet reported completed or failed by BullMQ. */
+  readonly #reporting = new Set<string>()
   #closing: Promise<void> | null = null
   #stats = {
     completed: 0,
@@ -93,7 +97,7 @@ export class TaskWorker implements WorkerHandle {
     template.connect().catch((error: unknown) => this.#onError(error))
     this.#worker = new Worker(
       deps.queue,
-      (job: Job, _token?: string, signal?: AbortSignal) => this.#process(job, signal),
+      (job: Job, token?: string, signal?: AbortSignal) => this.#process(job, token, signal),
       {
         connection: template,
         prefix: deps.bullPrefix,
@@ -105,7 +109,9 @@ export class TaskWorker implements WorkerHandle {
       },
     )
     this.#worker.on('error', (error: unknown) => this.#onError(error))
+    this.#worker.on('completed', (job: Job) => this.#reporting.delete(job.id ?? ''))
     this.#worker.on('failed', (job: Job | undefined, error: Error) => {
+      this.#reporting.delete(job?.id ?? '')
       this.#stats.failed++
       this.#logOnce(
         `failed:${job?.name ?? '?'}`,
@@ -133,7 +139,28 @@ export class TaskWorker implements WorkerHandle {
     }
   }
 
-  async #process(job: Job, signal: AbortSignal | undefined): Promise<unknown> {
+  async #process(
+    job: Job,
+    token: string | undefined,
+    signal: AbortSignal | undefined,
+  ): Promise<unknown> {
+    if (this.#closing !== null) {
+      // Fetched while closing (a blocking fetch already under way): not run here. Handed back
+      // to the queue (or, if that fails, left to expire and be taken by another worker).
+      await job.moveToWait(token).catch((error: unknown) => this.#onError(error))
+      throw new WaitingError()
+    }
+    const id = job.id ?? ''
+    this.#running.add(id)
+    try {
+      return await this.#run(job, id, signal)
+    } finally {
+      this.#running.delete(id)
+      this.#reporting.add(id)
+    }
+  }
+
+  async #run(job: Job, id: string, signal: AbortSignal | undefined): Promise<unknown> {
     const definition = this.#deps.definitions.get(job.name)
     if (definition === undefined) {
       this.#stats.unknownTask++
@@ -141,7 +168,6 @@ export class TaskWorker implements WorkerHandle {
         `no task named "${job.name}" is defined on queue "${this.#deps.queue}" in this worker`,
       )
     }
-    const id = job.id ?? ''
     const ttl = this.#deps.doneTtlMs
     const client = ttl > 0 ? await this.#worker.getBackend().client : null
     if (client !== null && (await client.get(this.#deps.doneKey(id))) !== null) {
@@ -213,20 +239,42 @@ export class TaskWorker implements WorkerHandle {
 
   async #close(timeoutMs: number): Promise<void> {
     this.#upListener.dispose()
-    // Waiting for the jobs in progress needs Redis: BullMQ's graceful close waits for each
-    // connection's 'end', which never comes for one that is reconnecting.
-    const graceful =
-      this.#deps.monitor.available && [...this.#connections].every((c) => c.status === 'ready')
-    const closing = this.#worker.close(!graceful)
-    closing.catch((error: unknown) => this.#onError(error))
     try {
-      if ((await within(closing, timeoutMs)) === 'expired') {
-        // Jobs still running or Redis not answering: drop the sockets, which ends the close.
-        for (const connection of this.#connections) connection.disconnect()
-        if ((await within(closing, 1000)) === 'expired') {
-          this.#deps.logger.warn({ timeoutMs }, 'task worker did not close cleanly; abandoned')
+      // Never BullMQ's graceful close: it waits for each connection's 'end', which never
+      // comes for one that is reconnecting, and then leaves its lock timers running. Instead:
+      // stop fetching, let the jobs in progress finish and report (that needs Redis, so only
+      // while it is up, and at most timeoutMs), then close without waiting.
+      if (this.#deps.monitor.available) {
+        await within(this.#worker.pause(true), 1000)
+        const deadline = Date.now() + timeoutMs
+        await until(
+          () => this.#running.size === 0,
+          deadline,
+          () => this.#deps.monitor.available,
+        )
+        // BullMQ records each outcome right after the handler; it may fail to (the job was
+        // lost with Redis' data): wait a little, not for ever.
+        await until(
+          () => this.#reporting.size === 0,
+          Math.min(deadline, Date.now() + 1000),
+          () => this.#deps.monitor.available,
+        )
+        if (this.#running.size > 0) {
+          this.#deps.logger.warn(
+            { jobs: this.#running.size },
+            'task worker closed with jobs in progress; they run again once their lock expires',
+          )
         }
       }
+      const closing = this.#worker.close(true)
+      if ((await within(closing, 1000)) === 'expired') {
+        for (const connection of this.#connections) connection.disconnect()
+        if ((await within(closing, 1000)) === 'expired') {
+          this.#deps.logger.warn({}, 'task worker did not close cleanly; abandoned')
+        }
+      }
+    } catch (error) {
+      this.#onError(error)
     } finally {
       for (const connection of this.#connections) connection.disconnect()
       this.#deps.onClosed(this)
@@ -236,6 +284,7 @@ export class TaskWorker implements WorkerHandle {
   status(): Record<string, unknown> {
     return {
       running: this.#closing === null && this.#worker.isRunning(),
+      inProgress: this.#running.size,
       concurrency: this.#deps.concurrency,
       connections: [...this.#connections].map((c) => c.status),
       ...this.#stats,
@@ -254,4 +303,10 @@ function within(promise: Promise<unknown>, ms: number): Promise<'done' | 'expire
     () => 'done' as const,
   )
   return Promise.race([done, expired]).finally(() => clearTimeout(timer))
+}
+
+async function until(done: () => boolean, deadline: number, still: () => boolean): Promise<void> {
+  while (!done() && Date.now() < deadline && still()) {
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
 }
