@@ -605,9 +605,11 @@ export class HealthMonitor implements Health {
       const health = this.#health
       const command = this.#command
       if (health === null || command === null) return
-      await this.#connect(health)
+      const deadline =
+        this.#state === 'starting' ? this.#timings.connectTimeoutMs : this.#timings.probeTimeoutMs
+      await this.#connect(health, deadline)
       await withDeadline(health.ping(), this.#timings.heartbeatTimeoutMs, 'probe')
-      await this.#connect(command)
+      await this.#connect(command, deadline)
       const runId = await readRunId(health)
       const reset = await this.#checkEpoch(health)
       if (this.#closed || generation !== this.#generation)
@@ -624,7 +626,7 @@ export class HealthMonitor implements Health {
     }
   }
 
-  async #connect(connection: Redis): Promise<void> {
+  async #connect(connection: Redis, deadlineMs: number): Promise<void> {
     if (connection.status === 'ready') return
     if (
       connection.status !== 'wait' &&
@@ -635,7 +637,7 @@ export class HealthMonitor implements Health {
     }
     const attempt = connection.connect()
     try {
-      await withDeadline(attempt, this.#timings.connectTimeoutMs, 'connect')
+      await withDeadline(attempt, deadlineMs, 'connect')
     } catch (error) {
       // A blackholed connect never settles by itself: drop it. The attempt's own rejection is
       // expected and already handled by this catch.

@@ -19,6 +19,12 @@ export interface HealthTimings {
   heartbeatTimeoutMs: number
   /** Probe period while down, in ms (±25 % jitter). Default 200. */
   probeIntervalMs: number
+  /**
+   * Deadline of one probe's connection attempt once the first decision is made, in ms.
+   * Shorter than connectTimeoutMs so that a probe started during a silent partition does not
+   * delay recovery by a whole connect timeout after the path heals. Default 500.
+   */
+  probeTimeoutMs: number
   /** Deadline for each component's recovery step, in ms. Default 5000. */
   recoveryTimeoutMs: number
   /** While down, one summary log line per this period, in ms. Default 60000. */
@@ -28,8 +34,8 @@ export interface HealthTimings {
 /**
  * Worst-case detection with these defaults: a frozen Redis with no traffic is noticed after
  * at most heartbeatIntervalMs + heartbeatTimeoutMs (350 ms); under traffic after
- * commandTimeoutMs plus a watchdog tick (300 ms). Recovery: within probeIntervalMs × 1.25 of
- * Redis answering, plus the components' recovery steps.
+ * commandTimeoutMs plus a watchdog tick (300 ms). Recovery: within probeTimeoutMs +
+ * probeIntervalMs × 1.25 (750 ms) of Redis answering, plus the components' recovery steps.
  */
 export const defaultTimings: Readonly<HealthTimings> = Object.freeze({
   connectTimeoutMs: 1000,
@@ -37,6 +43,7 @@ export const defaultTimings: Readonly<HealthTimings> = Object.freeze({
   heartbeatIntervalMs: 100,
   heartbeatTimeoutMs: 250,
   probeIntervalMs: 200,
+  probeTimeoutMs: 500,
   recoveryTimeoutMs: 5000,
   summaryIntervalMs: 60_000,
 })
@@ -47,6 +54,7 @@ const limits: Record<keyof HealthTimings, [min: number, max: number]> = {
   heartbeatIntervalMs: [10, 60_000],
   heartbeatTimeoutMs: [10, 60_000],
   probeIntervalMs: [10, 60_000],
+  probeTimeoutMs: [10, 60_000],
   recoveryTimeoutMs: [100, 600_000],
   summaryIntervalMs: [1000, 86_400_000],
 }

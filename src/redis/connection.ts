@@ -47,6 +47,10 @@ export function connectionOptions(
     // destroying it; a frozen server never sends one, and until then no waiting command is
     // rejected (2 s by default).
     disconnectTimeout: 100,
+    // A Redis loading its data set answers the ready check with loading:1 and an ETA; ioredis
+    // waits up to this long before asking again (10 s by default): recovery would lag the
+    // end of the load by up to that much.
+    maxLoadingRetryTime: 100,
   }
   if (role === 'blocking') {
     return {
