@@ -115,6 +115,16 @@ CREATE TABLE IF NOT EXISTS batch_runs (
   duration_ms REAL NOT NULL,
   created_at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS task_runs (
+  id INTEGER PRIMARY KEY,
+  task_id TEXT NOT NULL,
+  task TEXT NOT NULL,
+  attempt INTEGER NOT NULL,
+  mode TEXT NOT NULL,
+  process TEXT NOT NULL,
+  created_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS task_runs_by_task_id ON task_runs (task_id);
 CREATE TABLE IF NOT EXISTS chat_messages (
   id INTEGER PRIMARY KEY,
   room TEXT NOT NULL,
@@ -356,6 +366,25 @@ export class AppDatabase {
   }
 
   // ── outbox and batch runs (task side effects, idempotent by task id) ─────────────────────
+
+  /**
+   * One row per handler run that completed, whatever its side effect did. The side effects are
+   * idempotent by task id, so they hide a second run; this audit trail does not: two rows
+   * with one task id mean the task ran twice (what `npm run chaos` checks).
+   */
+  recordTaskRun(run: {
+    taskId: string
+    task: string
+    attempt: number
+    mode: string
+    process: string
+  }): void {
+    this.#db
+      .prepare(
+        `INSERT INTO task_runs (task_id, task, attempt, mode, process, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
+      )
+      .run(run.taskId, run.task, run.attempt, run.mode, run.process, now())
+  }
 
   /** False when this task id already wrote its email (a retried or replayed job). */
   insertOutbox(email: Omit<OutboxEmail, 'id' | 'createdAt'>): boolean {

@@ -1,5 +1,5 @@
 import type { ChannelLayer, Failsoft, TaskQueue } from 'failsoft'
-import { Counter, Gauge, Histogram, Registry } from 'prom-client'
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
 import type { DispatchRecord } from './tasks.js'
 
 /**
@@ -26,6 +26,8 @@ export function createMetrics(deps: {
   const { failsoft, layer, queue } = deps
   const registry = new Registry()
   const registers = [registry]
+  // Process metrics (heap, event-loop lag, GC): what tells a leak from ordinary RSS growth.
+  collectDefaultMetrics({ register: registry })
 
   new Gauge({
     name: 'failsoft_redis_up',

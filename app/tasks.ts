@@ -59,10 +59,24 @@ export class AppTasks {
     this.queue = queue
     this.#deps = deps
     const { db, cache, logger, processName } = deps
+    // Every completed run is recorded, so a task that ran twice is visible (see recordTaskRun).
+    const audited =
+      <A, R>(handler: (args: A, ctx: TaskContext) => R | Promise<R>) =>
+      async (args: A, ctx: TaskContext): Promise<R> => {
+        const result = await handler(args, ctx)
+        db.recordTaskRun({
+          taskId: ctx.id,
+          task: ctx.name,
+          attempt: ctx.attempt,
+          mode: ctx.mode,
+          process: processName,
+        })
+        return result
+      }
 
     queue.define<EmailArgs, { stored: boolean }>(
       'send_email',
-      (args, ctx) => {
+      audited((args: EmailArgs, ctx) => {
         // The outbox table stands in for SMTP; the task id makes a retry or replay a no-op.
         const stored = db.insertOutbox({
           taskId: ctx.id,
@@ -73,13 +87,13 @@ export class AppTasks {
           process: processName,
         })
         return { stored }
-      },
+      }),
       { attempts: 3, backoff: { type: 'exponential', delayMs: 500 }, timeoutMs: 10_000 },
     )
 
     queue.define<CompostArgs, { projects: number; durationMs: number }>(
       'compost',
-      async (_args, ctx) => {
+      audited(async (_args: CompostArgs, ctx) => {
         const started = performance.now()
         const projects = db.listProjects()
         const now = Date.now()
@@ -98,7 +112,7 @@ export class AppTasks {
         })
         logger.info({ projects: projects.length, mode: ctx.mode, durationMs }, 'compost batch ran')
         return { projects: projects.length, durationMs }
-      },
+      }),
       // A batch is not for a request path: while Redis is down a manual run waits in the spool
       // for a worker. The periodic run recomputes from the database (idempotent), so each
       // replica may run it locally during an outage.
@@ -107,7 +121,7 @@ export class AppTasks {
 
     queue.define<EmbedArgs, { embedded: boolean }>(
       'embed_project',
-      (args, ctx: TaskContext) => {
+      audited((args: EmbedArgs, ctx: TaskContext) => {
         const project = db.getProject(args.projectId)
         if (project === undefined) return { embedded: false }
         if (ctx.signal.aborted) throw new Error('embedding aborted')
@@ -116,7 +130,7 @@ export class AppTasks {
           embed(`${project.title}\n${project.description}`),
         )
         return { embedded }
-      },
+      }),
       { attempts: 2, backoff: { type: 'fixed', delayMs: 200 }, timeoutMs: 10_000 },
     )
   }

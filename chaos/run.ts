@@ -106,8 +106,17 @@ function readExecutions(databasePath: string): Executions {
       byId.set(row.task_id, (byId.get(row.task_id) ?? 0) + 1)
       bySubject.set(row.subject, (bySubject.get(row.subject) ?? 0) + 1)
     }
-    const runs = db.prepare('SELECT task_id FROM batch_runs').all() as Array<{ task_id: string }>
-    for (const row of runs) byId.set(row.task_id, (byId.get(row.task_id) ?? 0) + 1)
+    const batches = db.prepare('SELECT task_id FROM batch_runs').all() as Array<{ task_id: string }>
+    for (const row of batches) byId.set(row.task_id, (byId.get(row.task_id) ?? 0) + 1)
+    // The side effects above are idempotent by task id, so they hide a second run of one id;
+    // the app's audit trail (one row per completed handler run) does not.
+    const runs = db
+      .prepare('SELECT task_id, COUNT(*) AS n FROM task_runs GROUP BY task_id')
+      .all() as Array<{
+      task_id: string
+      n: number
+    }>
+    for (const row of runs) byId.set(row.task_id, Math.max(byId.get(row.task_id) ?? 0, row.n))
     return { byId, bySubject }
   } finally {
     db.close()
