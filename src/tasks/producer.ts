@@ -24,6 +24,13 @@ export interface OutgoingJob {
   readonly definition: TaskDefinition | undefined
 }
 
+interface Waiting {
+  readonly start: number
+  readonly resolve: (outcome: EnqueueOutcome) => void
+}
+
+const QUEUED: EnqueueOutcome = Object.freeze({ kind: 'queued' })
+
 /** An error Redis answered with: the job was not added. */
 class Refused {
   constructor(readonly error: Error) {}
@@ -46,6 +53,8 @@ export class Producer {
   readonly #onError: (error: unknown, source: string) => void
   #connection: Redis | null = null
   #queue: Queue | null = null
+  readonly #waiting = new Set<Waiting>()
+  #sweeper: NodeJS.Timeout | null = null
   #preparing: Promise<Queue> | null = null
   #closed = false
 
@@ -96,15 +105,9 @@ export class Producer {
       }
     }
     if (this.#queue === null) {
-      const queue = new Queue(this.#name, {
-        connection,
-        prefix: this.#bullPrefix,
-        // Each job says how it is kept; see defaultJobOptions() below.
-        defaultJobOptions: {
-          removeOnComplete: this.#options.removeOnComplete,
-          removeOnFail: this.#options.removeOnFail,
-        },
-      })
+      // Job retention (removeOnComplete / removeOnFail) is the worker's setting: jobs stay
+      // small on the way in, which is the hot path.
+      const queue = new Queue(this.#name, { connection, prefix: this.#bullPrefix })
       queue.on('error', (error: unknown) => this.#onError(error, 'queue'))
       this.#queue = queue
       try {
@@ -134,19 +137,25 @@ export class Producer {
    * command in flight, so a frozen Redis brings the state down (and this connection with it)
    * within the monitor's command deadline.
    */
-  async enqueue(job: OutgoingJob): Promise<EnqueueOutcome> {
-    let queue = this.readyQueue
-    if (queue === null) {
-      try {
-        queue = await this.prepare(this.#options.enqueueTimeoutMs)
-      } catch (error) {
-        return { kind: 'not-sent', error: asError(error) }
-      }
-      const connection = this.#connection
-      if (connection === null || connection.status !== 'ready') {
-        return { kind: 'not-sent', error: new RedisUnavailableError('task producer not connected') }
-      }
+  enqueue(job: OutgoingJob): Promise<EnqueueOutcome> {
+    const queue = this.readyQueue
+    return queue === null ? this.#prepareThenSend(job) : this.#send(queue, job)
+  }
+
+  async #prepareThenSend(job: OutgoingJob): Promise<EnqueueOutcome> {
+    let queue: Queue
+    try {
+      queue = await this.prepare(this.#options.enqueueTimeoutMs)
+    } catch (error) {
+      return { kind: 'not-sent', error: asError(error) }
     }
+    if (this.readyQueue === null) {
+      return { kind: 'not-sent', error: new RedisUnavailableError('task producer not connected') }
+    }
+    return this.#send(queue, job)
+  }
+
+  #send(queue: Queue, job: OutgoingJob): Promise<EnqueueOutcome> {
     const target = queue
     // From here the command is written in this same tick (ready socket, no offline queue):
     // any later failure but a refusal from Redis leaves it "may have landed".
@@ -161,17 +170,50 @@ export class Producer {
         },
       ),
     )
-    try {
-      const refused = await withDeadline(adding, this.#options.enqueueTimeoutMs, 'enqueue')
-      if (refused !== null) return { kind: 'not-sent', error: refused.error }
-      return { kind: 'queued' }
-    } catch (error) {
-      const e = asError(error)
-      if (e instanceof RedisUnavailableError || NOT_WRITABLE.test(e.message)) {
-        return { kind: 'not-sent', error: e }
+    return new Promise<EnqueueOutcome>((resolve) => {
+      const entry: Waiting = { start: performance.now(), resolve }
+      this.#waiting.add(entry)
+      this.#sweepSoon()
+      adding.then(
+        (refused) => {
+          if (!this.#waiting.delete(entry)) return
+          resolve(refused === null ? QUEUED : { kind: 'not-sent', error: refused.error })
+        },
+        (error: unknown) => {
+          if (!this.#waiting.delete(entry)) return
+          const e = asError(error)
+          const definite = e instanceof RedisUnavailableError || NOT_WRITABLE.test(e.message)
+          resolve({ kind: definite ? 'not-sent' : 'ambiguous', error: e })
+        },
+      )
+    })
+  }
+
+  /**
+   * One timer for all enqueues in flight (rather than one per dispatch, on the hot path):
+   * past `enqueueTimeoutMs` an enqueue is answered "ambiguous" — its add may still land.
+   */
+  #sweepSoon(): void {
+    if (this.#sweeper !== null) return
+    const tick = Math.max(5, Math.min(50, Math.floor(this.#options.enqueueTimeoutMs / 10)))
+    this.#sweeper = setInterval(() => {
+      const expired = performance.now() - this.#options.enqueueTimeoutMs
+      // Insertion order is start order: stop at the first one still within its deadline.
+      for (const entry of this.#waiting) {
+        if (entry.start > expired) break
+        this.#waiting.delete(entry)
+        entry.resolve({
+          kind: 'ambiguous',
+          error: new RedisTimeoutError(this.#options.enqueueTimeoutMs, {
+            details: { source: 'enqueue' },
+          }),
+        })
       }
-      return { kind: 'ambiguous', error: e }
-    }
+      if (this.#waiting.size === 0 && this.#sweeper !== null) {
+        clearInterval(this.#sweeper)
+        this.#sweeper = null
+      }
+    }, tick)
   }
 
   /** Hand a batch over in order (spool replay); rejects if Redis fails meanwhile. */
@@ -241,6 +283,8 @@ export class Producer {
   async close(): Promise<void> {
     if (this.#closed) return
     this.#closed = true
+    if (this.#sweeper !== null) clearInterval(this.#sweeper)
+    this.#sweeper = null
     const queue = this.#queue
     this.#queue = null
     // The connection is the monitor's (shared with BullMQ): failsoft.close() ends it.
@@ -253,11 +297,24 @@ export class Producer {
   }
 }
 
+/** Retry options per task, computed once: the hot path only adds the job id (and delay). */
+const retryCache = new WeakMap<TaskDefinition, JobsOptions | null>()
+
 function jobOptions(job: OutgoingJob): JobsOptions {
-  const opts: JobsOptions = { jobId: job.id }
+  const retry = job.definition === undefined ? null : cachedRetry(job.definition)
+  const opts: JobsOptions = retry === null ? { jobId: job.id } : { ...retry, jobId: job.id }
   if (job.delayMs > 0) opts.delay = job.delayMs
-  if (job.definition !== undefined) Object.assign(opts, retryOptions(job.definition))
   return opts
+}
+
+function cachedRetry(definition: TaskDefinition): JobsOptions | null {
+  let retry = retryCache.get(definition)
+  if (retry === undefined) {
+    const options = retryOptions(definition)
+    retry = Object.keys(options).length === 0 ? null : options
+    retryCache.set(definition, retry)
+  }
+  return retry
 }
 
 function retryOptions(definition: TaskDefinition): JobsOptions {

@@ -293,6 +293,8 @@ export class TaskQueue {
       concurrency,
       lockDurationMs,
       stalledIntervalMs,
+      removeOnComplete: this.options.removeOnComplete,
+      removeOnFail: this.options.removeOnFail,
       logger: this.#logger.child({ role: 'worker' }),
       onClosed: (w) => this.#workers.delete(w),
     })
@@ -638,7 +640,8 @@ export class TaskQueue {
   #needsRecovery(): boolean {
     if (this.#closed || this.#producer === null) return false
     return (
-      this.#markers.size > 0 || this.#schedules.needsSync() || (this.#journal?.pending ?? 0) > 0
+      // hasWork(): this process's spool, or journals of dead processes not yet looked at.
+      this.#markers.size > 0 || this.#schedules.needsSync() || (this.#journal?.hasWork() ?? false)
     )
   }
 

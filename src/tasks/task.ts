@@ -1,4 +1,4 @@
-import { createHash, randomUUID } from 'node:crypto'
+import { createHash, randomFillSync } from 'node:crypto'
 import { InvalidTaskArgsError, describeValue } from '../errors.js'
 import type { TaskOptions } from './options.js'
 
@@ -152,7 +152,7 @@ export function prepareJob(
   }
   const payload = encodeArgs(name, args, maxArgsBytes)
   return {
-    id: key === undefined ? randomUUID() : keyedJobId(queue, name, key),
+    id: key === undefined ? randomJobId() : keyedJobId(queue, name, key),
     definition,
     payload,
     args,
@@ -169,6 +169,26 @@ export function prepareJob(
 export function keyedJobId(queue: string, name: string, key: string): string {
   const digest = createHash('sha256').update(`${queue}\0${name}\0${key}`).digest('base64url')
   return `k-${digest.slice(0, 32)}`
+}
+
+const ID_BYTES = 16
+const pool = Buffer.allocUnsafe(ID_BYTES * 512)
+let poolOffset = pool.length
+
+/**
+ * A random job id: 128 bits as 22 base64url characters (shorter than a UUID: the id is in
+ * every BullMQ key and command of the job). Never a bare integer, never a ':'.
+ */
+export function randomJobId(): string {
+  for (;;) {
+    if (poolOffset >= pool.length) {
+      randomFillSync(pool)
+      poolOffset = 0
+    }
+    const id = pool.toString('base64url', poolOffset, poolOffset + ID_BYTES)
+    poolOffset += ID_BYTES
+    if (!/^-?\d+$/.test(id)) return id
+  }
 }
 
 /** JSON text of the arguments, checked against `maxArgsBytes` (UTF-8). */

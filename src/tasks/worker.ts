@@ -5,6 +5,7 @@ import type { HealthMonitor } from '../health/monitor.js'
 import { loggableError, type Logger } from '../logger.js'
 import { isConnectivityError } from '../redis/connection.js'
 import { runOnce } from './inline.js'
+import type { KeepJobs } from './options.js'
 import type { TaskDefinition } from './task.js'
 
 /** Options of `tasks.work(options)`. */
@@ -43,6 +44,8 @@ interface WorkerDeps {
   readonly concurrency: number
   readonly lockDurationMs: number
   readonly stalledIntervalMs: number
+  readonly removeOnComplete: KeepJobs
+  readonly removeOnFail: KeepJobs
   readonly logger: Logger
   readonly onClosed: (worker: TaskWorker) => void
 }
@@ -104,6 +107,8 @@ export class TaskWorker implements WorkerHandle {
         concurrency: deps.concurrency,
         lockDuration: deps.lockDurationMs,
         stalledInterval: deps.stalledIntervalMs,
+        removeOnComplete: keep(deps.removeOnComplete),
+        removeOnFail: keep(deps.removeOnFail),
         runRetryDelay: RUN_RETRY_DELAY_MS,
         autorun: true,
       },
@@ -309,4 +314,12 @@ async function until(done: () => boolean, deadline: number, still: () => boolean
   while (!done() && Date.now() < deadline && still()) {
     await new Promise((resolve) => setTimeout(resolve, 20))
   }
+}
+
+/** BullMQ reads a worker-level retention only in its object form (count -1 keeps all). */
+function keep(value: KeepJobs): { count: number } | { age: number; count?: number } {
+  if (value === true) return { count: 0 }
+  if (value === false) return { count: -1 }
+  if (typeof value === 'number') return { count: value }
+  return value
 }
