@@ -55,7 +55,37 @@ export interface CacheStatus {
   decodeErrors: number
   /** 'l1' mode: whether other processes' invalidations are being received. */
   busConnected: boolean | null
+  /**
+   * `getOrSet` loads whose result was returned but not stored because the key was deleted or
+   * set (here or in another process) while the loader ran, or its lease expired.
+   */
+  fillsSuperseded: number
 }
+
+/**
+ * One `getOrSet` load in flight for a key in this process (single-flight: later callers join
+ * it). `lease` is the token Redis gave its miss (null: none, the miss was served by memory);
+ * `invalidated` is set when this process deletes, sets or clears the key meanwhile.
+ */
+interface Flight {
+  promise: Promise<FlightResult>
+  lease: string | null
+  invalidated: boolean
+}
+
+/**
+ * What a load produced: the stored form, and the loader's own value for the caller that
+ * started it (`undefined` when the value was found in Redis instead). `current` is false when
+ * the load was superseded (its value was not stored).
+ */
+interface FlightResult {
+  readonly text: string
+  readonly value: unknown
+  readonly current: boolean
+}
+
+/** What a write did: stored, failed (refused by Redis or the memory bound), or superseded. */
+type WriteOutcome = 'stored' | 'failed' | 'superseded'
 
 type Route = 'redis' | 'recovering' | 'memory'
 
@@ -67,6 +97,14 @@ const FENCE_TTL_MS = 24 * 60 * 60 * 1000
 const BUS_CONNECT_TIMEOUT_MS = 1000
 /** After a failed sync on a live Redis (e.g. NOPERM for EVAL), wait this long before retrying. */
 const SYNC_RETRY_MS = 1000
+/**
+ * Lifetime of a `getOrSet` lease in Redis: the longest load whose result can still be stored.
+ * A load that takes longer returns its value but does not store it (a missing lease counts as
+ * changed), so a slow load can never store a stale value.
+ */
+const LEASE_TTL_MS = 60_000
+/** Placeholder of a flight's promise until its load starts (synchronously after). */
+const NO_RESULT: FlightResult = { text: '', value: undefined, current: false }
 
 /**
  * A namespaced cache with Redis as the shared store and a bounded in-process LRU that serves
@@ -94,7 +132,7 @@ export class Cache {
   readonly #instanceId = randomUUID()
   readonly #defaultTtlMs: number | null
   readonly #maxStaleMs: number
-  readonly #flights = new Map<string, Promise<string>>()
+  readonly #flights = new Map<string, Flight>()
   readonly #timer: NodeJS.Timeout | null = null
   readonly #subscriber: Redis | null = null
   readonly #disposables: Array<{ dispose(): void }> = []
@@ -122,6 +160,7 @@ export class Cache {
     memoryHits: 0,
     replyErrors: 0,
     decodeErrors: 0,
+    fillsSuperseded: 0,
     busErrors: 0,
     backgroundErrors: 0,
   }
@@ -244,7 +283,9 @@ export class Cache {
     this.#assertOpen()
     this.#checkKey(key)
     const ttlMs = this.#ttl(options)
-    return this.#write(key, this.#encode(key, value), ttlMs)
+    const text = this.#encode(key, value)
+    this.#supersede(key)
+    return (await this.#write(key, text, ttlMs)) === 'stored'
   }
 
   /**
@@ -254,6 +295,7 @@ export class Cache {
   async delete(key: string): Promise<boolean> {
     this.#assertOpen()
     this.#checkKey(key)
+    this.#supersede(key)
     return this.#remove(key)
   }
 
@@ -267,6 +309,10 @@ export class Cache {
    * The cached value, or the loader's result stored with `options.ttlSeconds`. Per key, at
    * most one loader runs at a time in this process: concurrent callers share its result (each
    * gets its own copy). A loader's error is passed to every waiting caller and not cached.
+   *
+   * A delete or set of the key while the loader runs (in this process or any other) wins: the
+   * loaded value is returned to this caller but not stored, and callers that joined the load
+   * load again, so nobody is handed a value older than an acknowledged delete.
    */
   async getOrSet<T>(key: string, loader: () => T | Promise<T>, options?: SetOptions): Promise<T> {
     this.#assertOpen()
@@ -276,30 +322,105 @@ export class Cache {
       throw new TypeError(`getOrSet: loader must be a function; received ${typeof loader}`)
     }
     const inFlight = this.#flights.get(key)
-    if (inFlight) return this.#decode<T>(await inFlight, undefined) as T
+    if (inFlight) return this.#join<T>(key, inFlight, loader, ttlMs)
     const text = await this.#read(key)
     if (text !== undefined) {
       const value = this.#decode<T>(text, undefined)
       if (value !== undefined) return value
     }
     const joined = this.#flights.get(key)
-    if (joined) return this.#decode<T>(await joined, undefined) as T
+    if (joined) return this.#join<T>(key, joined, loader, ttlMs)
+    return this.#own<T>(await this.#load(key, loader, ttlMs).promise)
+  }
 
-    let loaded: T | undefined
-    const flight = (async (): Promise<string> => {
+  /** The result for the caller that started the load: the loader's value itself, no copy. */
+  #own<T>(result: FlightResult): T {
+    if (result.value !== undefined) return result.value as T
+    return this.#decode<T>(result.text, undefined) as T
+  }
+
+  /**
+   * Share a load already running. If it was superseded (the key was deleted or set while it
+   * ran), the value may predate a change acknowledged before this call: load again, once —
+   * whatever load serves the retry started after this call did.
+   */
+  async #join<T>(
+    key: string,
+    flight: Flight,
+    loader: () => T | Promise<T>,
+    ttlMs: number | null,
+  ): Promise<T> {
+    const result = await flight.promise
+    if (result.current) return this.#decode<T>(result.text, undefined) as T
+    const again = this.#flights.get(key)
+    if (again !== undefined) return this.#decode<T>((await again.promise).text, undefined) as T
+    return this.#own<T>(await this.#load(key, loader, ttlMs).promise)
+  }
+
+  /**
+   * Start a load: take the key's lease in Redis (atomically with a last look at the value),
+   * run the loader, then store its result only if the lease is intact — no delete or set of
+   * the key anywhere since. The flight is in the map until it settles.
+   */
+  #load<T>(key: string, loader: () => T | Promise<T>, ttlMs: number | null): Flight {
+    const flight: Flight = { promise: Promise.resolve(NO_RESULT), lease: null, invalidated: false }
+    const run = async (): Promise<FlightResult> => {
+      const found = await this.#lease(key, flight)
+      if (found !== undefined) return { text: found, value: undefined, current: true }
       const value = await loader()
       const encoded = this.#encode(key, value)
-      await this.#write(key, encoded, ttlMs)
-      loaded = value
-      return encoded
-    })()
+      const outcome = await this.#write(key, encoded, ttlMs, flight)
+      if (outcome === 'superseded') this.#stats.fillsSuperseded++
+      return { text: encoded, value, current: outcome !== 'superseded' }
+    }
+    flight.promise = run()
     this.#flights.set(key, flight)
     const done = (): void => {
       if (this.#flights.get(key) === flight) this.#flights.delete(key)
     }
-    flight.then(done, done)
-    await flight
-    return loaded as T
+    flight.promise.then(done, done)
+    return flight
+  }
+
+  /**
+   * A miss on Redis: take the key's lease (recorded on the flight), or return the value if it
+   * was stored meanwhile. On memory (or if Redis fails now) there is no lease: the fill then
+   * stores in memory only, never in Redis.
+   */
+  async #lease(key: string, flight: Flight): Promise<string | undefined> {
+    const redis = this.#redis
+    if (redis === null || this.#route() !== 'redis') return undefined
+    const epoch = this.#epoch
+    try {
+      const reply = await redis.acquire(key, LEASE_TTL_MS, this.#run)
+      if ('lease' in reply) {
+        flight.lease = reply.lease
+        return undefined
+      }
+      if (epoch === this.#epoch && !flight.invalidated) {
+        this.#keepCopy(key, reply.text, reply.ttlMs)
+      }
+      return reply.text
+    } catch (error) {
+      if (!isOutage(error)) {
+        this.#stats.replyErrors++
+        this.#problem('a cache lease failed on Redis; the loaded value will not be stored', error)
+      }
+      return undefined
+    }
+  }
+
+  /** A delete, set or clear in this process: loads in flight for the key must not store. */
+  #supersede(key: string): void {
+    const flight = this.#flights.get(key)
+    if (flight === undefined) return
+    flight.invalidated = true
+    this.#flights.delete(key)
+  }
+
+  #supersedeAll(): void {
+    for (const flight of this.#flights.values()) flight.invalidated = true
+    this.#flights.clear()
   }
 
   /**
@@ -309,6 +430,7 @@ export class Cache {
    */
   async clear(): Promise<void> {
     this.#assertOpen()
+    this.#supersedeAll()
     const next = this.#routeNow()
     const route = typeof next === 'string' ? next : await next
     const redis = this.#redis
@@ -365,6 +487,7 @@ export class Cache {
       replyErrors: this.#stats.replyErrors,
       decodeErrors: this.#stats.decodeErrors,
       busConnected: this.#subscriber === null ? null : this.#busReady,
+      fillsSuperseded: this.#stats.fillsSuperseded,
     }
   }
 
@@ -444,17 +567,34 @@ export class Cache {
     return existence ? (this.#memory.has(key) ? '' : undefined) : this.#memory.get(key)
   }
 
-  async #write(key: string, text: string, ttlMs: number | null): Promise<boolean> {
+  /**
+   * Store text in the active backend. With `fill` (a `getOrSet` storing its loader's result),
+   * conditional: nothing is stored if this process superseded the load, or — on Redis — if
+   * the key's lease is gone (deleted or set by anyone since the miss) or was never taken.
+   */
+  async #write(
+    key: string,
+    text: string,
+    ttlMs: number | null,
+    fill?: Flight,
+  ): Promise<WriteOutcome> {
+    if (fill?.invalidated) return 'superseded'
     const next = this.#routeNow()
     const route = typeof next === 'string' ? next : await next
+    if (fill?.invalidated) return 'superseded'
     const redis = this.#redis
     if (route !== 'memory' && redis !== null) {
+      // A load that missed in memory has no lease: it cannot know what changed in Redis since.
+      if (fill !== undefined && fill.lease === null) return 'superseded'
       const epoch = this.#epoch
       try {
-        await redis.set(key, text, ttlMs, this.#run)
-        if (epoch === this.#epoch) this.#keepCopy(key, text, ttlMs)
-        else this.#memory.delete(key)
-        return true
+        const stored = await redis.set(key, text, ttlMs, this.#run, fill?.lease ?? '')
+        if (stored && epoch === this.#epoch && fill?.invalidated !== true) {
+          this.#keepCopy(key, text, ttlMs)
+        } else {
+          this.#memory.delete(key)
+        }
+        return stored ? 'stored' : 'superseded'
       } catch (error) {
         if (!isOutage(error)) {
           // It did not land (OOM, NOPERM, fence lost): make sure the previous value is not
@@ -463,14 +603,18 @@ export class Cache {
           this.#problem('a cache write failed on Redis; the key was invalidated', error)
           this.#memory.delete(key)
           await this.#invalidate(key)
-          return false
+          return 'failed'
         }
         // The connection failed with the write in flight: it may have landed. Journal it.
+        if (fill?.invalidated) {
+          // Superseded while in flight: the delete or set that superseded it is journaled.
+          return 'superseded'
+        }
       }
     }
     this.#fellBack()
     if (redis !== null) this.#journal.add(key)
-    return this.#memory.put(key, text, ttlMs, 'local')
+    return this.#memory.put(key, text, ttlMs, 'local') ? 'stored' : 'failed'
   }
 
   async #remove(key: string): Promise<boolean> {
@@ -773,7 +917,7 @@ export class Cache {
     if (this.#timer) clearInterval(this.#timer)
     for (const disposable of this.#disposables) disposable.dispose()
     this.#memory.clear()
-    this.#flights.clear()
+    this.#supersedeAll()
     caches.get(this.#monitor)?.delete(this.namespace)
   }
 }

@@ -48,17 +48,53 @@ function script(lua: string): Script {
  * late (a frozen server draining its input on thaw, a retransmission after a partition) is
  * refused instead of overwriting a newer value. The writes issued in one tick travel in one
  * call (the script's fixed cost, ~4 µs of Redis CPU, is paid once per batch, not per write).
- * KEYS: fence, data1..dataN. ARGV: token, bus channel ('' = none), bus message, then per key
- * its text and TTL in ms ('0' = none).
+ *
+ * Each write also settles its key's lease (see ACQUIRE): a plain `set` is an explicit new
+ * value, so it removes the lease and any `getOrSet` load in flight for that key, in any
+ * process, can no longer store its result. A fill (a `getOrSet` storing what its loader
+ * returned) carries the lease token it was given and lands only if the lease still holds that
+ * token; a missing lease counts as changed (deleted, set, expired, or lost with Redis's data).
+ * A fill that lands removes the lease too.
+ *
+ * KEYS: fence, then per write its data key and its lease key. ARGV: fence token, bus channel
+ * ('' = none), bus message, then per write its text, TTL in ms ('0' = none) and lease token
+ * ('' = a plain set). Returns 0 when the fence refused the batch, else one character per write:
+ * '1' stored, '0' refused by its lease.
  */
 const FENCED_SET = script(`
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-for i = 2, #KEYS do
-  local text, ttl = ARGV[2 * i], ARGV[2 * i + 1]
-  if ttl == '0' then redis.call('SET', KEYS[i], text) else redis.call('SET', KEYS[i], text, 'PX', ttl) end
+local out = {}
+for i = 1, (#KEYS - 1) / 2 do
+  local data, lease = KEYS[2 * i], KEYS[2 * i + 1]
+  local text, ttl, token = ARGV[3 * i + 1], ARGV[3 * i + 2], ARGV[3 * i + 3]
+  if token == '' or redis.call('GET', lease) == token then
+    if ttl == '0' then redis.call('SET', data, text) else redis.call('SET', data, text, 'PX', ttl) end
+    redis.call('DEL', lease)
+    out[i] = '1'
+  else
+    out[i] = '0'
+  end
 end
 if ARGV[2] ~= '' then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
-return 1
+return table.concat(out)
+`)
+
+/**
+ * A `getOrSet` miss: the value if it is there after all, else a lease on the key — the token
+ * of the lease in place (another load of the same key is running somewhere) or a new one. The
+ * lease and the read are atomic, so any delete or set after this point removes the lease and
+ * the load's fill is refused. KEYS: data, lease. ARGV: candidate token, lease TTL in ms.
+ * Returns {1, text, pttl} on a hit, {0, token} otherwise.
+ */
+const ACQUIRE = script(`
+local v = redis.call('GET', KEYS[1])
+if v then return {1, v, redis.call('PTTL', KEYS[1])} end
+local t = redis.call('GET', KEYS[2])
+if not t then
+  t = ARGV[1]
+  redis.call('SET', KEYS[2], t, 'PX', ARGV[2])
+end
+return {0, t}
 `)
 
 /** Writes waiting for the end of the tick, per runner (the recovery runner is not the usual one). */
@@ -66,6 +102,8 @@ interface PendingWrite {
   readonly key: string
   readonly text: string
   readonly ttl: number
+  /** The lease a fill holds; '' for a plain set. */
+  readonly lease: string
   readonly resolve: (stored: boolean) => void
   readonly reject: (error: unknown) => void
 }
@@ -87,10 +125,15 @@ if ARGV[2] ~= '' then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
 return 1
 `)
 
-/** KEYS: data. ARGV: bus channel, message. */
-const UNLINK_PUBLISH = script(`
+/**
+ * A delete removes the value and the key's lease, atomically (a fill in flight for the key
+ * can no longer land), and publishes its bus notice. KEYS: data, lease. ARGV: bus channel
+ * ('' = none), message. Returns 1 when the value existed.
+ */
+const DELETE = script(`
 local n = redis.call('UNLINK', KEYS[1])
-redis.call('PUBLISH', ARGV[1], ARGV[2])
+redis.call('UNLINK', KEYS[2])
+if ARGV[1] ~= '' then redis.call('PUBLISH', ARGV[1], ARGV[2]) end
 return n
 `)
 
@@ -158,8 +201,9 @@ const SCAN_COUNT = 500
 const UNLINK_BATCH = 500
 
 /**
- * The shared store: plain GET/EXISTS/UNLINK for reads and deletes, a fenced SET script for
- * writes. Keys are `${base}:d:${generation}:${key}`; the generation lives in `${base}:gen`
+ * The shared store: plain GET/EXISTS for reads, scripts for deletes and fenced writes. Keys are
+ * `${base}:d:${generation}:${key}`, their leases `${base}:l:${generation}:${key}` (they exist
+ * only while a `getOrSet` load runs); the generation lives in `${base}:gen`
  * and is learned by `sync()` (at start-up and on every recovery) and `checkGeneration()`
  * (polled by the cache, and on bus notices), so reads never pay a round trip for it.
  */
@@ -175,6 +219,7 @@ export class RedisStore implements CacheStore {
   readonly #bus: boolean
   #generation: string | null = null
   #dataPrefix = ''
+  #leasePrefix = ''
   #token = newToken()
   readonly #pending = new Map<Runner, PendingWrite[]>()
 
@@ -203,6 +248,11 @@ export class RedisStore implements CacheStore {
     return this.#dataPrefix + key
   }
 
+  /** The Redis key holding the lease of `key`'s load in flight, in the current generation. */
+  leaseKey(key: string): string {
+    return this.#leasePrefix + key
+  }
+
   // ── the store contract ─────────────────────────────────────────────────────────────────────
 
   async get(key: string, run: Runner = this.#run): Promise<string | undefined> {
@@ -225,7 +275,18 @@ export class RedisStore implements CacheStore {
     return { text, ttlMs: ttl >= 0 ? ttl : null }
   }
 
-  set(key: string, text: string, ttlMs: number | null, run: Runner = this.#run): Promise<boolean> {
+  /**
+   * Store text. With `lease` (a token from `acquire`), a conditional fill: resolves false,
+   * storing nothing, when the key was deleted or set since the lease was taken (or the lease
+   * expired). Writes issued in one tick share one script call.
+   */
+  set(
+    key: string,
+    text: string,
+    ttlMs: number | null,
+    run: Runner = this.#run,
+    lease = '',
+  ): Promise<boolean> {
     const ttl = ttlMs === null ? 0 : Math.max(1, Math.round(ttlMs))
     return new Promise<boolean>((resolve, reject) => {
       let batch = this.#pending.get(run)
@@ -235,8 +296,33 @@ export class RedisStore implements CacheStore {
         // After the current microtasks: every write issued meanwhile joins this batch.
         process.nextTick(() => this.#flush(run))
       }
-      batch.push({ key, text, ttl, resolve, reject })
+      batch.push({ key, text, ttl, lease, resolve, reject })
     })
+  }
+
+  /**
+   * A `getOrSet` miss, atomically: the value if another writer stored it meanwhile, else the
+   * token of the key's lease (taken now, or shared with a load already running elsewhere).
+   */
+  async acquire(
+    key: string,
+    leaseTtlMs: number,
+    run: Runner = this.#run,
+  ): Promise<{ text: string; ttlMs: number | null } | { lease: string }> {
+    const reply = await run((redis) =>
+      evalScript(
+        cork(redis),
+        ACQUIRE,
+        [this.dataKey(key), this.leaseKey(key)],
+        [newToken(), leaseTtlMs],
+      ),
+    )
+    if (!Array.isArray(reply)) throw new Error('cache lease: unexpected reply')
+    const [found, value, pttl] = reply as [unknown, unknown, unknown]
+    if (typeof value !== 'string') throw new Error('cache lease: unexpected reply')
+    if (Number(found) === 0) return { lease: value }
+    const ttl = Number(pttl)
+    return { text: value, ttlMs: ttl >= 0 ? ttl : null }
   }
 
   #flush(run: Runner): void {
@@ -246,8 +332,8 @@ export class RedisStore implements CacheStore {
     for (let i = 0; i < batch.length; i += WRITE_BATCH) {
       const part = batch.slice(i, i + WRITE_BATCH)
       this.#writeBatch(part, run).then(
-        () => {
-          for (const write of part) write.resolve(true)
+        (landed) => {
+          for (let j = 0; j < part.length; j++) part[j]?.resolve(landed[j] === '1')
         },
         (error: unknown) => {
           for (const write of part) write.reject(error)
@@ -256,30 +342,43 @@ export class RedisStore implements CacheStore {
     }
   }
 
-  async #writeBatch(batch: readonly PendingWrite[], run: Runner): Promise<void> {
-    const keys = [this.fenceKey, ...batch.map((w) => this.dataKey(w.key))]
+  /** One script call; resolves one character per write: '1' stored, '0' refused by its lease. */
+  async #writeBatch(batch: readonly PendingWrite[], run: Runner): Promise<string> {
+    const keys = [this.fenceKey]
     const message = this.#bus ? this.#message({ k: batch.map((w) => w.key) }) : ''
     const args: Array<string | number> = ['', this.#bus ? this.channel : '', message]
-    for (const write of batch) args.push(write.text, write.ttl)
+    for (const write of batch) {
+      keys.push(this.dataKey(write.key), this.leaseKey(write.key))
+      args.push(write.text, write.ttl, write.lease)
+    }
     const attempt = (token: string): Promise<unknown> => {
       args[0] = token
       return run((redis) => evalScript(cork(redis), FENCED_SET, keys, args))
     }
-    if ((await attempt(this.#token)) === 1) return
+    let landed = await attempt(this.#token)
+    if (typeof landed === 'string') return landed
     // The fence is gone (expired, evicted, Redis lost its data): re-create it — NX, so that a
     // re-creation arriving late can never replace a token installed by a later recovery.
     await run((redis) => redis.set(this.fenceKey, this.#token, 'PX', this.#fenceTtlMs, 'NX'))
-    if ((await attempt(this.#token)) === 1) return
+    landed = await attempt(this.#token)
+    if (typeof landed === 'string') return landed
     throw new FenceLostError()
   }
 
+  /**
+   * Send the writes still waiting for the end of the tick now, so that a delete issued after
+   * them reaches Redis after them (program order), not before.
+   */
+  #flushBefore(run: Runner): void {
+    if (this.#pending.has(run)) this.#flush(run)
+  }
+
+  /** Remove the value and its lease (a load in flight for it can no longer store). */
   async delete(key: string, run: Runner = this.#run): Promise<boolean> {
-    const dataKey = this.dataKey(key)
-    const removed = this.#bus
-      ? await run((redis) =>
-          evalScript(redis, UNLINK_PUBLISH, [dataKey], [this.channel, this.#message({ k: [key] })]),
-        )
-      : await run((redis) => cork(redis).unlink(dataKey))
+    this.#flushBefore(run)
+    const keys = [this.dataKey(key), this.leaseKey(key)]
+    const args = this.#bus ? [this.channel, this.#message({ k: [key] })] : ['', '']
+    const removed = await run((redis) => evalScript(cork(redis), DELETE, keys, args))
     return Number(removed) > 0
   }
 
@@ -341,10 +440,15 @@ export class RedisStore implements CacheStore {
 
   /** Delete keys of the current generation in batches (reconciliation: DEL, never SET). */
   async unlinkMany(keys: readonly string[], run: Runner = this.#run): Promise<void> {
+    this.#flushBefore(run)
     for (let i = 0; i < keys.length; i += UNLINK_BATCH) {
       const batch = keys.slice(i, i + UNLINK_BATCH)
       await run(async (redis) => {
-        await redis.unlink(...batch.map((key) => this.dataKey(key)))
+        // One command: the values and their leases (loads in flight elsewhere cannot store).
+        await redis.unlink(
+          ...batch.map((key) => this.dataKey(key)),
+          ...batch.map((key) => this.leaseKey(key)),
+        )
         if (this.#bus) await redis.publish(this.channel, this.#message({ k: batch }))
       })
     }
@@ -380,6 +484,7 @@ export class RedisStore implements CacheStore {
     const changed = this.#generation !== null && this.#generation !== generation
     this.#generation = generation
     this.#dataPrefix = `${this.base}:d:${generation}:`
+    this.#leasePrefix = `${this.base}:l:${generation}:`
     return changed
   }
 
