@@ -174,4 +174,28 @@ describe('tasks with Redis up (queued path)', () => {
     tasks.work()
     await waitFor(() => runs === 2, { message: 'the new worker runs it' })
   })
+
+  test('after a kill, the worker runs jobs again within about a second of Redis answering', async (t) => {
+    const server = await startRedis(t, { persistence: true })
+    const { failsoft, tasks } = await makeTasks(t, server.url)
+    const ranAt: number[] = []
+    const job = tasks.define('job', () => {
+      ranAt.push(Date.now())
+    })
+    tasks.work()
+    await job.dispatch(null)
+    await waitFor(() => ranAt.length === 1)
+    await server.kill()
+    await sleep(2500) // long enough for the worker's reconnect backoff to reach its cap
+    await server.start()
+    const answering = Date.now()
+    await waitFor(() => failsoft.health.state === 'up', { message: 'up' })
+    assert.equal((await job.dispatch(null)).mode, 'queued')
+    await waitFor(() => ranAt.length === 2, { timeoutMs: 5000, message: 'the worker runs it' })
+    const after = ranAt[1]! - answering
+    assert.ok(after < 2000, `worker back ${after} ms after Redis answered`)
+    const component = failsoft.status().components['tasks:default']
+    assert.equal(component?.backend, 'redis')
+    assert.equal((component as { counts?: { queued?: number } }).counts?.queued, 2)
+  })
 })
