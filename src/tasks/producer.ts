@@ -2,7 +2,7 @@ import { Queue, type JobsOptions } from 'bullmq'
 import type { Redis } from 'ioredis'
 import { RedisTimeoutError, RedisUnavailableError } from '../errors.js'
 import type { HealthMonitor } from '../health/monitor.js'
-import { isConnectivityError } from '../redis/connection.js'
+import { dropConnection, isConnectivityError } from '../redis/connection.js'
 import type { TaskQueueOptions } from './options.js'
 import type { TaskDefinition } from './task.js'
 
@@ -271,9 +271,13 @@ export class Producer {
     )
   }
 
-  /** Redis is down: drop the socket so every add still waiting is rejected at once. */
+  /**
+   * Redis is down: destroy the socket so every add still waiting is rejected at once (a
+   * graceful disconnect would wait for a FIN that a partitioned server never sends).
+   * `prepare` opens a new one once Redis answers.
+   */
   disconnect(): void {
-    this.#connection?.disconnect()
+    if (this.#connection !== null) dropConnection(this.#connection)
   }
 
   get connectionStatus(): string {

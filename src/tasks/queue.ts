@@ -1,4 +1,5 @@
 import { ClosedError, InlineBusyError, UnknownTaskError, invalidOption } from '../errors.js'
+import type { Redis } from 'ioredis'
 import type { FailsoftContext } from '../failsoft.js'
 import type { Disposable } from '../health/events.js'
 import type { ComponentHandle, HealthMonitor, RecoveryContext } from '../health/monitor.js'
@@ -619,13 +620,15 @@ export class TaskQueue {
   // ── recovery ───────────────────────────────────────────────────────────────────────────────
 
   /**
-   * Before the state flips to 'up': the producer connected, the "done" markers of inline runs
+   * Before the state flips to 'up': the workers reconnecting, the producer connected, the "done" markers of inline runs
    * written (before any replay, so a replayed copy of the same id is skipped), schedulers
    * re-created if Redis lost them, then the spool handed over in order.
    */
   async #recover(ctx: RecoveryContext): Promise<void> {
     const producer = this.#producer
     if (this.#closed || producer === null) return
+    // First, so the workers are fetching again while the rest of the recovery runs.
+    for (const worker of this.#workers) worker.revive()
     const deadline = Date.now() + REPLAY_BUDGET_MS
     await producer.prepare(REPLAY_BUDGET_MS)
     await this.#writeMarkers(ctx.run)
@@ -645,9 +648,7 @@ export class TaskQueue {
     )
   }
 
-  async #writeMarkers(
-    run: <T>(fn: (redis: import('ioredis').Redis) => Promise<T>) => Promise<T>,
-  ): Promise<void> {
+  async #writeMarkers(run: <T>(fn: (redis: Redis) => Promise<T>) => Promise<T>): Promise<void> {
     if (this.#markers.size === 0) return
     const ids = [...this.#markers]
     const ttl = this.options.doneTtlMs

@@ -64,7 +64,7 @@ export class TaskWorker implements WorkerHandle {
   readonly #deps: WorkerDeps
   readonly #worker: Worker
   readonly #connections = new Set<Redis>()
-  readonly #upListener: Disposable
+  readonly #listeners: Disposable[]
   readonly #lastLog = new Map<string, number>()
   /** Jobs whose handler is running here. */
   readonly #running = new Set<string>()
@@ -79,6 +79,7 @@ export class TaskWorker implements WorkerHandle {
     errors: 0,
     markerErrors: 0,
     reconnectKicks: 0,
+    socketsDropped: 0,
   }
 
   constructor(deps: WorkerDeps) {
@@ -125,15 +126,70 @@ export class TaskWorker implements WorkerHandle {
         'task failed on the worker',
       )
     })
-    // Redis is back (the monitor's probe saw it): reconnect now rather than at the next
-    // backoff tick, so the worker is processing again within a few hundred ms.
-    this.#upListener = deps.monitor.on('up', () => this.#kick())
+    this.#listeners = [
+      // Redis is unavailable. After a silent partition these sockets look open but are dead:
+      // a command sent on them is never answered, and nothing would ever make BullMQ notice.
+      // Break them now (ioredis reconnects them by itself, and re-sends what was unanswered).
+      deps.monitor.on('down', ({ forced }) => {
+        if (!forced) this.#dropSockets()
+      }),
+      // Redis is back (the monitor's probe saw it): reconnect now rather than at the next
+      // backoff tick, so the worker is processing again within a few hundred ms.
+      deps.monitor.on('up', () => this.#kick()),
+    ]
   }
 
   #track(connection: Redis): void {
     this.#connections.add(connection)
     connection.on('error', (error: unknown) => this.#onError(error))
     connection.once('end', () => this.#connections.delete(connection))
+    // ioredis bounds the TCP connect (connectTimeout), not the ready check that follows: a
+    // socket opened into a partition waits for that reply for ever. Bound it the same way.
+    const readyTimeoutMs = connection.options.connectTimeout ?? 10_000
+    connection.on('connect', () => {
+      setTimeout(() => {
+        if (connection.status !== 'connect' || this.#closing !== null) return
+        // While Redis is down, ioredis' reconnect backoff paces the next try.
+        if (this.#deps.monitor.available) this.#restart(connection)
+        else {
+          this.#stats.socketsDropped++
+          breakSocket(connection)
+        }
+      }, readyTimeoutMs).unref()
+    })
+  }
+
+  /** Break every open socket; the connections reconnect (ioredis backoff, then `revive`). */
+  #dropSockets(): void {
+    for (const connection of this.#connections) {
+      if (connection.status !== 'ready' && connection.status !== 'connect') continue
+      this.#stats.socketsDropped++
+      breakSocket(connection)
+    }
+  }
+
+  /** Close this socket and connect again at once (not after the reconnect backoff). */
+  #restart(connection: Redis): void {
+    this.#stats.socketsDropped++
+    connection.once('reconnecting', () => {
+      if (this.#closing !== null || connection.status !== 'reconnecting') return
+      this.#stats.reconnectKicks++
+      connection.connect().catch((error: unknown) => this.#onError(error))
+    })
+    breakSocket(connection)
+  }
+
+  /**
+   * Redis answers again (the component's recovery step): every connection not ready now
+   * connects at once. One still waiting for its ready check was opened during the outage —
+   * its handshake may have been swallowed by the partition — so it starts over.
+   */
+  revive(): void {
+    if (this.#closing !== null) return
+    for (const connection of this.#connections) {
+      if (connection.status === 'connect') this.#restart(connection)
+    }
+    this.#kick()
   }
 
   #kick(): void {
@@ -243,7 +299,7 @@ export class TaskWorker implements WorkerHandle {
   }
 
   async #close(timeoutMs: number): Promise<void> {
-    this.#upListener.dispose()
+    for (const listener of this.#listeners) listener.dispose()
     try {
       // Never BullMQ's graceful close: it waits for each connection's 'end', which never
       // comes for one that is reconnecting, and then leaves its lock timers running. Instead:
@@ -295,6 +351,17 @@ export class TaskWorker implements WorkerHandle {
       ...this.#stats,
     }
   }
+}
+
+/**
+ * Destroy the socket under a connection, leaving the connection to reconnect by itself:
+ * pending commands are re-sent on the new socket. (`dropConnection` also ends the connection;
+ * ioredis' `disconnect(true)` half-closes and waits for the server's FIN, which a partitioned
+ * server never sends.)
+ */
+function breakSocket(connection: Redis): void {
+  const stream = (connection as { stream?: { destroy(): void } }).stream
+  stream?.destroy()
 }
 
 /** 'done' if the promise settles within `ms`, else 'expired' (it is not cancelled). */
