@@ -94,6 +94,30 @@ describe('inline fallback', () => {
     assert.equal(tasks.status().counts.replayed, 1)
   })
 
+  test('an enqueue slower than enqueueTimeoutMs is spooled, then handed over while Redis stays up', async (t) => {
+    const server = await startRedis(t)
+    const proxy = await startProxy(t, server)
+    const { failsoft, tasks } = await makeTasks(t, proxy.urlFor(server), { enqueueTimeoutMs: 50 })
+    const runs: string[] = []
+    const job = tasks.define('job', (_args: null, ctx) => {
+      runs.push(ctx.id)
+    })
+    tasks.work()
+    proxy.latency(40) // 80 ms round trips: under the monitor's deadline, over the enqueue's
+    const { value, ms } = await timed(() => job.dispatch(null))
+    assert.equal(value.mode, 'spooled', 'unanswered within 50 ms: may still land')
+    assert.ok(ms < 200, `took ${ms.toFixed(0)} ms`)
+    assert.equal(failsoft.health.state, 'up')
+    await waitFor(() => runs.includes(value.id) && tasks.status().spoolDepth === 0, {
+      timeoutMs: 5000,
+      message: 'handed over and run',
+    })
+    proxy.pass()
+    await sleep(500)
+    assert.deepEqual(runs, [value.id], 'the add landed and the replay re-added it: one run')
+    assert.equal(tasks.status().counts.replayed, 1)
+  })
+
   test('cold start with Redis not running: dispatch runs inline at once, even before ready()', async (t) => {
     const port = await freePort()
     const failsoft = createFailsoft({
