@@ -47,13 +47,30 @@ export interface TaskCounts {
   rejected: number
   /** Enqueues sent without an answer (then spooled under the same id). */
   ambiguous: number
-  /** Spooled jobs Redis refused on replay (logged with their id, not retried). */
+  /**
+   * Spooled jobs Redis refused for good on replay (an error about that job, not about Redis:
+   * logged at ERROR with their id, not retried).
+   */
   replayRefused: number
+  /**
+   * Rounds of recovery writes (markers, schedulers, spool replay) stopped because Redis
+   * refused writes for now (OOM at maxmemory…): nothing is skipped, they are retried.
+   */
+  writesDeferred: number
   localPeriodicRuns: number
 }
 
 /** Replay budget per recovery round: the monitor runs another round while work remains. */
 const REPLAY_BUDGET_MS = 1500
+/** Retry of recovery writes Redis refused for now (OOM…): first delay, doubling up to the cap. */
+const REFUSED_RETRY_MS = 250
+const REFUSED_RETRY_MAX_MS = 2000
+/**
+ * Reply errors that concern Redis, not the job: it cannot take writes for now (memory full at
+ * `maxmemory` with `noeviction`, a busy script, loading, a read-only or cut-off replica…).
+ */
+const TRANSIENT_REPLY =
+  /^(OOM|BUSY|LOADING|TRYAGAIN|MASTERDOWN|READONLY|CLUSTERDOWN|NOREPLICAS|NOAUTH|WRONGPASS)\b/
 /** Idempotency keys run inline during one outage, remembered to skip repeats. */
 const MAX_KEYED = 100_000
 const LOG_EVERY_MS = 10_000
@@ -133,8 +150,11 @@ export class TaskQueue {
     rejected: 0,
     ambiguous: 0,
     replayRefused: 0,
+    writesDeferred: 0,
     localPeriodicRuns: 0,
   }
+  /** Redis refuses writes for now (OOM…): the recovery writes left wait for a retry while up. */
+  #refusal: { readonly since: number; attempt: number; error: Error } | null = null
   #errors = 0
   #markersLost = 0
   #draining: Promise<void> | null = null
@@ -203,6 +223,8 @@ export class TaskQueue {
         this.#monitor.on('up', () => {
           this.#schedules.stopLocal()
           this.#keyed.clear()
+          // The recovery step left writes Redis refused for now: retry them while up.
+          if (this.#refusal !== null) this.#drainSoon(this.#refusalDelay())
         }),
       )
       if (this.#monitor.state === 'down') this.#schedules.startLocal()
@@ -631,33 +653,97 @@ export class TaskQueue {
     for (const worker of this.#workers) worker.revive()
     const deadline = Date.now() + REPLAY_BUDGET_MS
     await producer.prepare(REPLAY_BUDGET_MS)
-    await this.#writeMarkers(ctx.run)
     if (ctx.reset) this.#schedules.invalidate()
-    await this.#schedules.sync(
-      (entry) => this.#upsertSchedule(entry, ctx.run),
-      (id) => this.#removeSchedule(id, ctx.run),
-    )
-    await this.#replay(ctx.run, deadline, ctx.signal)
+    await this.#catchUp(ctx.run, deadline, ctx.signal)
   }
 
   #needsRecovery(): boolean {
     if (this.#closed || this.#producer === null) return false
+    // Redis refuses writes for now (OOM…): that is no reason to keep every component on its
+    // fallback; the writes left are retried while up.
+    if (this.#refusal !== null) return false
+    return this.#hasWork()
+  }
+
+  #hasWork(): boolean {
     return (
       // hasWork(): this process's spool, or journals of dead processes not yet looked at.
       this.#markers.size > 0 || this.#schedules.needsSync() || (this.#journal?.hasWork() ?? false)
     )
   }
 
+  /**
+   * The writes Redis must get back, in this order: "done" markers, schedulers, the spool.
+   * A refusal for now (OOM…) stops them where they are — nothing is skipped, the spool's
+   * cursor stays on the refused job — and they are retried while Redis is up.
+   */
+  async #catchUp(
+    run: <T>(fn: (redis: import('ioredis').Redis) => Promise<T>) => Promise<T>,
+    deadline: number,
+    signal: AbortSignal | undefined,
+  ): Promise<void> {
+    try {
+      await this.#writeMarkers(run)
+      await this.#schedules.sync(
+        (entry) => this.#upsertSchedule(entry, run),
+        (id) => this.#removeSchedule(id, run),
+      )
+      await this.#replay(run, deadline, signal)
+    } catch (error) {
+      // LOADING, BUSY, READONLY…: Redis cannot serve at all — the monitor must know (the
+      // recovery step fails and is retried; while up, the state goes down).
+      if (isConnectivityError(error)) this.#monitor.reportFailure(error)
+      if (!isRefusedForNow(error) || isConnectivityError(error)) throw error
+      // OOM: Redis serves reads, and keeps refusing writes until memory is freed.
+      this.#counts.writesDeferred++
+      const first = this.#refusal === null
+      if (first) this.#refusal = { since: Date.now(), attempt: 0, error: asError(error) }
+      else if (this.#refusal !== null) this.#refusal.error = asError(error)
+      this.#logOnce(
+        'refused',
+        'warn',
+        {
+          err: loggableError(error),
+          spooled: this.#journal?.pending ?? 0,
+          markers: this.#markers.size,
+          retryMaxMs: REFUSED_RETRY_MAX_MS,
+        },
+        'Redis refuses writes for now: spooled tasks stay in the spool and are retried',
+      )
+      return
+    }
+    if (this.#refusal !== null) {
+      this.#logger.info(
+        { refusedForMs: Date.now() - this.#refusal.since, retries: this.#refusal.attempt },
+        'Redis accepts writes again: spooled tasks handed over',
+      )
+      this.#refusal = null
+    }
+  }
+
+  #refusalDelay(): number {
+    const attempt = this.#refusal === null ? 0 : this.#refusal.attempt++
+    return Math.min(REFUSED_RETRY_MAX_MS, REFUSED_RETRY_MS * 2 ** Math.min(attempt, 10))
+  }
+
   async #writeMarkers(run: <T>(fn: (redis: Redis) => Promise<T>) => Promise<T>): Promise<void> {
     if (this.#markers.size === 0) return
     const ids = [...this.#markers]
     const ttl = this.options.doneTtlMs
-    await run((redis) => {
+    const results = await run((redis) => {
       const pipeline = redis.pipeline()
       for (const id of ids) pipeline.set(this.#donePrefix + id, '1', 'PX', ttl)
       return pipeline.exec()
     })
-    for (const id of ids) this.#markers.delete(id)
+    // A pipeline resolves with one [error, reply] per command: a marker refused (OOM…) stays
+    // to be written, and the replay waits for it.
+    let refused: unknown = null
+    ids.forEach((id, i) => {
+      const error = results?.[i]?.[0]
+      if (error === null || error === undefined) this.#markers.delete(id)
+      else refused ??= error
+    })
+    if (refused !== null) throw refused
   }
 
   async #replay(
@@ -673,7 +759,6 @@ export class TaskQueue {
       deadline,
       signal,
     })
-    this.#counts.replayed += outcome.replayed
     if (outcome.corrupt > 0) {
       this.#logger.error(
         { corrupt: outcome.corrupt },
@@ -689,8 +774,10 @@ export class TaskQueue {
   }
 
   /**
-   * One replay batch, in order. A job Redis refuses (not a connectivity failure) is logged
-   * and skipped, so that one bad record cannot keep every component on its fallback.
+   * One replay batch, in order. Any failure about Redis — the connection, or a refusal for
+   * now such as OOM — rejects, which leaves the batch in the spool (its cursor does not move)
+   * for a later try. Only a job Redis refuses for a reason of its own is logged at ERROR and
+   * skipped, so that one bad record cannot keep the spool stuck for ever.
    */
   async #handOver(
     batch: readonly SpooledJob[],
@@ -702,15 +789,19 @@ export class TaskQueue {
     const jobs = batch.map((job) => this.#replayJob(job))
     try {
       await producer.addBatch(jobs, run, timeoutMs)
+      this.#counts.replayed += jobs.length
       return
     } catch (error) {
-      if (isConnectivityError(error) && !isReply(error)) throw error
+      if (!this.#refusedForGood(error)) throw error
     }
+    // Some job of the batch is refused: find it, one by one (re-adding the ones before it
+    // is harmless, BullMQ ignores a job id it already has).
     for (const job of jobs) {
       try {
         await producer.addBatch([job], run, timeoutMs)
+        this.#counts.replayed++
       } catch (error) {
-        if (isConnectivityError(error) && !isReply(error)) throw error
+        if (!this.#refusedForGood(error)) throw error
         this.#counts.replayRefused++
         this.#logger.error(
           { err: loggableError(error), id: job.id, task: job.name },
@@ -718,6 +809,16 @@ export class TaskQueue {
         )
       }
     }
+  }
+
+  /** True for an error about this job; about Redis (reported to the monitor if it must know), false. */
+  #refusedForGood(error: unknown): boolean {
+    if (isRefusedForNow(error)) return false
+    if (isReply(error)) return true
+    // A BullMQ script status (negative code): Redis ran the script and it refused the job.
+    const code = (error as { code?: unknown } | null)?.code
+    if (typeof code === 'number' && code < 0) return true
+    return false
   }
 
   #replayJob(job: SpooledJob): OutgoingJob {
@@ -730,21 +831,31 @@ export class TaskQueue {
     }
   }
 
-  /** Hand the spool over in the background while Redis is up (ambiguous enqueues, late start). */
-  #drainSoon(): void {
+  /**
+   * Hand the spool over in the background while Redis is up (ambiguous enqueues, a late
+   * start, tasks spooled because Redis refused them), and retry the recovery writes Redis
+   * refused for now (OOM…) with a backoff of at most REFUSED_RETRY_MAX_MS.
+   */
+  #drainSoon(delayMs = 50): void {
     if (this.#draining !== null || this.#closed || this.#journal === null) return
     this.#draining = (async () => {
       // Let a burst of ambiguous enqueues land in the spool first.
-      await new Promise((resolve) => setTimeout(resolve, 50).unref())
-      while (!this.#closed && this.#monitor.available && (this.#journal?.hasWork() ?? false)) {
+      await pause(delayMs, this.#closeController.signal)
+      const run = <T>(fn: (redis: import('ioredis').Redis) => Promise<T>): Promise<T> =>
+        this.#monitor.run(fn)
+      if (!this.#hasWork()) this.#refusal = null
+      while (!this.#closed && this.#monitor.available && this.#hasWork()) {
         await this.#producer?.prepare(REPLAY_BUDGET_MS)
-        await this.#writeMarkers((fn) => this.#monitor.run(fn))
-        await this.#replay((fn) => this.#monitor.run(fn), Date.now() + REPLAY_BUDGET_MS, undefined)
+        await this.#catchUp(run, Date.now() + REPLAY_BUDGET_MS, undefined)
+        if (this.#refusal !== null) break
       }
     })()
       .catch((error: unknown) => this.#onError(error, 'spool drain'))
       .finally(() => {
         this.#draining = null
+        if (this.#refusal !== null && !this.#closed && this.#monitor.available) {
+          this.#drainSoon(this.#refusalDelay())
+        }
       })
   }
 
@@ -862,4 +973,24 @@ function workOption(
 
 function isReply(error: unknown): boolean {
   return error instanceof Error && error.name === 'ReplyError'
+}
+
+/** Redis answered that it cannot take this write now (OOM, BUSY, LOADING…): retry it later. */
+function isRefusedForNow(error: unknown): boolean {
+  return isReply(error) && TRANSIENT_REPLY.test((error as Error).message)
+}
+
+/** A timer that does not keep the process alive and ends early on `signal`. */
+function pause(ms: number, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.resolve()
+  return new Promise((resolve) => {
+    const done = (): void => {
+      clearTimeout(timer)
+      signal.removeEventListener('abort', done)
+      resolve()
+    }
+    const timer = setTimeout(done, ms)
+    timer.unref()
+    signal.addEventListener('abort', done, { once: true })
+  })
 }
