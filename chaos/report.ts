@@ -73,6 +73,15 @@ export interface PhaseRow {
   http: {
     count: number
     failed: number
+    /** Each failed request, so a failure can be diagnosed (status 0: network error or timeout). */
+    failures: Array<{
+      t: number
+      app: string
+      op: string
+      status: number
+      ms: number
+      error?: string
+    }>
     p50: number | null
     p99: number | null
     /** Fault phases: requests started after every process that went down had detected it, until heal. */
@@ -354,6 +363,14 @@ export function buildReport(input: RunInput): ChaosReport {
       http: {
         count: http.length,
         failed: http.filter(failed).length,
+        failures: http.filter(failed).map((s) => ({
+          t: s.t,
+          app: s.app,
+          op: s.op,
+          status: s.status,
+          ms: s.ms,
+          ...(s.error !== undefined && { error: s.error }),
+        })),
         p50: round(
           percentile(
             http.map((s) => s.ms),
@@ -430,7 +447,13 @@ export function buildReport(input: RunInput): ChaosReport {
   const httpTotal = sum((r) => r.http.count)
   const failedWhere = measured
     .filter((r) => r.http.failed > 0)
-    .map((r) => `${r.phase}: ${r.http.failed}`)
+    .map(
+      (r) =>
+        `${r.phase}: ${r.http.failed} — ${r.http.failures
+          .slice(0, 3)
+          .map((f) => `${f.app} ${f.op} → ${f.status}${f.error ? ` (${f.error})` : ''}`)
+          .join('; ')}`,
+    )
   target(
     '0 failed HTTP requests',
     httpFailed === 0,
