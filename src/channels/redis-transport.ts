@@ -1,5 +1,6 @@
 import type { Redis } from 'ioredis'
-import { RedisTimeoutError, RedisUnavailableError } from '../errors.js'
+import { withDeadline } from '../util/async.js'
+import { RedisUnavailableError } from '../errors.js'
 import type { HealthMonitor, RecoveryContext } from '../health/monitor.js'
 
 /**
@@ -278,40 +279,4 @@ export class RedisTransport {
 function asConnectivityError(error: unknown): Error {
   if (error instanceof Error && error.name !== 'ReplyError') return error
   return new RedisUnavailableError('a subscriber command failed', { cause: error })
-}
-
-function withDeadline<T>(
-  promise: Promise<T>,
-  timeoutMs: number,
-  what: string,
-  signal?: AbortSignal,
-): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => {
-      clearTimeout(timer)
-      reject(new RedisUnavailableError(`recovery abandoned during ${what}`))
-    }
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort)
-      reject(new RedisTimeoutError(timeoutMs, { details: { source: what } }))
-    }, timeoutMs)
-    if (signal?.aborted) {
-      onAbort()
-      promise.catch(() => undefined) // abandoned; its outcome no longer matters
-      return
-    }
-    signal?.addEventListener('abort', onAbort, { once: true })
-    promise.then(
-      (value) => {
-        clearTimeout(timer)
-        signal?.removeEventListener('abort', onAbort)
-        resolve(value)
-      },
-      (error: unknown) => {
-        clearTimeout(timer)
-        signal?.removeEventListener('abort', onAbort)
-        reject(error)
-      },
-    )
-  })
 }

@@ -9,6 +9,7 @@ import {
   type ConnectionRole,
 } from '../redis/connection.js'
 import type { RedisTarget } from '../redis/target.js'
+import { asError, withDeadline } from '../util/async.js'
 import { TypedEvents, type Disposable } from './events.js'
 import type { HealthTimings } from './timings.js'
 
@@ -814,32 +815,9 @@ class RecoveryStepError extends Error {
   }
 }
 
-function asError(error: unknown): Error {
-  return error instanceof Error ? error : new Error(String(error))
-}
-
 function unref<T extends NodeJS.Timeout>(timer: T): T {
   timer.unref()
   return timer
-}
-
-function withDeadline<T>(promise: Promise<T>, timeoutMs: number, what: string): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(
-      () => reject(new RedisTimeoutError(timeoutMs, { details: { source: what } })),
-      timeoutMs,
-    )
-    promise.then(
-      (value) => {
-        clearTimeout(timer)
-        resolve(value)
-      },
-      (error: unknown) => {
-        clearTimeout(timer)
-        reject(error)
-      },
-    )
-  })
 }
 
 async function readRunId(connection: Redis): Promise<string | null> {

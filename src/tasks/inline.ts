@@ -1,3 +1,4 @@
+import { asError } from '../util/async.js'
 import { TaskTimeoutError } from '../errors.js'
 import { backoffDelay } from './options.js'
 import type { TaskContext, TaskDefinition } from './task.js'
@@ -120,8 +121,4 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
     const timer = setTimeout(done, ms)
     signal?.addEventListener('abort', done, { once: true })
   })
-}
-
-export function asError(error: unknown): Error {
-  return error instanceof Error ? error : new Error(String(error))
 }

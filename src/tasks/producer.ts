@@ -1,3 +1,4 @@
+import { asError, withDeadline } from '../util/async.js'
 import { Queue, type JobsOptions } from 'bullmq'
 import type { Redis } from 'ioredis'
 import { RedisTimeoutError, RedisUnavailableError } from '../errors.js'
@@ -333,27 +334,4 @@ function isRefusal(error: unknown): boolean {
   if (error.name === 'ReplyError') return true
   const code = (error as { code?: unknown }).code
   return typeof code === 'number' && code < 0
-}
-
-function asError(error: unknown): Error {
-  return error instanceof Error ? error : new Error(String(error))
-}
-
-export function withDeadline<T>(promise: Promise<T>, timeoutMs: number, what: string): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(
-      () => reject(new RedisTimeoutError(timeoutMs, { details: { source: what } })),
-      timeoutMs,
-    )
-    promise.then(
-      (value) => {
-        clearTimeout(timer)
-        resolve(value)
-      },
-      (error: unknown) => {
-        clearTimeout(timer)
-        reject(error)
-      },
-    )
-  })
 }

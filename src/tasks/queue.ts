@@ -1,3 +1,4 @@
+import { LogLimiter } from '../util/log-limiter.js'
 import { ClosedError, InlineBusyError, UnknownTaskError, invalidOption } from '../errors.js'
 import type { Redis } from 'ioredis'
 import type { FailsoftContext } from '../failsoft.js'
@@ -6,7 +7,8 @@ import type { ComponentHandle, HealthMonitor, RecoveryContext } from '../health/
 import { loggableError, type Logger } from '../logger.js'
 import { isConnectivityError } from '../redis/connection.js'
 import { safeJsonParse } from '../util/json.js'
-import { asError, InlineLimiter, runWithRetries, type RunOutcome } from './inline.js'
+import { asError } from '../util/async.js'
+import { InlineLimiter, runWithRetries, type RunOutcome } from './inline.js'
 import {
   NAME,
   resolveTaskOptions,
@@ -137,7 +139,7 @@ export class TaskQueue {
   /** Ids run inline whose "done" marker must reach Redis before any replay. */
   readonly #markers = new Set<string>()
   readonly #deferred = new Set<NodeJS.Timeout>()
-  readonly #lastLog = new Map<string, number>()
+  readonly #logLimiter: LogLimiter
   readonly #counts: TaskCounts = {
     queued: 0,
     inlineOk: 0,
@@ -206,6 +208,7 @@ export class TaskQueue {
       close: () => this.close(),
     })
     this.#logger = this.#handle.logger
+    this.#logLimiter = new LogLimiter(this.#logger, LOG_EVERY_MS)
     this.#schedules = new Schedules({
       logger: this.#logger,
       runLocal: (entry) => this.#runLocalPeriodic(entry),
@@ -901,17 +904,14 @@ export class TaskQueue {
     )
   }
 
-  /** Rate-limited log: one line per kind per 10 s. */
+  /** Rate-limited log: one line per kind per LOG_EVERY_MS. */
   #logOnce(
     kind: string,
     level: 'warn' | 'error',
     fields: Record<string, unknown>,
     message: string,
   ): void {
-    const now = Date.now()
-    if (now - (this.#lastLog.get(kind) ?? 0) < LOG_EVERY_MS) return
-    this.#lastLog.set(kind, now)
-    this.#logger[level](fields, message)
+    this.#logLimiter.log(kind, level, fields, message)
   }
 }
 

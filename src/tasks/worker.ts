@@ -1,3 +1,4 @@
+import { LogLimiter } from '../util/log-limiter.js'
 import { UnrecoverableError, WaitingError, Worker, type Job } from 'bullmq'
 import type { Redis, RedisOptions } from 'ioredis'
 import type { Disposable } from '../health/events.js'
@@ -65,7 +66,7 @@ export class TaskWorker implements WorkerHandle {
   readonly #worker: Worker
   readonly #connections = new Set<Redis>()
   readonly #listeners: Disposable[]
-  readonly #lastLog = new Map<string, number>()
+  readonly #logLimiter: LogLimiter
   /** Jobs whose handler is running here. */
   readonly #running = new Set<string>()
   /** Jobs whose handler finished, not yet reported completed or failed by BullMQ. */
@@ -84,6 +85,7 @@ export class TaskWorker implements WorkerHandle {
 
   constructor(deps: WorkerDeps) {
     this.#deps = deps
+    this.#logLimiter = new LogLimiter(this.#deps.logger, LOG_EVERY_MS)
     const template = deps.monitor.createConnection('blocking', deps.connectionName)
     // BullMQ runs the worker's commands on this connection and duplicates it for the blocking
     // fetch. Both must be connecting before BullMQ looks at them: BullMQ waits patiently for
@@ -280,17 +282,14 @@ export class TaskWorker implements WorkerHandle {
     this.#logOnce('error', 'warn', { err: loggableError(error) }, 'task worker error')
   }
 
+  /** Rate-limited log: one line per kind per LOG_EVERY_MS. */
   #logOnce(
     kind: string,
     level: 'warn' | 'error',
     fields: Record<string, unknown>,
     message: string,
   ): void {
-    const now = Date.now()
-    const last = this.#lastLog.get(kind) ?? 0
-    if (now - last < LOG_EVERY_MS) return
-    this.#lastLog.set(kind, now)
-    this.#deps.logger[level](fields, message)
+    this.#logLimiter.log(kind, level, fields, message)
   }
 
   close(options: { timeoutMs?: number } = {}): Promise<void> {
