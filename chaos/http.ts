@@ -26,12 +26,33 @@ export class HttpClient {
     this.#timeoutMs = options.timeoutMs ?? 10_000
   }
 
-  request(method: string, path: string, json?: unknown): Promise<HttpAnswer> {
+  /**
+   * A keep-alive socket the server closes (its keepAliveTimeout) just as a request is written
+   * fails with ECONNRESET. Node's documentation recommends retrying an idempotent request once
+   * when that happens on a reused socket, as browsers and undici do; the retry is counted in
+   * `retries` and its time is included in the answer's `ms`.
+   */
+  async request(method: string, path: string, json?: unknown): Promise<HttpAnswer> {
     const started = performance.now()
+    const first = await this.#once(method, path, json, started)
+    if (first.reusedSocketReset !== true || (method !== 'GET' && method !== 'HEAD')) return first
+    this.retries++
+    return this.#once(method, path, json, started)
+  }
+
+  /** Requests retried after a reused keep-alive socket was reset (see request). */
+  retries = 0
+
+  #once(
+    method: string,
+    path: string,
+    json: unknown,
+    started: number,
+  ): Promise<HttpAnswer & { reusedSocketReset?: boolean }> {
     const payload = json === undefined ? undefined : Buffer.from(JSON.stringify(json))
     return new Promise((resolve) => {
       let settled = false
-      const done = (answer: Omit<HttpAnswer, 'ms'>): void => {
+      const done = (answer: Omit<HttpAnswer, 'ms'> & { reusedSocketReset?: boolean }): void => {
         if (settled) return
         settled = true
         resolve({ ...answer, ms: performance.now() - started })
@@ -75,7 +96,15 @@ export class HttpClient {
       req.on('timeout', () => {
         req.destroy(new Error(`timeout after ${this.#timeoutMs} ms`))
       })
-      req.on('error', (error) => done({ status: 0, body: null, headers: {}, error: error.message }))
+      req.on('error', (error: NodeJS.ErrnoException) =>
+        done({
+          status: 0,
+          body: null,
+          headers: {},
+          error: error.message,
+          ...(req.reusedSocket && error.code === 'ECONNRESET' && { reusedSocketReset: true }),
+        }),
+      )
       req.end(payload)
     })
   }
