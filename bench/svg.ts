@@ -36,12 +36,21 @@ function fmt(value: number): string {
 }
 
 /** A dependency-free SVG scatter/line chart: enough for latency-over-time during a fault. */
-export function renderChart(chart: Chart): string {
+export function renderChart(input: Chart): string {
+  // A sample taken before its reference time is known (NaN) must not poison the axes.
+  const chart: Chart = {
+    ...input,
+    series: input.series.map((s) => ({
+      ...s,
+      points: s.points.filter(([px, py]) => Number.isFinite(px) && Number.isFinite(py)),
+    })),
+  }
   const points = chart.series.flatMap((s) => s.points)
   const xs = points.map((p) => p[0])
   const ys = points.map((p) => p[1]).filter((y) => !chart.logY || y > 0)
-  const xMin = Math.min(...xs, ...(chart.bands ?? []).map((b) => b.from))
-  const xMax = Math.max(...xs, ...(chart.bands ?? []).map((b) => b.to))
+  const bandEdges = (chart.bands ?? []).flatMap((b) => [b.from, b.to])
+  const xMin = [...xs, ...bandEdges].reduce((a, b) => Math.min(a, b), Infinity)
+  const xMax = [...xs, ...bandEdges].reduce((a, b) => Math.max(a, b), -Infinity)
   const plotW = W - M.left - M.right
   const plotH = H - M.top - M.bottom
   const x = (v: number): number => M.left + ((v - xMin) / (xMax - xMin || 1)) * plotW
@@ -49,12 +58,19 @@ export function renderChart(chart: Chart): string {
   let y: (v: number) => number
   let yTicks: number[]
   if (chart.logY) {
-    const lo = Math.floor(Math.log10(Math.max(Math.min(...ys), 1e-3)))
-    const hi = Math.ceil(Math.log10(Math.max(...ys, 1e-3)))
+    const lo = Math.floor(
+      Math.log10(
+        Math.max(
+          ys.reduce((a, b) => Math.min(a, b), Infinity),
+          1e-3,
+        ),
+      ),
+    )
+    const hi = Math.ceil(Math.log10(ys.reduce((a, b) => Math.max(a, b), 1e-3)))
     y = (v) => M.top + plotH - ((Math.log10(Math.max(v, 10 ** lo)) - lo) / (hi - lo || 1)) * plotH
     yTicks = Array.from({ length: hi - lo + 1 }, (_, i) => 10 ** (lo + i))
   } else {
-    const yMax = Math.max(...ys, 0)
+    const yMax = ys.reduce((a, b) => Math.max(a, b), 0)
     y = (v) => M.top + plotH - (v / (yMax || 1)) * plotH
     yTicks = niceTicks(0, yMax, 5)
   }
