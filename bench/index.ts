@@ -18,6 +18,8 @@ const resultsDir = `${root}bench/results`
 
 const args = process.argv.slice(2)
 const quick = args.includes('--quick')
+/** `--render-only`: re-render BENCHMARKS.md and the charts from latest.json, measuring nothing. */
+const renderOnly = args.includes('--render-only')
 const runsIndex = args.indexOf('--runs')
 const runs = runsIndex >= 0 ? Number(args[runsIndex + 1]) : quick ? 1 : 3
 const named = args.filter((a, i) => !a.startsWith('--') && args[i - 1] !== '--runs')
@@ -89,11 +91,15 @@ async function main(): Promise<void> {
   const latestPath = `${resultsDir}/latest.json`
   // Suites run one at a time: a partial run (`npm run bench -- cache`) keeps the other suites'
   // last results, so BENCHMARKS.md always shows every suite.
-  const previous: Record<string, SuiteReport> = existsSync(latestPath)
-    ? ((JSON.parse(readFileSync(latestPath, 'utf8')) as { suites?: Record<string, SuiteReport> })
-        .suites ?? {})
+  const stored = existsSync(latestPath)
+    ? (JSON.parse(readFileSync(latestPath, 'utf8')) as {
+        at?: string
+        machine?: Record<string, string>
+        suites?: Record<string, SuiteReport>
+      })
     : {}
-  for (const name of selected) {
+  const previous: Record<string, SuiteReport> = stored.suites ?? {}
+  for (const name of renderOnly ? [] : selected) {
     console.error(`suite ${name}`)
     const suiteStarted = Date.now()
     const module = (await import(`./suites/${name}.js`)) as { default: Suite }
@@ -102,12 +108,14 @@ async function main(): Promise<void> {
     previous[name] = report
     console.error(`suite ${name} done in ${((Date.now() - suiteStarted) / 1000).toFixed(0)} s`)
   }
-  const env = machine()
-  const at = new Date().toISOString()
-  writeFileSync(
-    latestPath,
-    `${JSON.stringify({ at, machine: env, runs, quick, suites: previous }, null, 2)}\n`,
-  )
+  const env = renderOnly && stored.machine ? stored.machine : machine()
+  const at = renderOnly && stored.at ? stored.at : new Date().toISOString()
+  if (!renderOnly) {
+    writeFileSync(
+      latestPath,
+      `${JSON.stringify({ at, machine: env, runs, quick, suites: previous }, null, 2)}\n`,
+    )
+  }
 
   const ordered = ALL.map((name) => previous[name]).filter((r): r is SuiteReport => r !== undefined)
   const md: string[] = [

@@ -1,8 +1,8 @@
 import type { Chart } from './report.js'
 
-const W = 760
+const W = 900
 const H = 360
-const M = { left: 70, right: 170, top: 40, bottom: 50 }
+const M = { left: 70, right: 280, top: 40, bottom: 50 }
 const COLORS = [
   '#1f77b4',
   '#d62728',
