@@ -1,13 +1,14 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { dirname, resolve } from 'node:path'
-import { fileURLToPath, pathToFileURL } from 'node:url'
+import { fileURLToPath } from 'node:url'
 import type { ChannelWebSocketServer, WorkerHandle } from 'failsoft'
 import type { Logger } from 'pino'
 import { contentRoutes } from './api/content-views.js'
 import { impactRoutes } from './api/impact-views.js'
 import { projectRoutes } from './api/projects.js'
-import { ConfigError, loadConfig, type AppConfig } from './config.js'
+import { runAsMain } from './cli.js'
+import { loadConfig, type AppConfig } from './config.js'
 import { chatAndPollConsumer, originVerifier, pollRoutes } from './consumers.js'
 import { Router, sendJson, sendText, staticFiles } from './http.js'
 import { createMetrics } from './metrics.js'
@@ -226,36 +227,4 @@ export async function startApp(options: StartOptions = {}): Promise<RunningApp> 
   }
 }
 
-async function main(): Promise<void> {
-  let app: RunningApp
-  try {
-    app = await startApp()
-  } catch (error) {
-    if (error instanceof ConfigError) {
-      process.stderr.write(`configuration error: ${error.message}\n`)
-      process.exit(1)
-    }
-    throw error
-  }
-  const stop = (signal: string): void => {
-    app.services.logger.info({ signal }, 'shutting down')
-    const force = setTimeout(() => process.exit(1), 10_000)
-    force.unref()
-    app.close().then(
-      () => process.exit(0),
-      (error: unknown) => {
-        app.services.logger.error({ err: error }, 'shutdown failed')
-        process.exit(1)
-      },
-    )
-  }
-  process.once('SIGINT', () => stop('SIGINT'))
-  process.once('SIGTERM', () => stop('SIGTERM'))
-}
-
-if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  main().catch((error: unknown) => {
-    process.stderr.write(`the reference app could not start: ${String(error)}\n`)
-    process.exit(1)
-  })
-}
+runAsMain(import.meta.url, 'the reference app', () => startApp())

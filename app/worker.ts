@@ -1,6 +1,5 @@
-import { pathToFileURL } from 'node:url'
 import type { WorkerHandle } from 'failsoft'
-import { ConfigError } from './config.js'
+import { runAsMain } from './cli.js'
 import { resolveConfig, type StartOptions } from './main.js'
 import { createLogger, createServices, defaultProcessName, type Services } from './services.js'
 
@@ -53,36 +52,4 @@ export async function startWorker(
   }
 }
 
-async function main(): Promise<void> {
-  let running: RunningWorker
-  try {
-    running = await startWorker()
-  } catch (error) {
-    if (error instanceof ConfigError) {
-      process.stderr.write(`configuration error: ${error.message}\n`)
-      process.exit(1)
-    }
-    throw error
-  }
-  const stop = (signal: string): void => {
-    running.services.logger.info({ signal }, 'shutting down')
-    const force = setTimeout(() => process.exit(1), 10_000)
-    force.unref()
-    running.close().then(
-      () => process.exit(0),
-      (error: unknown) => {
-        running.services.logger.error({ err: error }, 'shutdown failed')
-        process.exit(1)
-      },
-    )
-  }
-  process.once('SIGINT', () => stop('SIGINT'))
-  process.once('SIGTERM', () => stop('SIGTERM'))
-}
-
-if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  main().catch((error: unknown) => {
-    process.stderr.write(`the task worker could not start: ${String(error)}\n`)
-    process.exit(1)
-  })
-}
+runAsMain(import.meta.url, 'the task worker', () => startWorker())
