@@ -63,3 +63,38 @@ export function ratio(ours: number, theirs: number): string {
   if (!Number.isFinite(ours) || !Number.isFinite(theirs) || theirs === 0) return 'n/a'
   return `${(ours / theirs).toFixed(2)}x`
 }
+
+export interface Throughput {
+  opsPerSec: number
+  p50: number
+  p99: number
+}
+
+/**
+ * Run `op` from `concurrency` sequential loops for `windowMs`; `op` gets a running sequence
+ * number. Operations per second over the window, with p50/p99 latency in ms.
+ */
+export async function measureThroughput(
+  op: (seq: number) => Promise<unknown>,
+  concurrency: number,
+  windowMs: number,
+): Promise<Throughput> {
+  const latencies: number[] = []
+  const end = performance.now() + windowMs
+  let seq = 0
+  const loop = async (): Promise<void> => {
+    while (performance.now() < end) {
+      const start = performance.now()
+      await op(seq++)
+      latencies.push(performance.now() - start)
+    }
+  }
+  const started = performance.now()
+  await Promise.all(Array.from({ length: concurrency }, loop))
+  const elapsed = performance.now() - started
+  return {
+    opsPerSec: (latencies.length / elapsed) * 1000,
+    p50: percentile(latencies, 50),
+    p99: percentile(latencies, 99),
+  }
+}

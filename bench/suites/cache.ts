@@ -25,6 +25,8 @@ import {
   type Chart,
   type Suite,
   type Table,
+  measureThroughput,
+  type Throughput,
 } from '../report.js'
 
 // ── setups ─────────────────────────────────────────────────────────────────────────────────
@@ -184,38 +186,6 @@ const faultSetups: Array<[string, Factory]> = [
 const VALUE = { id: 1, name: 'project', body: 'x'.repeat(960) } // ~1 KB as JSON
 const KEYS = Array.from({ length: 100 }, (_, i) => `k${i}`)
 
-interface Measure {
-  opsPerSec: number
-  p50: number
-  p99: number
-}
-
-async function measure(
-  op: (key: string) => Promise<unknown>,
-  concurrency: number,
-  windowMs: number,
-): Promise<Measure> {
-  const latencies: number[] = []
-  const end = performance.now() + windowMs
-  let i = 0
-  const worker = async (): Promise<void> => {
-    while (performance.now() < end) {
-      const key = KEYS[i++ % KEYS.length]!
-      const start = performance.now()
-      await op(key)
-      latencies.push(performance.now() - start)
-    }
-  }
-  const started = performance.now()
-  await Promise.all(Array.from({ length: concurrency }, worker))
-  const elapsed = performance.now() - started
-  return {
-    opsPerSec: (latencies.length / elapsed) * 1000,
-    p50: percentile(latencies, 50),
-    p99: percentile(latencies, 99),
-  }
-}
-
 interface ThroughputRow {
   setup: string
   op: 'get' | 'set'
@@ -237,13 +207,15 @@ async function throughput(ctx: BenchContext): Promise<ThroughputRow[]> {
         for (const key of KEYS) await setup.get(key) // fills memory tiers
         for (const op of ['get', 'set'] as const) {
           for (const concurrency of [1, 64]) {
+            // Sequence number → one of the 100 keys, in turn.
             const fn =
               op === 'get'
-                ? (key: string) => setup.get(key)
-                : (key: string) => setup.set(key, VALUE)
-            await measure(fn, concurrency, Math.min(200, windowMs)) // warm-up
-            const runs: Measure[] = []
-            for (let r = 0; r < ctx.runs; r++) runs.push(await measure(fn, concurrency, windowMs))
+                ? (seq: number) => setup.get(KEYS[seq % KEYS.length]!)
+                : (seq: number) => setup.set(KEYS[seq % KEYS.length]!, VALUE)
+            await measureThroughput(fn, concurrency, Math.min(200, windowMs)) // warm-up
+            const runs: Throughput[] = []
+            for (let r = 0; r < ctx.runs; r++)
+              runs.push(await measureThroughput(fn, concurrency, windowMs))
             const row = {
               setup: name,
               op,

@@ -29,6 +29,8 @@ import {
   type Chart,
   type Suite,
   type Table,
+  measureThroughput,
+  type Throughput,
 } from '../report.js'
 
 // ── setups ─────────────────────────────────────────────────────────────────────────────────
@@ -186,37 +188,6 @@ const faultSetups: Array<[string, Factory]> = [
 
 // ── 1. throughput ──────────────────────────────────────────────────────────────────────────
 
-interface Measure {
-  opsPerSec: number
-  p50: number
-  p99: number
-}
-
-async function measure(
-  op: (seq: number) => Promise<unknown>,
-  concurrency: number,
-  windowMs: number,
-): Promise<Measure> {
-  const latencies: number[] = []
-  const end = performance.now() + windowMs
-  let seq = 0
-  const worker = async (): Promise<void> => {
-    while (performance.now() < end) {
-      const start = performance.now()
-      await op(seq++)
-      latencies.push(performance.now() - start)
-    }
-  }
-  const started = performance.now()
-  await Promise.all(Array.from({ length: concurrency }, worker))
-  const elapsed = performance.now() - started
-  return {
-    opsPerSec: (latencies.length / elapsed) * 1000,
-    p50: percentile(latencies, 50),
-    p99: percentile(latencies, 99),
-  }
-}
-
 interface ThroughputRow {
   setup: string
   concurrency: number
@@ -237,12 +208,13 @@ async function throughput(ctx: BenchContext, spoolDir: string): Promise<Throughp
     await sleep(300) // failsoft's first health decision
     try {
       for (const concurrency of [1, 50]) {
-        const runs = new Map<string, Measure[]>()
-        for (const setup of setups) await measure((s) => setup.dispatch(s), concurrency, 200)
+        const runs = new Map<string, Throughput[]>()
+        for (const setup of setups)
+          await measureThroughput((s) => setup.dispatch(s), concurrency, 200)
         // Twice ctx.runs, in ABBA order: the shared machine's noise hits both setups alike.
         for (let r = 0; r < ctx.runs * 2; r++) {
           for (const setup of r % 2 === 0 ? setups : [...setups].reverse()) {
-            const m = await measure((s) => setup.dispatch(s), concurrency, windowMs)
+            const m = await measureThroughput((s) => setup.dispatch(s), concurrency, windowMs)
             runs.set(setup.name, [...(runs.get(setup.name) ?? []), m])
           }
         }
