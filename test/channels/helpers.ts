@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto'
 import {
   createFailsoft,
   type ChannelLayer,
@@ -8,18 +7,8 @@ import {
 } from '../../src/index.js'
 import type { AfterHook } from '../support/fault-kit.js'
 
-/** Fast detection for tests: a killed Redis is noticed at once, a frozen one within ~150 ms. */
-export const FAST_HEALTH = {
-  probeIntervalMs: 50,
-  heartbeatIntervalMs: 50,
-  heartbeatTimeoutMs: 100,
-  commandTimeoutMs: 100,
-  connectTimeoutMs: 500,
-} as const
-
-export function uniquePrefix(): string {
-  return `t${randomUUID().slice(0, 8)}`
-}
+export { FAST_HEALTH, uniquePrefix } from '../support/failsoft.js'
+import { FAST_HEALTH, uniquePrefix } from '../support/failsoft.js'
 
 export interface LayerSetup {
   failsoft: Failsoft

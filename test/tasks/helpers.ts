@@ -1,5 +1,4 @@
 import { fork, type ChildProcess } from 'node:child_process'
-import { randomUUID } from 'node:crypto'
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -13,18 +12,8 @@ import {
 } from '../../src/index.js'
 import type { AfterHook } from '../support/fault-kit.js'
 
-/** Fast detection for tests: a killed Redis is noticed at once, a frozen one within ~150 ms. */
-export const FAST_HEALTH = {
-  probeIntervalMs: 50,
-  heartbeatIntervalMs: 50,
-  heartbeatTimeoutMs: 100,
-  commandTimeoutMs: 100,
-  connectTimeoutMs: 500,
-} as const
-
-export function uniquePrefix(): string {
-  return `t${randomUUID().slice(0, 8)}`
-}
+export { FAST_HEALTH, uniquePrefix } from '../support/failsoft.js'
+import { FAST_HEALTH, uniquePrefix } from '../support/failsoft.js'
 
 /** A temporary directory removed after the test. */
 export function tempDir(t: AfterHook): string {
