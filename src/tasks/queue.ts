@@ -446,7 +446,7 @@ export class TaskQueue {
         return { mode: 'queued', id: job.id }
       }
       if (outcome.kind === 'ambiguous') return this.#ambiguous(job, outcome.error)
-      this.#logOnce(
+      this.#logLimiter.log(
         'not-sent',
         'warn',
         { err: loggableError(outcome.error) },
@@ -471,7 +471,7 @@ export class TaskQueue {
   ): Promise<DispatchResult<unknown>> | DispatchResult<unknown> {
     this.#counts.ambiguous++
     this.#handle.recordFallback()
-    this.#logOnce(
+    this.#logLimiter.log(
       'ambiguous',
       'warn',
       { err: loggableError(error), id: job.id },
@@ -484,7 +484,7 @@ export class TaskQueue {
 
   #drop(job: PreparedJob): DispatchResult<unknown> {
     this.#counts.dropped++
-    this.#logOnce(
+    this.#logLimiter.log(
       'drop',
       'warn',
       { task: job.definition.name, dropped: this.#counts.dropped },
@@ -506,7 +506,7 @@ export class TaskQueue {
       })
     } catch (error) {
       this.#counts.rejected++
-      this.#logOnce(
+      this.#logLimiter.log(
         'spool',
         'error',
         { err: loggableError(error) },
@@ -555,7 +555,7 @@ export class TaskQueue {
     this.#counts.inlineFailed++
     // A failed run may be dispatched again with the same key.
     if (job.keyed) this.#keyed.delete(job.id)
-    this.#logOnce(
+    this.#logLimiter.log(
       `failed:${job.definition.name}`,
       'warn',
       { err: loggableError(outcome.error), task: job.definition.name, id: job.id },
@@ -575,7 +575,7 @@ export class TaskQueue {
       args,
       { id, name: definition.name, queue: this.name, mode },
       (late) =>
-        this.#logOnce(
+        this.#logLimiter.log(
           'late',
           'warn',
           { err: loggableError(late), task: definition.name },
@@ -611,7 +611,7 @@ export class TaskQueue {
       const outcome = await this.#run(entry.definition, slotId, entry.args, 'local')
       this.#counts.localPeriodicRuns++
       if (!outcome.ok) {
-        this.#logOnce(
+        this.#logLimiter.log(
           `failed:${entry.name}`,
           'warn',
           { err: loggableError(outcome.error), task: entry.name, schedule: entry.id },
@@ -702,7 +702,7 @@ export class TaskQueue {
       const first = this.#refusal === null
       if (first) this.#refusal = { since: Date.now(), attempt: 0, error: asError(error) }
       else if (this.#refusal !== null) this.#refusal.error = asError(error)
-      this.#logOnce(
+      this.#logLimiter.log(
         'refused',
         'warn',
         {
@@ -896,22 +896,12 @@ export class TaskQueue {
       this.#logger.debug({ err: loggableError(error), what }, 'task queue connection error')
       return
     }
-    this.#logOnce(
+    this.#logLimiter.log(
       `error:${what}`,
       'warn',
       { err: loggableError(error), what },
       `task queue error (${what})`,
     )
-  }
-
-  /** Rate-limited log: one line per kind per LOG_EVERY_MS. */
-  #logOnce(
-    kind: string,
-    level: 'warn' | 'error',
-    fields: Record<string, unknown>,
-    message: string,
-  ): void {
-    this.#logLimiter.log(kind, level, fields, message)
   }
 }
 

@@ -121,7 +121,7 @@ export class TaskWorker implements WorkerHandle {
     this.#worker.on('failed', (job: Job | undefined, error: Error) => {
       this.#reporting.delete(job?.id ?? '')
       this.#stats.failed++
-      this.#logOnce(
+      this.#logLimiter.log(
         `failed:${job?.name ?? '?'}`,
         'warn',
         { err: loggableError(error), task: job?.name, id: job?.id, attempt: job?.attemptsMade },
@@ -245,7 +245,7 @@ export class TaskWorker implements WorkerHandle {
       { id, name: job.name, queue: this.#deps.queue, mode: 'worker' },
       job.attemptsMade + 1,
       (late) =>
-        this.#logOnce(
+        this.#logLimiter.log(
           'late',
           'warn',
           { err: loggableError(late), task: job.name },
@@ -260,7 +260,7 @@ export class TaskWorker implements WorkerHandle {
         // Only a closing worker gets here (the connection queues commands while Redis is
         // away); the job itself is complete.
         this.#stats.markerErrors++
-        this.#logOnce(
+        this.#logLimiter.log(
           'marker',
           'warn',
           { err: loggableError(error), id },
@@ -279,17 +279,7 @@ export class TaskWorker implements WorkerHandle {
       this.#deps.logger.debug({ err: loggableError(error) }, 'task worker connection error')
       return
     }
-    this.#logOnce('error', 'warn', { err: loggableError(error) }, 'task worker error')
-  }
-
-  /** Rate-limited log: one line per kind per LOG_EVERY_MS. */
-  #logOnce(
-    kind: string,
-    level: 'warn' | 'error',
-    fields: Record<string, unknown>,
-    message: string,
-  ): void {
-    this.#logLimiter.log(kind, level, fields, message)
+    this.#logLimiter.log('error', 'warn', { err: loggableError(error) }, 'task worker error')
   }
 
   close(options: { timeoutMs?: number } = {}): Promise<void> {
