@@ -98,3 +98,21 @@ export async function measureThroughput(
     p99: percentile(latencies, 99),
   }
 }
+
+/**
+ * Latency over time for a chart: the slowest sample started in each `bucketMs` window, as
+ * [seconds since the fault, ms] points (latencies floored at 0.01 ms for a log axis).
+ */
+export function slowestPerBucket(
+  samples: ReadonlyArray<{ at: number; latency: number }>,
+  bucketMs = 100,
+): Array<[x: number, y: number]> {
+  const buckets = new Map<number, number>()
+  for (const s of samples) {
+    const b = Math.floor(s.at / bucketMs)
+    buckets.set(b, Math.max(buckets.get(b) ?? 0, Math.max(s.latency, 0.01)))
+  }
+  return [...buckets.entries()]
+    .sort((a, b) => a[0] - b[0])
+    .map(([b, latency]) => [(b * bucketMs) / 1000, latency])
+}

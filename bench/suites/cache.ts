@@ -26,6 +26,7 @@ import {
   type Suite,
   type Table,
   measureThroughput,
+  slowestPerBucket,
   type Throughput,
 } from '../report.js'
 
@@ -386,19 +387,10 @@ function latencyChart(
     yLabel: 'slowest operation in each 100 ms (ms)',
     logY: true,
     bands: [{ from: 0, to: durationMs / 1000, label: 'Redis unavailable' }],
-    series: results.map(({ setup, samples }) => {
-      const buckets = new Map<number, number>()
-      for (const s of samples) {
-        const b = Math.floor(s.at / bucket)
-        buckets.set(b, Math.max(buckets.get(b) ?? 0, Math.max(s.latency, 0.01)))
-      }
-      return {
-        name: setup,
-        points: [...buckets.entries()]
-          .sort((a, b) => a[0] - b[0])
-          .map(([b, latency]) => [(b * bucket) / 1000, latency] as [number, number]),
-      }
-    }),
+    series: results.map(({ setup, samples }) => ({
+      name: setup,
+      points: slowestPerBucket(samples, bucket),
+    })),
   }
 }
 
