@@ -5,6 +5,7 @@ import type { FailsoftContext } from '../failsoft.js'
 import type { ComponentHandle, HealthMonitor, RecoveryContext } from '../health/monitor.js'
 import { loggableError, type Logger } from '../logger.js'
 import { isConnectivityError } from '../redis/connection.js'
+import { withDeadline } from '../util/async.js'
 import { safeJsonParse } from '../util/json.js'
 import {
   InvalidKeyError,
@@ -60,6 +61,12 @@ export interface CacheStatus {
    * set (here or in another process) while the loader ran, or its lease expired.
    */
   fillsSuperseded: number
+  /**
+   * After an outage, reads wait off Redis until the other instances of this namespace confirm
+   * their own reconciliation (`peerWaitMs`): whether this instance is waiting now, how many
+   * such waits it went through, and how many ended at the deadline with peers unconfirmed.
+   */
+  peerWait: { waiting: boolean; waits: number; timeouts: number }
 }
 
 /**
@@ -103,6 +110,29 @@ const SYNC_RETRY_MS = 1000
  * changed), so a slow load can never store a stale value.
  */
 const LEASE_TTL_MS = 60_000
+/**
+ * Other instances whose last clean mark is older than this instance's own last one (before its
+ * outage) by more than this were not alive then: they are not waited for after a recovery.
+ */
+const PEER_ALIVE_MS = 10_000
+/** While waiting for other instances after an outage, their marks are counted this often. */
+const PEER_POLL_MS = 25
+/** close(): the best-effort removal of this instance's fence and mark waits at most this. */
+const LEAVE_TIMEOUT_MS = 500
+
+/**
+ * After a recovery, reads stay off Redis until no other instance alive just before the outage
+ * (a clean mark in [from, before)) is left unconfirmed, or until the deadline.
+ */
+interface PeerWait {
+  readonly from: number
+  readonly before: number
+  readonly started: number
+  readonly deadline: number
+  downtimeMs: number
+  timer: NodeJS.Timeout | null
+}
+
 /** Placeholder of a flight's promise until its load starts (synchronously after). */
 const NO_RESULT: FlightResult = { text: '', value: undefined, current: false }
 
@@ -153,6 +183,9 @@ export class Cache {
   #busConnecting = false
   #sweeping = false
   #degraded = false
+  /** Server time (ms) of this instance's last clean mark (its heartbeat); null before the first. */
+  #lastCleanAt: number | null = null
+  #peerWait: PeerWait | null = null
   #outage = { ops: 0, reconciledKeys: 0, generationBumped: false }
   #stats = {
     reconciledKeys: 0,
@@ -163,6 +196,8 @@ export class Cache {
     fillsSuperseded: 0,
     busErrors: 0,
     backgroundErrors: 0,
+    peerWaits: 0,
+    peerWaitTimeouts: 0,
   }
   #lastProblem = ''
 
@@ -203,6 +238,7 @@ export class Cache {
     this.#disposables.push(
       context.monitor.on('down', () => {
         this.#recovery = null
+        this.#stopPeerWait()
         this.#epoch++
         if (!this.#degraded) {
           this.#degraded = true
@@ -212,20 +248,13 @@ export class Cache {
       context.monitor.on('up', ({ downtimeMs }) => {
         this.#recovery = null
         this.#epoch++
-        if (this.#degraded) {
-          this.#degraded = false
-          this.#logger.info(
-            {
-              namespace: this.namespace,
-              downtimeMs,
-              servedFromMemory: this.#outage.ops,
-              reconciledKeys: this.#outage.reconciledKeys,
-              generationBumped: this.#outage.generationBumped,
-            },
-            `${this.name} is back on Redis`,
-          )
+        const wait = this.#peerWait
+        if (wait === null) {
+          this.#backOnRedis(downtimeMs)
+          return
         }
-        if (this.#outage.generationBumped) this.#sweepSoon()
+        wait.downtimeMs = downtimeMs
+        this.#pollPeers()
       }),
     )
     if (l1) {
@@ -488,6 +517,11 @@ export class Cache {
       decodeErrors: this.#stats.decodeErrors,
       busConnected: this.#subscriber === null ? null : this.#busReady,
       fillsSuperseded: this.#stats.fillsSuperseded,
+      peerWait: {
+        waiting: this.#peerWait !== null,
+        waits: this.#stats.peerWaits,
+        timeouts: this.#stats.peerWaitTimeouts,
+      },
     }
   }
 
@@ -496,12 +530,14 @@ export class Cache {
   /**
    * 'redis': the monitor says up and the generation is known. 'recovering': a recovery step
    * has fenced and synced, so writes may go to Redis, but reads stay on memory until the
-   * journal is reconciled. 'memory': everything else. A property read or two, no I/O.
+   * journal is reconciled — and, after that, until the other instances have confirmed theirs
+   * (the peer wait). 'memory': everything else. A property read or two, no I/O.
    */
   #route(): Route {
     if (this.#redis === null) return 'memory'
     if (this.#monitor.available) {
-      return this.#redis.synced && this.#journal.empty ? 'redis' : 'memory'
+      if (!this.#redis.synced || !this.#journal.empty) return 'memory'
+      return this.#peerWait === null ? 'redis' : 'recovering'
     }
     const recovery = this.#recovery
     return recovery !== null && !recovery.signal.aborted ? 'recovering' : 'memory'
@@ -698,8 +734,93 @@ export class Cache {
     }
     this.#recovery = context
     await this.#reconcile(context.run)
+    // Our outage writes are gone from Redis; other instances may still hold theirs.
+    const { at } = await redis.heartbeat(context.run)
+    if (this.#options.peerWaitMs > 0) {
+      const started = performance.now()
+      this.#stopPeerWait()
+      this.#peerWait = {
+        from: (this.#lastCleanAt ?? at) - PEER_ALIVE_MS,
+        before: at,
+        started,
+        deadline: started + this.#options.peerWaitMs,
+        downtimeMs: 0,
+        timer: null,
+      }
+    }
     this.#memory.clear()
     this.#epoch++
+  }
+
+  /**
+   * After a recovery: count the other instances alive before the outage that have not marked
+   * themselves clean since our own reconciliation; back on Redis for reads when there are
+   * none left, or at the deadline. A peer marks itself clean right after its own recovery
+   * step, and every `generationCheckMs` while it is on Redis.
+   */
+  #pollPeers(): void {
+    const wait = this.#peerWait
+    const redis = this.#redis
+    if (wait === null || redis === null || this.#closed || !this.#monitor.available) return
+    const next = (unconfirmed: number): void => {
+      if (this.#peerWait !== wait) return
+      if (unconfirmed === 0 || performance.now() >= wait.deadline) {
+        this.#endPeerWait(wait, unconfirmed)
+      } else {
+        wait.timer = setTimeout(() => this.#pollPeers(), PEER_POLL_MS)
+      }
+    }
+    redis.countUnconfirmed(wait.from, wait.before, this.#run).then(next, (error: unknown) => {
+      // An outage ends the wait through 'down'; anything else is retried until the deadline.
+      this.#background(error)
+      next(-1)
+    })
+  }
+
+  #endPeerWait(wait: PeerWait, unconfirmed: number): void {
+    this.#stopPeerWait()
+    // Copies made while waiting were never checked against the peers' reconciliation.
+    this.#memory.clear()
+    this.#epoch++
+    this.#stats.peerWaits++
+    if (unconfirmed !== 0) {
+      this.#stats.peerWaitTimeouts++
+      this.#logger.warn(
+        {
+          namespace: this.namespace,
+          peerWaitMs: this.#options.peerWaitMs,
+          unconfirmedPeers: unconfirmed < 0 ? null : unconfirmed,
+        },
+        'other instances of this cache have not confirmed their reconciliation; reading from Redis anyway',
+      )
+    }
+    this.#backOnRedis(wait.downtimeMs, performance.now() - wait.started)
+  }
+
+  #stopPeerWait(): void {
+    const wait = this.#peerWait
+    if (wait === null) return
+    if (wait.timer !== null) clearTimeout(wait.timer)
+    this.#peerWait = null
+  }
+
+  /** One INFO per outage, once reads are back on Redis. */
+  #backOnRedis(downtimeMs: number, peerWaitMs?: number): void {
+    if (this.#degraded) {
+      this.#degraded = false
+      this.#logger.info(
+        {
+          namespace: this.namespace,
+          downtimeMs,
+          servedFromMemory: this.#outage.ops,
+          reconciledKeys: this.#outage.reconciledKeys,
+          generationBumped: this.#outage.generationBumped,
+          ...(peerWaitMs !== undefined && { peerWaitMs: Math.round(peerWaitMs) }),
+        },
+        `${this.name} is back on Redis`,
+      )
+    }
+    if (this.#outage.generationBumped) this.#sweepSoon()
   }
 
   async #reconcile(run: Runner): Promise<void> {
@@ -743,7 +864,10 @@ export class Cache {
     }
   }
 
-  /** Periodic: learn a generation moved by another process; keep the bus connected. */
+  /**
+   * Periodic: learn a generation moved by another process, mark this instance clean (nothing
+   * left to reconcile) for the others' peer waits, keep the bus connected.
+   */
   #tick(): void {
     const redis = this.#redis
     if (this.#closed || redis === null || this.#checking || !this.#monitor.available) return
@@ -755,7 +879,8 @@ export class Cache {
     const epoch = this.#epoch
     const work = async (): Promise<void> => {
       if (this.#subscriber !== null && !this.#busReady) await this.#connectBus()
-      const changed = await redis.checkGeneration(this.#run)
+      const { changed, at } = await redis.heartbeat(this.#run)
+      this.#lastCleanAt = at
       if (changed || epoch !== this.#epoch) {
         this.#epoch++
         if (changed) this.#memory.clear()
@@ -912,13 +1037,21 @@ export class Cache {
     if (!isOutage(error)) this.#problem('cache background task failed', error)
   }
 
-  #close(): void {
+  async #close(): Promise<void> {
     this.#closed = true
     if (this.#timer) clearInterval(this.#timer)
+    this.#stopPeerWait()
     for (const disposable of this.#disposables) disposable.dispose()
     this.#memory.clear()
     this.#supersedeAll()
     caches.get(this.#monitor)?.delete(this.namespace)
+    // Others need not wait for this instance after their next outage.
+    const redis = this.#redis
+    if (redis !== null && this.#monitor.available && this.#journal.empty) {
+      await withDeadline(redis.leave(this.#run), LEAVE_TIMEOUT_MS, 'cache leave').catch(
+        (error: unknown) => this.#background(error),
+      )
+    }
   }
 }
 

@@ -56,6 +56,15 @@ export interface CacheOptions {
    * `clear()` or a journal overflow), in ms. Default 200.
    */
   generationCheckMs: number
+  /**
+   * After an outage, reads stay off Redis (served as during the outage) until every other
+   * instance of this namespace that was alive just before has confirmed that its own outage
+   * writes are reconciled in Redis — or for at most this long, in ms. Without it, a process
+   * back first could read, from Redis, a value another process changed in its memory during
+   * the outage and has not deleted in Redis yet. Writes go to Redis meanwhile. 0 turns the
+   * wait off. Default 500.
+   */
+  peerWaitMs: number
 }
 
 export interface ResolvedCacheOptions extends Omit<CacheOptions, 'memory'> {
@@ -76,6 +85,7 @@ export const defaultCacheOptions: Readonly<ResolvedCacheOptions> = Object.freeze
   }),
   journalMaxKeys: 100_000,
   generationCheckMs: 200,
+  peerWaitMs: 500,
 })
 
 /** Longest TTL accepted, in seconds (a little over 68 years: Redis' PX fits it easily). */
@@ -155,6 +165,7 @@ export function resolveCacheOptions(input: unknown): ResolvedCacheOptions {
       10,
       3_600_000,
     ),
+    peerWaitMs: integer('cache.peerWaitMs', given.peerWaitMs, d.peerWaitMs, 0, 60_000),
   }
 }
 

@@ -138,6 +138,22 @@ return n
 `)
 
 /**
+ * The periodic check and this instance's "clean" mark, in one round trip. Records the server's
+ * time as the last moment this instance was on Redis with nothing left to reconcile (score of
+ * its id in the members set), forgets members silent for longer than the prune age, and
+ * returns the generation (false if missing) with that time. Other instances read the marks
+ * when they recover (see `countUnconfirmed`). KEYS: generation, members. ARGV: instance id,
+ * prune age ms. Returns {generation | false, server time ms}.
+ */
+const HEARTBEAT = script(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[2], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[2]))
+return {redis.call('GET', KEYS[1]), now}
+`)
+
+/**
  * Read the generation (creating a fresh random one if it is missing) and install a new fence
  * token, in one round trip. A missing generation key means nobody knows what was current
  * (Redis restarted empty, flushed, or evicted the key): a new random value, never a reused
@@ -197,6 +213,12 @@ export function newToken(): string {
   return randomBytes(6).toString('base64url')
 }
 
+/**
+ * A member silent for this long is forgotten (a process that exited without closing). Far
+ * longer than any outage a peer should be waited for: it only bounds the set's size.
+ */
+const MEMBER_PRUNE_MS = 60 * 60 * 1000
+
 const SCAN_COUNT = 500
 const UNLINK_BATCH = 500
 
@@ -213,6 +235,8 @@ export class RedisStore implements CacheStore {
   readonly instanceId: string
   readonly generationKey: string
   readonly fenceKey: string
+  /** Sorted set: instance id → server time (ms) of its last clean mark. */
+  readonly membersKey: string
   readonly channel: string
   readonly #run: Runner
   readonly #fenceTtlMs: number
@@ -228,6 +252,7 @@ export class RedisStore implements CacheStore {
     this.instanceId = options.instanceId
     this.generationKey = `${options.base}:gen`
     this.fenceKey = `${options.base}:fence:${options.instanceId}`
+    this.membersKey = `${options.base}:members`
     this.channel = `${options.base}:bus`
     this.#run = options.run
     this.#fenceTtlMs = options.fenceTtlMs
@@ -419,11 +444,41 @@ export class RedisStore implements CacheStore {
     return this.#adopt(generation)
   }
 
-  /** Poll: has another process moved the generation? A missing key triggers a full sync. */
-  async checkGeneration(run: Runner = this.#run): Promise<boolean> {
-    const generation = await run((redis) => redis.get(this.generationKey))
-    if (generation === null) return this.sync(run)
-    return this.#adopt(generation)
+  /**
+   * Poll: has another process moved the generation? A missing key triggers a full sync. Also
+   * marks this instance clean (it must have nothing left to reconcile) at the server's time,
+   * which is returned: `changed` as for `sync`.
+   */
+  async heartbeat(run: Runner = this.#run): Promise<{ changed: boolean; at: number }> {
+    const reply = await run((redis) =>
+      evalScript(
+        cork(redis),
+        HEARTBEAT,
+        [this.generationKey, this.membersKey],
+        [this.instanceId, MEMBER_PRUNE_MS],
+      ),
+    )
+    if (!Array.isArray(reply)) throw new Error('cache heartbeat: unexpected reply')
+    const [generation, at] = reply as [unknown, unknown]
+    if (typeof at !== 'number') throw new Error('cache heartbeat: unexpected reply')
+    if (typeof generation !== 'string') return { changed: await this.sync(run), at }
+    return { changed: this.#adopt(generation), at }
+  }
+
+  /**
+   * How many other instances of this namespace have a clean mark in [from, before): they were
+   * alive not long before this instance's outage and have not confirmed since `before` that
+   * their own outage writes are reconciled.
+   */
+  async countUnconfirmed(from: number, before: number, run: Runner = this.#run): Promise<number> {
+    return run((redis) => cork(redis).zcount(this.membersKey, from, `(${before}`))
+  }
+
+  /** Best effort on close: this instance's fence and clean mark are of no use to anyone else. */
+  async leave(run: Runner = this.#run): Promise<void> {
+    await run(async (redis) => {
+      await Promise.all([redis.unlink(this.fenceKey), redis.zrem(this.membersKey, this.instanceId)])
+    })
   }
 
   /** O(1) invalidation of the whole namespace: a new random generation. */
@@ -468,11 +523,6 @@ export class RedisStore implements CacheStore {
       if (stale.length > 0) removed += await run((redis) => redis.unlink(...stale))
     } while (cursor !== '0')
     return removed
-  }
-
-  /** Best effort on close: this instance's fence key is of no use to anyone else. */
-  async dropFence(run: Runner = this.#run): Promise<void> {
-    await run((redis) => redis.unlink(this.fenceKey))
   }
 
   /** A generation announced on the bus by another process. */

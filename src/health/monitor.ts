@@ -165,6 +165,8 @@ export class HealthMonitor implements Health {
   #error: Error | null = null
   #forced = false
   #closed = false
+  /** True while close() waits for the components: their last commands still run. */
+  #componentsClosing = false
   #epoch: string | null = null
   #runId: string | null = null
   #outageFallbackOps = 0
@@ -308,9 +310,17 @@ export class HealthMonitor implements Health {
    * command still waiting, so no caller waits much longer than the deadline.
    */
   run<T>(fn: (redis: Redis) => Promise<T>): Promise<T> {
-    if (this.#closed) return Promise.reject(new ClosedError())
+    if (this.#closed && !this.#componentsClosing) return Promise.reject(new ClosedError())
     if (this.#state !== 'up' || this.#command === null) {
       return Promise.reject(new RedisUnavailableError())
+    }
+    if (this.#closed) {
+      // The watchdog is already stopped: a last command while closing gets its own deadline.
+      return withDeadline(
+        this.#tracked(this.#command, fn),
+        this.#timings.commandTimeoutMs,
+        'command while closing',
+      )
     }
     return this.#tracked(this.#command, fn)
   }
@@ -404,6 +414,9 @@ export class HealthMonitor implements Health {
     this.#recovery?.abort()
     for (const timer of [this.#probeTimer, this.#summaryTimer]) if (timer) clearTimeout(timer)
     for (const timer of [this.#heartbeatTimer, this.#watchdogTimer]) if (timer) clearInterval(timer)
+    // Components may still send a last command while they close (the channel layer hands its
+    // outbox over, the cache removes its clean mark): the connections stay open until then.
+    this.#componentsClosing = true
     for (const entry of [...this.#components].reverse()) {
       try {
         await entry.registration.close?.()
@@ -411,6 +424,7 @@ export class HealthMonitor implements Health {
         entry.logger.error({ err: loggableError(error) }, 'component failed to close cleanly')
       }
     }
+    this.#componentsClosing = false
     const connections = [...this.#extra, this.#health, this.#command].filter(
       (c): c is Redis => c !== null,
     )

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
-import { describe, test } from 'node:test'
+import { describe, test, type TestContext } from 'node:test'
 import type { Cache, Failsoft } from '../../src/index.js'
 import { sleep, startProxy, startRedis, waitFor } from '../support/fault-kit.js'
 import { LEVEL } from '../support/log-capture.js'
@@ -217,6 +217,93 @@ describe('coming back clean', () => {
     const fresh = await readFromAnotherProcess(server.url, one.prefix, 'stale', ['A', 'B'])
     assert.equal(fresh.state, 'up')
     assert.deepEqual(fresh.values, { A: null, B: null })
+  })
+
+  /**
+   * Two processes cut off from Redis together, each through its own network path; B's path
+   * heals first. A deleted K during the outage (in its memory, journaled); until A's recovery
+   * deletes K in Redis, Redis still holds the old value.
+   */
+  async function skewedRecovery(
+    t: TestContext,
+    peerWaitMs: number,
+  ): Promise<{
+    a: { failsoft: Failsoft; cache: Cache; proxy: { pass(): void } }
+    b: { failsoft: Failsoft; cache: Cache; logs: ReturnType<typeof open>['logs'] }
+  }> {
+    const server = await startRedis(t)
+    const [proxyA, proxyB] = [await startProxy(t, server), await startProxy(t, server)]
+    const a = open(t, { redis: proxyA.urlFor(server) })
+    const b = open(t, { redis: proxyB.urlFor(server), prefix: a.prefix })
+    await Promise.all([a.failsoft.ready(), b.failsoft.ready()])
+    const cacheA = a.failsoft.cache({ namespace: 'skew', peerWaitMs })
+    const cacheB = b.failsoft.cache({ namespace: 'skew', peerWaitMs })
+    await cacheA.set('K', 'K-old')
+    assert.equal(await cacheB.get('K'), 'K-old')
+    // Both have marked themselves clean at least once (generationCheckMs: 200 ms).
+    await sleep(450)
+
+    proxyA.blackhole()
+    proxyB.blackhole()
+    await Promise.all([waitForBackend(cacheA, 'memory'), waitForBackend(cacheB, 'memory')])
+    assert.equal(await cacheA.delete('K'), true)
+    proxyB.pass()
+    await waitFor(() => b.failsoft.health.state === 'up', { timeoutMs: 4000, message: 'B up' })
+    return {
+      a: { failsoft: a.failsoft, cache: cacheA, proxy: proxyA },
+      b: { failsoft: b.failsoft, cache: cacheB, logs: b.logs },
+    }
+  }
+
+  test('a process back first does not read, from Redis, what another changed during the outage', async (t) => {
+    const { a, b } = await skewedRecovery(t, 5000)
+    // B is up, but A has not reconciled: B's reads stay off Redis (a miss, never 'K-old').
+    for (let i = 0; i < 10; i++) {
+      assert.equal(b.cache.backend, 'memory')
+      assert.equal(await b.cache.get('K'), undefined)
+      await sleep(30)
+    }
+    assert.equal(b.cache.status().peerWait.waiting, true)
+    a.proxy.pass()
+    await waitForBackend(a.cache, 'redis', 4000)
+    await waitForBackend(b.cache, 'redis', 2000)
+    assert.equal(await b.cache.get('K'), undefined)
+    assert.deepEqual(b.cache.status().peerWait, { waiting: false, waits: 1, timeouts: 0 })
+  })
+
+  test('without the peer wait (peerWaitMs: 0) the process back first reads the old value', async (t) => {
+    // The window the peer wait closes, shown with the same faults.
+    const { a, b } = await skewedRecovery(t, 0)
+    await waitForBackend(b.cache, 'redis', 2000)
+    assert.equal(await b.cache.get('K'), 'K-old')
+    a.proxy.pass()
+    await waitForBackend(a.cache, 'redis', 4000)
+    assert.equal(await b.cache.get('K'), undefined)
+  })
+
+  test('a peer that stays cut off holds reads off Redis for peerWaitMs at most, with one WARNING', async (t) => {
+    const { b } = await skewedRecovery(t, 300)
+    await waitForBackend(b.cache, 'redis', 2000)
+    assert.deepEqual(b.cache.status().peerWait, { waiting: false, waits: 1, timeouts: 1 })
+    const warnings = b.logs.records.filter(
+      (r) => r.level === LEVEL.warn && r.msg.includes('not confirmed their reconciliation'),
+    )
+    assert.equal(warnings.length, 1)
+    assert.equal(warnings[0]?.unconfirmedPeers, 1)
+  })
+
+  test('an instance that closed is not waited for', async (t) => {
+    const { a, b } = await skewedRecovery(t, 5000)
+    a.proxy.pass()
+    await waitForBackend(a.cache, 'redis', 4000)
+    await waitForBackend(b.cache, 'redis', 2000)
+    await a.failsoft.close()
+    const before = b.cache.status().peerWait.waits
+    b.failsoft.health.forceFallback(true)
+    await waitForBackend(b.cache, 'memory')
+    b.failsoft.health.forceFallback(false)
+    await waitForBackend(b.cache, 'redis', 1000)
+    assert.deepEqual(b.cache.status().peerWait, { waiting: false, waits: before + 1, timeouts: 0 })
   })
 
   test('journal overflow bumps the generation: nothing written before is reachable, anywhere', async (t) => {
