@@ -4,6 +4,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createWriteStream, readFileSync, type WriteStream } from 'node:fs'
 import { join } from 'node:path'
+import { WebSocket } from 'ws'
 import { sleep } from '../test/support/fault-kit.js'
 
 /** What the log scan found in one process's output. */
@@ -30,6 +31,9 @@ export interface AppProcessOptions {
 }
 
 const UNHANDLED = /uncaught|unhandled/i
+/** Node prints these on stderr when started with --inspect; they are not the app's output. */
+const INSPECTOR =
+  /^Debugger (?:listening on (ws:\/\/\S+)|attached\.|ending on )|^For help, see: https:\/\/nodejs\.org|^Waiting for the debugger to disconnect/
 const KEEP = 20
 
 /** One app process. */
@@ -46,6 +50,8 @@ export class AppProcess {
     warnings: {},
     requestFailures: 0,
   }
+  /** The V8 inspector of the process (loopback, random port), once it printed its address. */
+  inspectorUrl: string | null = null
   /** Set when the process exited; `expected` once stop() was called. */
   exit: { code: number | null; signal: string | null; expected: boolean } | null = null
 
@@ -73,18 +79,24 @@ export class AppProcess {
 
   /** Spawn the web process and wait until GET /healthz answers (≤ 30 s). */
   static async start(options: AppProcessOptions): Promise<AppProcess> {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'app/main.ts'], {
-      cwd: options.root,
-      env: {
-        PATH: process.env.PATH ?? '/usr/bin:/bin',
-        HOME: process.env.HOME ?? '/tmp',
-        NODE_ENV: 'production',
-        HOST: '127.0.0.1',
-        PORT: String(options.port),
-        ...options.env,
+    // The inspector (loopback, port chosen by the OS) lets the harness force a full garbage
+    // collection before it measures memory; nothing else uses it.
+    const child = spawn(
+      process.execPath,
+      ['--inspect=127.0.0.1:0', '--import', 'tsx', 'app/main.ts'],
+      {
+        cwd: options.root,
+        env: {
+          PATH: process.env.PATH ?? '/usr/bin:/bin',
+          HOME: process.env.HOME ?? '/tmp',
+          NODE_ENV: 'production',
+          HOST: '127.0.0.1',
+          PORT: String(options.port),
+          ...options.env,
+        },
+        stdio: ['ignore', 'pipe', 'pipe'],
       },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    })
+    )
     const app = new AppProcess(options, child)
     const deadline = Date.now() + 30_000
     for (;;) {
@@ -129,6 +141,38 @@ export class AppProcess {
     }
   }
 
+  /**
+   * A full, precise garbage collection in the process (the inspector's
+   * HeapProfiler.collectGarbage): afterwards the V8 heap holds only live objects and has
+   * given back what it can. Rejects after 10 s or when the inspector is not there.
+   */
+  async collectGarbage(): Promise<void> {
+    const url = this.inspectorUrl
+    if (url === null) throw new Error(`app ${this.name}: no inspector address seen on stderr`)
+    const socket = new WebSocket(url)
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error('inspector: no answer in 10 s')), 10_000)
+        socket.on('error', (error) => {
+          clearTimeout(timer)
+          reject(error)
+        })
+        socket.on('open', () =>
+          socket.send(JSON.stringify({ id: 1, method: 'HeapProfiler.collectGarbage' })),
+        )
+        socket.on('message', (data) => {
+          const reply = JSON.parse(String(data)) as { id?: number; error?: { message: string } }
+          if (reply.id !== 1) return
+          clearTimeout(timer)
+          if (reply.error) reject(new Error(`inspector: ${reply.error.message}`))
+          else resolve()
+        })
+      })
+    } finally {
+      socket.terminate()
+    }
+  }
+
   /** SIGTERM (the app's graceful shutdown), SIGKILL after 12 s. Resolves once it exited. */
   async stop(): Promise<void> {
     this.#stopping = true
@@ -163,6 +207,11 @@ export class AppProcess {
 
   #scanLine(line: string, source: 'stdout' | 'stderr'): void {
     if (line.trim() === '') return
+    const inspector = source === 'stderr' ? INSPECTOR.exec(line) : null
+    if (inspector !== null) {
+      if (inspector[1] !== undefined) this.inspectorUrl = inspector[1]
+      return
+    }
     const scan = this.scan
     if (UNHANDLED.test(line) && scan.unhandled.length < KEEP)
       scan.unhandled.push(line.slice(0, 500))

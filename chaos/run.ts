@@ -18,6 +18,7 @@ import {
   type PhaseRecord,
   type HeapSample,
   type RssSample,
+  type SettledMemory,
 } from './report.js'
 import { schedule, type Fault, type ProfileName } from './schedule.js'
 
@@ -300,12 +301,35 @@ export async function runChaos(options: RunOptions): Promise<RunResult> {
       })
     }
 
+    // RSS and heap right after a full collection in each app, at the end of the warm-up and at
+    // the end of the schedule (load running both times): comparable states, whatever size V8
+    // gave its young generation meanwhile. Between phases, so no measured request waits on it.
+    const settled = async (): Promise<Record<string, SettledMemory>> => {
+      const out: Record<string, SettledMemory> = {}
+      for (const app of apps) {
+        try {
+          await app.collectGarbage()
+          const kib = app.rssKiB()
+          out[app.name] = {
+            rssMiB: kib === null ? null : Math.round((kib / 1024) * 10) / 10,
+            heapMiB: await heapUsedMiB(app.url),
+          }
+        } catch (error) {
+          notes.push(`Memory after a full GC not measured for ${app.name}: ${String(error)}.`)
+          out[app.name] = { rssMiB: null, heapMiB: null }
+        }
+      }
+      return out
+    }
+
     await idle('warm-up', 'warmup', plan.warmupMs)
+    const settledBaseline = await settled()
     await idle('healthy', 'gap', plan.gapMs)
     for (const fault of plan.faults) {
       await play(fault)
       await idle(`after ${fault.name}`, 'gap', plan.gapMs)
     }
+    const settledFinal = await settled()
     current.abort()
     await current.finished()
     const loadEnd = now()
@@ -398,6 +422,7 @@ export async function runChaos(options: RunOptions): Promise<RunResult> {
       load: current.data,
       rss,
       heap,
+      settled: { baseline: settledBaseline, final: settledFinal },
       executions,
       appSummaries,
       machine: machine(options.root),
