@@ -200,42 +200,55 @@ async function throughput(ctx: BenchContext): Promise<ThroughputRow[]> {
   const server = await RedisServer.start()
   const rows: ThroughputRow[] = []
   const windowMs = ctx.quick ? 250 : 600
+  const setups: Array<[string, Setup]> = []
   try {
     for (const [name, factory] of throughputSetups) {
-      const setup = await factory(server.url, `tp${rows.length}`)
-      try {
-        for (const key of KEYS) await setup.set(key, VALUE)
-        for (const key of KEYS) await setup.get(key) // fills memory tiers
-        for (const op of ['get', 'set'] as const) {
-          for (const concurrency of [1, 64]) {
-            // Sequence number → one of the 100 keys, in turn.
-            const fn =
-              op === 'get'
-                ? (seq: number) => setup.get(KEYS[seq % KEYS.length]!)
-                : (seq: number) => setup.set(KEYS[seq % KEYS.length]!, VALUE)
-            await measureThroughput(fn, concurrency, Math.min(200, windowMs)) // warm-up
-            const runs: Throughput[] = []
-            for (let r = 0; r < ctx.runs; r++)
-              runs.push(await measureThroughput(fn, concurrency, windowMs))
-            const row = {
-              setup: name,
-              op,
-              concurrency,
-              opsPerSec: median(runs.map((m) => m.opsPerSec)),
-              p50: median(runs.map((m) => m.p50)),
-              p99: median(runs.map((m) => m.p99)),
-            }
-            rows.push(row)
-            ctx.log(
-              `${name} ${op} c${concurrency}: ${Math.round(row.opsPerSec)} ops/s p99 ${row.p99.toFixed(3)} ms`,
-            )
+      const setup = await factory(server.url, `tp${setups.length}`)
+      setups.push([name, setup])
+      for (const key of KEYS) await setup.set(key, VALUE)
+      for (const key of KEYS) await setup.get(key) // fills memory tiers
+    }
+    for (const op of ['get', 'set'] as const) {
+      for (const concurrency of [1, 64]) {
+        // Sequence number → one of the 100 keys, in turn.
+        const fnOf = (setup: Setup) =>
+          op === 'get'
+            ? (seq: number) => setup.get(KEYS[seq % KEYS.length]!)
+            : (seq: number) => setup.set(KEYS[seq % KEYS.length]!, VALUE)
+        for (const [, setup] of setups) {
+          await measureThroughput(fnOf(setup), concurrency, Math.min(200, windowMs)) // warm-up
+        }
+        // The runs alternate between the setups, in a rotating order: the shared machine's
+        // noise hits every setup alike.
+        const runs = new Map<string, Throughput[]>()
+        for (let r = 0; r < ctx.runs; r++) {
+          for (let i = 0; i < setups.length; i++) {
+            const [name, setup] = setups[(i + r) % setups.length]!
+            runs.set(name, [
+              ...(runs.get(name) ?? []),
+              await measureThroughput(fnOf(setup), concurrency, windowMs),
+            ])
           }
         }
-      } finally {
-        await setup.close()
+        for (const [name] of setups) {
+          const measured = runs.get(name) ?? []
+          const row = {
+            setup: name,
+            op,
+            concurrency,
+            opsPerSec: median(measured.map((m) => m.opsPerSec)),
+            p50: median(measured.map((m) => m.p50)),
+            p99: median(measured.map((m) => m.p99)),
+          }
+          rows.push(row)
+          ctx.log(
+            `${name} ${op} c${concurrency}: ${Math.round(row.opsPerSec)} ops/s p99 ${row.p99.toFixed(3)} ms`,
+          )
+        }
       }
     }
   } finally {
+    for (const [, setup] of setups) await setup.close()
     await server.stop()
   }
   return rows

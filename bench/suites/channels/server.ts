@@ -8,12 +8,16 @@
  *   sio-redis     Socket.IO + @socket.io/redis-adapter (pub/sub), ioredis clients
  *   sio-streams   Socket.IO + @socket.io/redis-streams-adapter, ioredis client
  *   sio-memory    Socket.IO with its default in-memory adapter (one process)
+ *
+ * With FAIL_FAST=1 the Socket.IO stacks' ioredis clients use the settings a careful user picks
+ * to fail fast (no offline queue, no retries per command, a command timeout, reconnects
+ * capped at 1 s) instead of ioredis' defaults.
  */
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { performance } from 'node:perf_hooks'
 import { setImmediate as yieldToIo } from 'node:timers/promises'
-import { Redis } from 'ioredis'
+import { Redis, type RedisOptions } from 'ioredis'
 import { Server as SocketIoServer } from 'socket.io'
 import { createAdapter as createPubSubAdapter } from '@socket.io/redis-adapter'
 import { createAdapter as createStreamsAdapter } from '@socket.io/redis-streams-adapter'
@@ -22,6 +26,14 @@ import { createFailsoft } from '../../../src/index.js'
 type Impl = 'failsoft' | 'sio-redis' | 'sio-streams' | 'sio-memory'
 const impl = (process.env.IMPL ?? 'failsoft') as Impl
 const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:1'
+const FAIL_FAST: RedisOptions = {
+  enableOfflineQueue: false,
+  maxRetriesPerRequest: 0,
+  commandTimeout: 250,
+  connectTimeout: 1000,
+  retryStrategy: (attempt) => Math.min(50 * 2 ** attempt, 1000),
+}
+const clientOptions: RedisOptions = process.env.FAIL_FAST === '1' ? FAIL_FAST : {}
 /** Failures a stack let escape (unhandled rejections / uncaught errors): reported, not fatal. */
 let escaped = 0
 process.on('unhandledRejection', () => void escaped++)
@@ -52,7 +64,8 @@ if (impl === 'failsoft') {
   const io = new SocketIoServer(http, { transports: ['websocket'], serveClient: false })
   const clients: Redis[] = []
   const redis = (): Redis => {
-    const client = new Redis(redisUrl) // the adapters' documented setup: default options
+    // The adapters' documented setup (default options), or the fail-fast settings.
+    const client = new Redis(redisUrl, clientOptions)
     client.on('error', () => undefined) // without it ioredis would crash the process
     clients.push(client)
     return client
