@@ -85,6 +85,16 @@ export interface RecoveryContext {
   readonly signal: AbortSignal
   /** Run commands during recovery (the state is not 'up' yet, so `run` would refuse). */
   run<T>(fn: (redis: Redis) => Promise<T>): Promise<T>
+  /**
+   * True when no command sent before this recovery can still execute in Redis: every earlier
+   * command connection of this process is closed on the server side (the monitor closed it
+   * with CLIENT KILL, or it was gone, or Redis restarted). False when that could not be
+   * established (the ACL user may not run CLIENT ID / CLIENT KILL): a command sent before
+   * the outage may then still land later — a frozen server draining its input on thaw, a
+   * proxy delivering what it held — and components must make such late commands harmless
+   * by other means (the cache bumps its generation).
+   */
+  readonly lateCommandsFenced: boolean
 }
 
 /** What a component tells the monitor about itself. */
@@ -169,6 +179,16 @@ export class HealthMonitor implements Health {
   #componentsClosing = false
   #epoch: string | null = null
   #runId: string | null = null
+  /**
+   * Server-side ids of the command connection's sockets that may still be open in Redis
+   * (the current one last), with the run_id of the server they were opened on.
+   */
+  #commandSockets: Array<{ id: number; runId: string | null }> = []
+  /** Whether the last probe could close every earlier command socket (see RecoveryContext). */
+  #lateCommandsFenced = true
+  /** A command socket was used whose server-side id is unknown (CLIENT ID refused). */
+  #untrackedSocket = false
+  #socketCloseFailures = 0
   #outageFallbackOps = 0
   #transitions = { down: 0, up: 0, reset: 0 }
   #lastTransition: { to: HealthState; at: number } | null = null
@@ -629,6 +649,9 @@ export class HealthMonitor implements Health {
       const reset = await this.#checkEpoch(health)
       if (this.#closed || generation !== this.#generation)
         throw new RedisUnavailableError('Redis failed during the probe')
+      this.#lateCommandsFenced = await this.#closeEarlierSockets(command, runId)
+      if (this.#closed || generation !== this.#generation)
+        throw new RedisUnavailableError('Redis failed during the probe')
       this.#redisUp(runId, reset)
     } catch (error) {
       if (this.#closed) return
@@ -660,6 +683,66 @@ export class HealthMonitor implements Health {
       dropConnection(connection)
       throw error
     }
+  }
+
+  /**
+   * Make sure nothing this process sent before can still execute: a command written on an
+   * earlier socket of the command connection may sit in a frozen server's input buffer, in a
+   * proxy, or in a TCP retransmission, and run whenever it arrives — after the components
+   * have reconciled. Redis frees a killed client with everything it had not executed, so once
+   * CLIENT KILL has answered for every earlier socket of this Redis process (or that process
+   * is gone: another run_id), no late command can run. Records the new socket's id. Returns
+   * false when that cannot be established (CLIENT ID or CLIENT KILL refused, e.g. by an ACL,
+   * or not answered in time): components then protect themselves by other means, so this
+   * never fails the probe.
+   */
+  async #closeEarlierSockets(command: Redis, runId: string | null): Promise<boolean> {
+    let id: number | null = null
+    try {
+      id = Number(
+        await withDeadline(command.client('ID'), this.#timings.connectTimeoutMs, 'client id'),
+      )
+    } catch (error) {
+      // Unknown id: the next recovery cannot close this socket and will say so.
+      this.#cannotCloseSockets(error)
+    }
+    let fenced = !this.#untrackedSocket
+    const kept: Array<{ id: number; runId: string | null }> = []
+    for (const socket of this.#commandSockets) {
+      if (socket.id === id) continue
+      // Another Redis process: the sockets of the old one died with it.
+      if (runId === null || socket.runId !== runId) {
+        if (runId === null) fenced = false
+        continue
+      }
+      try {
+        await withDeadline(
+          command.client('KILL', 'ID', String(socket.id)),
+          this.#timings.connectTimeoutMs,
+          'client kill',
+        )
+      } catch (error) {
+        // Refused (an ACL without CLIENT KILL) or not answered: not proven closed.
+        this.#cannotCloseSockets(error)
+        fenced = false
+        kept.push(socket)
+      }
+    }
+    this.#untrackedSocket = id === null
+    if (id !== null) kept.push({ id, runId })
+    // Bounded: a socket that could not be closed is retried at the next recoveries, a few.
+    this.#commandSockets = kept.slice(-MAX_TRACKED_SOCKETS)
+    return fenced
+  }
+
+  /** Logged once per instance: the first failure says why (typically an ACL). */
+  #cannotCloseSockets(error: unknown): void {
+    this.#socketCloseFailures++
+    if (this.#socketCloseFailures > 1) return
+    this.#logger.warn(
+      { err: loggableError(error, this.target?.secrets) },
+      'cannot close earlier connections in Redis (CLIENT ID / CLIENT KILL); after an outage the cache bumps its generation instead when a write may still land',
+    )
   }
 
   /**
@@ -744,6 +827,8 @@ export class HealthMonitor implements Health {
       }
       const at = now()
       const fallbackOps = this.#outageFallbackOps
+      // The components dealt with whatever could still land; until the next outage nothing can.
+      this.#lateCommandsFenced = true
       this.#state = 'up'
       this.#since = at
       this.#error = null
@@ -792,6 +877,7 @@ export class HealthMonitor implements Health {
       reset,
       downtimeMs,
       signal: controller.signal,
+      lateCommandsFenced: this.#lateCommandsFenced,
       run: (fn) => {
         if (controller.signal.aborted || generation !== this.#generation) {
           return Promise.reject(new RedisUnavailableError('recovery abandoned'))
@@ -828,6 +914,9 @@ class RecoveryStepError extends Error {
     this.name = 'RecoveryStepError'
   }
 }
+
+/** Earlier command sockets remembered for CLIENT KILL at most (one per unfenced recovery). */
+const MAX_TRACKED_SOCKETS = 8
 
 function unref<T extends NodeJS.Timeout>(timer: T): T {
   timer.unref()
