@@ -21,7 +21,7 @@ import {
   type CacheOptions,
   type ResolvedCacheOptions,
 } from './options.js'
-import { FenceLostError, RedisStore, type BusMessage, type Runner } from './redis-store.js'
+import { RedisStore, type BusMessage, type Runner } from './redis-store.js'
 
 /** Options of one write. */
 export interface SetOptions {
@@ -98,8 +98,6 @@ type Route = 'redis' | 'recovering' | 'memory'
 
 /** Keys deleted per UNLINK during reconciliation. */
 const RECONCILE_BATCH = 500
-/** Fence keys outlive an idle instance by this much; a write re-creates a missing one. */
-const FENCE_TTL_MS = 24 * 60 * 60 * 1000
 /** A bus (re)connection attempt that takes longer than this is abandoned (retried later). */
 const BUS_CONNECT_TIMEOUT_MS = 1000
 /** After a failed sync on a live Redis (e.g. NOPERM for EVAL), wait this long before retrying. */
@@ -117,7 +115,7 @@ const LEASE_TTL_MS = 60_000
 const PEER_ALIVE_MS = 10_000
 /** While waiting for other instances after an outage, their marks are counted this often. */
 const PEER_POLL_MS = 25
-/** close(): the best-effort removal of this instance's fence and mark waits at most this. */
+/** close(): the best-effort removal of this instance's clean mark waits at most this. */
 const LEAVE_TIMEOUT_MS = 500
 
 /**
@@ -145,8 +143,9 @@ const NO_RESULT: FlightResult = { text: '', value: undefined, current: false }
  * Coming back clean: keys written or deleted while Redis was unavailable (and writes whose
  * outcome is unknown) are journaled; on recovery, before any read returns to Redis, each is
  * deleted in Redis and the memory entries written meanwhile are dropped. A journal overflow
- * bumps the namespace generation instead. Writes carry a fence token that recovery rotates,
- * so a write that reaches Redis late can never overwrite a newer value.
+ * bumps the namespace generation instead. A write that reaches Redis late (sent before the
+ * outage, held by a frozen server or a proxy) can never overwrite a newer value: the monitor
+ * closes the old connection in Redis before recovery, or else the generation is bumped.
  */
 export class Cache {
   readonly namespace: string
@@ -167,7 +166,7 @@ export class Cache {
   readonly #subscriber: Redis | null = null
   readonly #disposables: Array<{ dispose(): void }> = []
 
-  /** Set while a recovery step runs, once fenced and synced: writes go to Redis through it. */
+  /** Set while a recovery step runs, once synced: writes go to Redis through it. */
   #recovery: RecoveryContext | null = null
   /**
    * Bumped whenever what a memory copy would reflect may have changed underneath an operation
@@ -221,7 +220,6 @@ export class Cache {
             base: `${context.prefix}:cache:${options.namespace}`,
             instanceId: this.#instanceId,
             run: this.#run,
-            fenceTtlMs: FENCE_TTL_MS,
             bus: l1,
           })
     this.#handle = context.monitor.register({
@@ -529,7 +527,7 @@ export class Cache {
 
   /**
    * 'redis': the monitor says up and the generation is known. 'recovering': a recovery step
-   * has fenced and synced, so writes may go to Redis, but reads stay on memory until the
+   * has synced, so writes may go to Redis, but reads stay on memory until the
    * journal is reconciled — and, after that, until the other instances have confirmed theirs
    * (the peer wait). 'memory': everything else. A property read or two, no I/O.
    */
@@ -624,7 +622,10 @@ export class Cache {
       if (fill !== undefined && fill.lease === null) return 'superseded'
       const epoch = this.#epoch
       try {
-        const stored = await redis.set(key, text, ttlMs, this.#run, fill?.lease ?? '')
+        const stored =
+          fill === undefined
+            ? await redis.set(key, text, ttlMs, this.#run)
+            : await redis.fill(key, text, ttlMs, fill.lease ?? '', this.#run)
         if (stored && epoch === this.#epoch && fill?.invalidated !== true) {
           this.#keepCopy(key, text, ttlMs)
         } else {
@@ -633,19 +634,20 @@ export class Cache {
         return stored ? 'stored' : 'superseded'
       } catch (error) {
         if (!isOutage(error)) {
-          // It did not land (OOM, NOPERM, fence lost): make sure the previous value is not
-          // served either.
+          // It did not land (OOM, NOPERM…): make sure the previous value is not served either.
           this.#stats.replyErrors++
           this.#problem('a cache write failed on Redis; the key was invalidated', error)
           this.#memory.delete(key)
           await this.#invalidate(key)
           return 'failed'
         }
-        // The connection failed with the write in flight: it may have landed. Journal it.
+        // The connection failed with the write in flight: it may have landed, or may land
+        // later. Journal it (a fill cannot land late harmfully: it needs its lease intact).
         if (fill?.invalidated) {
           // Superseded while in flight: the delete or set that superseded it is journaled.
           return 'superseded'
         }
+        if (fill === undefined) this.#journal.addUnsure(key)
       }
     }
     this.#fellBack()
@@ -707,9 +709,10 @@ export class Cache {
 
   /**
    * Runs before the monitor lets components back on Redis (and at start-up, and when Redis
-   * lost its data while up). Order matters: rotate the fence first (late writes from before
-   * the outage are refused from here on), then reconcile the journal (DEL, or a generation
-   * bump after an overflow), then drop the memory entries written while degraded.
+   * lost its data while up). The monitor has already closed this process's old connection in
+   * Redis (or says it could not: `lateCommandsFenced`). Order: learn the generation, reconcile
+   * the journal (DEL, or a generation bump), mark this instance clean, then drop the memory
+   * entries written while degraded.
    */
   async #recover(context: RecoveryContext): Promise<void> {
     const redis = this.#redis
@@ -728,12 +731,12 @@ export class Cache {
     }
     this.#epoch++
     if (this.#monitor.available) {
-      // Redis lost its data while we were up: the new fence and generation are in place.
+      // Redis lost its data while we were up: the new generation is in place.
       this.#memory.clear()
       return
     }
     this.#recovery = context
-    await this.#reconcile(context.run)
+    await this.#reconcile(context.run, context.lateCommandsFenced)
     // Our outage writes are gone from Redis; other instances may still hold theirs.
     const { at } = await redis.heartbeat(context.run)
     if (this.#options.peerWaitMs > 0) {
@@ -823,9 +826,16 @@ export class Cache {
     if (this.#outage.generationBumped) this.#sweepSoon()
   }
 
-  async #reconcile(run: Runner): Promise<void> {
+  /**
+   * Delete the journaled keys in Redis — or bump the generation after an overflow, a clear
+   * while degraded, or when a SET that was in flight at the failure could still land later
+   * (`fenced` false: the monitor could not close the old connection in Redis), since a DEL
+   * now would not stop it.
+   */
+  async #reconcile(run: Runner, fenced: boolean): Promise<void> {
     const redis = this.#redis
     if (redis === null) return
+    if (this.#journal.unsure && !fenced) this.#journal.requireGenerationBump()
     if (this.#journal.needsGenerationBump) {
       await redis.bumpGeneration(run)
       this.#journal.generationBumped()
@@ -843,6 +853,7 @@ export class Cache {
       this.#outage.reconciledKeys += keys.length
       this.#stats.reconciledKeys += keys.length
     }
+    this.#journal.reconciled()
   }
 
   /** The cache was created (or its sync refused) while the monitor was already up. */
@@ -853,7 +864,8 @@ export class Cache {
       if (this.#subscriber !== null) await this.#connectBus()
       await redis.sync(this.#run)
       this.#epoch++
-      await this.#reconcile(this.#run)
+      // Not a recovery: nothing can say whether an unsure write could still land.
+      await this.#reconcile(this.#run, false)
       this.#memory.clear()
       this.#epoch++
     } catch (error) {
@@ -1056,7 +1068,7 @@ export class Cache {
 }
 
 function isOutage(error: unknown): boolean {
-  return !(error instanceof FenceLostError) && isConnectivityError(error)
+  return isConnectivityError(error)
 }
 
 function ttlToMs(seconds: number | null): number | null {

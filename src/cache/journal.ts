@@ -14,6 +14,8 @@ export class Journal {
   readonly #keys = new Set<string>()
   #overflowed = false
   #cleared = false
+  #bumpRequired = false
+  #unsure = false
   #overflows = 0
 
   constructor(maxKeys: number) {
@@ -35,7 +37,15 @@ export class Journal {
 
   /** True when recovery must bump the generation (overflow, or a clear while degraded). */
   get needsGenerationBump(): boolean {
-    return this.#overflowed || this.#cleared
+    return this.#overflowed || this.#cleared || this.#bumpRequired
+  }
+
+  /**
+   * A SET was in flight when the connection failed: it may still land later than the
+   * reconciliation (unless the monitor closed the old connection in Redis first).
+   */
+  get unsure(): boolean {
+    return this.#unsure
   }
 
   /** Nothing left to reconcile. */
@@ -53,6 +63,23 @@ export class Journal {
       return
     }
     this.#keys.add(key)
+  }
+
+  /** `key`'s SET was in flight when the connection failed: it may have landed, or land later. */
+  addUnsure(key: string): void {
+    this.#unsure = true
+    this.add(key)
+  }
+
+  /** Recovery cannot rule out late writes (see `unsure`): bump the generation instead. */
+  requireGenerationBump(): void {
+    this.#bumpRequired = true
+    this.#keys.clear()
+  }
+
+  /** Every listed key was deleted in Redis, and no late write can follow. */
+  reconciled(): void {
+    if (this.#keys.size === 0) this.#unsure = false
   }
 
   /** A clear() while degraded: the generation is bumped on recovery. */
@@ -81,6 +108,8 @@ export class Journal {
   generationBumped(): void {
     this.#overflowed = false
     this.#cleared = false
+    this.#bumpRequired = false
+    this.#unsure = false
     this.#keys.clear()
   }
 }

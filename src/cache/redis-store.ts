@@ -8,12 +8,10 @@ export type Runner = <T>(fn: (redis: Redis) => Promise<T>) => Promise<T>
 export interface RedisStoreOptions {
   /** `${prefix}:cache:${namespace}`: every key this store touches starts with it. */
   base: string
-  /** Unique per cache instance (names its fence key and tags its bus messages). */
+  /** Unique per cache instance (its clean mark; tags its bus messages). */
   instanceId: string
   /** How commands reach Redis by default. */
   run: Runner
-  /** Lifetime of the fence key, refreshed at every sync, in ms. */
-  fenceTtlMs: number
   /** Publish invalidations on `${base}:bus` for other processes' memory tiers. */
   bus: boolean
 }
@@ -23,14 +21,6 @@ export interface BusMessage {
   i: string
   k?: string[]
   g?: string
-}
-
-/** A write refused by its fence although the fence was re-asserted: it did not land. */
-export class FenceLostError extends Error {
-  constructor() {
-    super('cache write refused: its fence token is no longer current')
-    this.name = 'FenceLostError'
-  }
 }
 
 interface Script {
@@ -43,79 +33,67 @@ function script(lua: string): Script {
 }
 
 /**
- * Writes land only if this instance's fence key still holds the token they carry. Recovery
- * rotates the token before it reconciles, so a write sent before an outage that reaches Redis
- * late (a frozen server draining its input on thaw, a retransmission after a partition) is
- * refused instead of overwriting a newer value. The writes issued in one tick travel in one
- * call (the script's fixed cost, ~4 µs of Redis CPU, is paid once per batch, not per write).
+ * A `getOrSet` load in flight holds a lease on its key: the key's own Redis value is this
+ * marker followed by a random token, until the load stores its result. A NUL first character
+ * cannot start a JSON text (JSON.stringify escapes control characters), and a custom
+ * serializer's output starting with this exact marker is treated as a miss.
  *
- * Each write also settles its key's lease (see ACQUIRE): a plain `set` is an explicit new
- * value, so it removes the lease and any `getOrSet` load in flight for that key, in any
- * process, can no longer store its result. A fill (a `getOrSet` storing what its loader
- * returned) carries the lease token it was given and lands only if the lease still holds that
- * token; a missing lease counts as changed (deleted, set, expired, or lost with Redis's data).
- * A fill that lands removes the lease too.
- *
- * KEYS: fence, then per write its data key and its lease key. ARGV: fence token, bus channel
- * ('' = none), bus message, then per write its text, TTL in ms ('0' = none) and lease token
- * ('' = a plain set). Returns 0 when the fence refused the batch, else one character per write:
- * '1' stored, '0' refused by its lease.
+ * Keeping the lease in the key itself is what lets a plain `set` stay one `SET`: any write
+ * replaces the marker, any delete removes it, and expiry removes it — so a load's fill, which
+ * stores only if the marker with its token is still there, can never overwrite a newer value
+ * nor resurrect a deleted one.
  */
-const FENCED_SET = script(`
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-local out = {}
-for i = 1, (#KEYS - 1) / 2 do
-  local data, lease = KEYS[2 * i], KEYS[2 * i + 1]
-  local text, ttl, token = ARGV[3 * i + 1], ARGV[3 * i + 2], ARGV[3 * i + 3]
-  if token == '' or redis.call('GET', lease) == token then
-    if ttl == '0' then redis.call('SET', data, text) else redis.call('SET', data, text, 'PX', ttl) end
-    redis.call('DEL', lease)
-    out[i] = '1'
-  else
-    out[i] = '0'
-  end
-end
-if ARGV[2] ~= '' then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
-return table.concat(out)
-`)
+export const LEASE_MARK = '\u0000failsoft:lease:'
+
+/** True when stored text is a lease marker, not a value. */
+export function isLease(text: string): boolean {
+  return text.charCodeAt(0) === 0 && text.startsWith(LEASE_MARK)
+}
 
 /**
  * A `getOrSet` miss: the value if it is there after all, else a lease on the key — the token
  * of the lease in place (another load of the same key is running somewhere) or a new one. The
- * lease and the read are atomic, so any delete or set after this point removes the lease and
- * the load's fill is refused. KEYS: data, lease. ARGV: candidate token, lease TTL in ms.
- * Returns {1, text, pttl} on a hit, {0, token} otherwise.
+ * lease and the read are atomic, so any write or delete after this point replaces the marker
+ * and the load's fill is refused. KEYS: data. ARGV: lease marker, candidate token, lease TTL
+ * in ms. Returns {1, text, pttl} on a hit, {0, token} otherwise.
  */
 const ACQUIRE = script(`
 local v = redis.call('GET', KEYS[1])
-if v then return {1, v, redis.call('PTTL', KEYS[1])} end
-local t = redis.call('GET', KEYS[2])
-if not t then
-  t = ARGV[1]
-  redis.call('SET', KEYS[2], t, 'PX', ARGV[2])
+if v then
+  if string.sub(v, 1, #ARGV[1]) == ARGV[1] then return {0, string.sub(v, #ARGV[1] + 1)} end
+  return {1, v, redis.call('PTTL', KEYS[1])}
 end
-return {0, t}
+redis.call('SET', KEYS[1], ARGV[1] .. ARGV[2], 'PX', ARGV[3])
+return {0, ARGV[2]}
 `)
 
-/** Writes waiting for the end of the tick, per runner (the recovery runner is not the usual one). */
-interface PendingWrite {
-  readonly key: string
-  readonly text: string
-  readonly ttl: number
-  /** The lease a fill holds; '' for a plain set. */
-  readonly lease: string
-  readonly resolve: (stored: boolean) => void
-  readonly reject: (error: unknown) => void
-}
-
-/** Most writes sent in one script call. */
-const WRITE_BATCH = 256
+/**
+ * A `getOrSet` fill: store the loaded text only if the key still holds this load's lease.
+ * KEYS: data. ARGV: lease marker + token, text, TTL in ms ('0' = none), bus channel ('' =
+ * none), bus message. Returns 1 when stored, 0 when the lease was gone.
+ */
+const FILL = script(`
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[3] == '0' then redis.call('SET', KEYS[1], ARGV[2]) else redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end
+if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
+return 1
+`)
 
 /** 'l1' reads: the value and its remaining TTL in one round trip. KEYS: data. */
 const GET_WITH_TTL = script(`
 local v = redis.call('GET', KEYS[1])
 if not v then return false end
 return {v, redis.call('PTTL', KEYS[1])}
+`)
+
+/**
+ * Does the key hold a value (not a lease)? Reads at most the marker's length of it.
+ * KEYS: data. ARGV: lease marker. Returns 1 or 0.
+ */
+const HAS = script(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('GETRANGE', KEYS[1], 0, #ARGV[1] - 1) == ARGV[1] then return 0 end
+return 1
 `)
 
 /** A new generation and its bus notice, atomically (notices arrive in generation order). */
@@ -126,15 +104,34 @@ return 1
 `)
 
 /**
- * A delete removes the value and the key's lease, atomically (a fill in flight for the key
- * can no longer land), and publishes its bus notice. KEYS: data, lease. ARGV: bus channel
- * ('' = none), message. Returns 1 when the value existed.
+ * A delete removes the value, or a lease (a load in flight for the key can no longer store),
+ * and publishes its bus notice. KEYS: data. ARGV: lease marker, bus channel ('' = none),
+ * message. Returns 1 when a value (not a lease) was removed.
  */
 const DELETE = script(`
-local n = redis.call('UNLINK', KEYS[1])
-redis.call('UNLINK', KEYS[2])
-if ARGV[1] ~= '' then redis.call('PUBLISH', ARGV[1], ARGV[2]) end
-return n
+local held = 0
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  if redis.call('GETRANGE', KEYS[1], 0, #ARGV[1] - 1) ~= ARGV[1] then held = 1 end
+  redis.call('UNLINK', KEYS[1])
+end
+if ARGV[2] ~= '' then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
+return held
+`)
+
+/**
+ * Read the generation, creating a fresh random one if it is missing, in one round trip. A
+ * missing generation key means nobody knows what was current (Redis restarted empty,
+ * flushed, or evicted the key): a new random value, never a reused counter, keeps keys of any
+ * older generation unreachable. SET NX makes every process agree. KEYS: generation.
+ * ARGV: candidate generation.
+ */
+const SYNC = script(`
+local g = redis.call('GET', KEYS[1])
+if not g then
+  redis.call('SET', KEYS[1], ARGV[1], 'NX')
+  g = redis.call('GET', KEYS[1])
+end
+return g
 `)
 
 /**
@@ -151,23 +148,6 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZADD', KEYS[2], now, ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[2]))
 return {redis.call('GET', KEYS[1]), now}
-`)
-
-/**
- * Read the generation (creating a fresh random one if it is missing) and install a new fence
- * token, in one round trip. A missing generation key means nobody knows what was current
- * (Redis restarted empty, flushed, or evicted the key): a new random value, never a reused
- * counter, keeps keys of any older generation unreachable. SET NX makes every process agree.
- * KEYS: generation, fence. ARGV: candidate generation, token, fence ttl ms.
- */
-const SYNC = script(`
-local g = redis.call('GET', KEYS[1])
-if not g then
-  redis.call('SET', KEYS[1], ARGV[1], 'NX')
-  g = redis.call('GET', KEYS[1])
-end
-redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
-return g
 `)
 
 async function evalScript(
@@ -208,7 +188,7 @@ function cork(redis: Redis): Redis {
   return redis
 }
 
-/** 48 random bits, URL-safe: a generation or fence token. */
+/** 48 random bits, URL-safe: a generation or lease token. */
 export function newToken(): string {
   return randomBytes(6).toString('base64url')
 }
@@ -223,39 +203,38 @@ const SCAN_COUNT = 500
 const UNLINK_BATCH = 500
 
 /**
- * The shared store: plain GET/EXISTS for reads, scripts for deletes and fenced writes. Keys are
- * `${base}:d:${generation}:${key}`, their leases `${base}:l:${generation}:${key}` (they exist
- * only while a `getOrSet` load runs); the generation lives in `${base}:gen`
- * and is learned by `sync()` (at start-up and on every recovery) and `checkGeneration()`
- * (polled by the cache, and on bus notices), so reads never pay a round trip for it.
+ * The shared store: plain GET / SET for reads and writes, scripts for a `getOrSet` miss and
+ * fill, deletes and the generation. Keys are `${base}:d:${generation}:${key}` (a value, or the
+ * lease of a load in flight: see LEASE_MARK); the generation lives in `${base}:gen` and is
+ * learned by `sync()` (at start-up and on every recovery) and `heartbeat()` (polled by the
+ * cache, and on bus notices), so reads never pay a round trip for it.
+ *
+ * A write sent before an outage could land after the cache reconciled (a frozen server
+ * draining its input on thaw, a proxy delivering what it held). That is made impossible one
+ * level up: the health monitor closes this process's earlier command sockets in Redis before
+ * any component recovers (`RecoveryContext.lateCommandsFenced`), and when it cannot, the
+ * cache bumps the generation instead, so such a write lands where nobody reads.
  */
 export class RedisStore implements CacheStore {
   readonly kind = 'redis' as const
   readonly base: string
   readonly instanceId: string
   readonly generationKey: string
-  readonly fenceKey: string
   /** Sorted set: instance id → server time (ms) of its last clean mark. */
   readonly membersKey: string
   readonly channel: string
   readonly #run: Runner
-  readonly #fenceTtlMs: number
   readonly #bus: boolean
   #generation: string | null = null
   #dataPrefix = ''
-  #leasePrefix = ''
-  #token = newToken()
-  readonly #pending = new Map<Runner, PendingWrite[]>()
 
   constructor(options: RedisStoreOptions) {
     this.base = options.base
     this.instanceId = options.instanceId
     this.generationKey = `${options.base}:gen`
-    this.fenceKey = `${options.base}:fence:${options.instanceId}`
     this.membersKey = `${options.base}:members`
     this.channel = `${options.base}:bus`
     this.#run = options.run
-    this.#fenceTtlMs = options.fenceTtlMs
     this.#bus = options.bus
   }
 
@@ -268,21 +247,16 @@ export class RedisStore implements CacheStore {
     return this.#generation
   }
 
-  /** The Redis key holding `key` in the current generation. */
+  /** The Redis key holding `key` (its value, or the lease of a load) in the current generation. */
   dataKey(key: string): string {
     return this.#dataPrefix + key
-  }
-
-  /** The Redis key holding the lease of `key`'s load in flight, in the current generation. */
-  leaseKey(key: string): string {
-    return this.#leasePrefix + key
   }
 
   // ── the store contract ─────────────────────────────────────────────────────────────────────
 
   async get(key: string, run: Runner = this.#run): Promise<string | undefined> {
     const text = await run((redis) => cork(redis).get(this.dataKey(key)))
-    return text ?? undefined
+    return text === null || isLease(text) ? undefined : text
   }
 
   /** The value and its remaining lifetime in ms (null: no expiry), or undefined. */
@@ -295,34 +269,30 @@ export class RedisStore implements CacheStore {
     )
     if (!Array.isArray(reply)) return undefined
     const [text, pttl] = reply as [unknown, unknown]
-    if (typeof text !== 'string') return undefined
+    if (typeof text !== 'string' || isLease(text)) return undefined
     const ttl = Number(pttl)
     return { text, ttlMs: ttl >= 0 ? ttl : null }
   }
 
   /**
-   * Store text. With `lease` (a token from `acquire`), a conditional fill: resolves false,
-   * storing nothing, when the key was deleted or set since the lease was taken (or the lease
-   * expired). Writes issued in one tick share one script call.
+   * Store text: one SET (and, on the bus, its notice in the same socket write). Resolves true;
+   * rejects when Redis does (e.g. OOM) or the connection fails.
    */
-  set(
+  async set(
     key: string,
     text: string,
     ttlMs: number | null,
     run: Runner = this.#run,
-    lease = '',
   ): Promise<boolean> {
+    const dataKey = this.dataKey(key)
     const ttl = ttlMs === null ? 0 : Math.max(1, Math.round(ttlMs))
-    return new Promise<boolean>((resolve, reject) => {
-      let batch = this.#pending.get(run)
-      if (batch === undefined) {
-        batch = []
-        this.#pending.set(run, batch)
-        // After the current microtasks: every write issued meanwhile joins this batch.
-        process.nextTick(() => this.#flush(run))
-      }
-      batch.push({ key, text, ttl, lease, resolve, reject })
+    await run((redis): Promise<unknown> => {
+      const r = cork(redis)
+      const stored = ttl === 0 ? r.set(dataKey, text) : r.set(dataKey, text, 'PX', ttl)
+      if (!this.#bus) return stored
+      return Promise.all([stored, r.publish(this.channel, this.#message({ k: [key] }))])
     })
+    return true
   }
 
   /**
@@ -335,12 +305,7 @@ export class RedisStore implements CacheStore {
     run: Runner = this.#run,
   ): Promise<{ text: string; ttlMs: number | null } | { lease: string }> {
     const reply = await run((redis) =>
-      evalScript(
-        cork(redis),
-        ACQUIRE,
-        [this.dataKey(key), this.leaseKey(key)],
-        [newToken(), leaseTtlMs],
-      ),
+      evalScript(cork(redis), ACQUIRE, [this.dataKey(key)], [LEASE_MARK, newToken(), leaseTtlMs]),
     )
     if (!Array.isArray(reply)) throw new Error('cache lease: unexpected reply')
     const [found, value, pttl] = reply as [unknown, unknown, unknown]
@@ -350,65 +315,45 @@ export class RedisStore implements CacheStore {
     return { text: value, ttlMs: ttl >= 0 ? ttl : null }
   }
 
-  #flush(run: Runner): void {
-    const batch = this.#pending.get(run)
-    this.#pending.delete(run)
-    if (batch === undefined) return
-    for (let i = 0; i < batch.length; i += WRITE_BATCH) {
-      const part = batch.slice(i, i + WRITE_BATCH)
-      this.#writeBatch(part, run).then(
-        (landed) => {
-          for (let j = 0; j < part.length; j++) part[j]?.resolve(landed[j] === '1')
-        },
-        (error: unknown) => {
-          for (const write of part) write.reject(error)
-        },
-      )
-    }
-  }
-
-  /** One script call; resolves one character per write: '1' stored, '0' refused by its lease. */
-  async #writeBatch(batch: readonly PendingWrite[], run: Runner): Promise<string> {
-    const keys = [this.fenceKey]
-    const message = this.#bus ? this.#message({ k: batch.map((w) => w.key) }) : ''
-    const args: Array<string | number> = ['', this.#bus ? this.channel : '', message]
-    for (const write of batch) {
-      keys.push(this.dataKey(write.key), this.leaseKey(write.key))
-      args.push(write.text, write.ttl, write.lease)
-    }
-    const attempt = (token: string): Promise<unknown> => {
-      args[0] = token
-      return run((redis) => evalScript(cork(redis), FENCED_SET, keys, args))
-    }
-    let landed = await attempt(this.#token)
-    if (typeof landed === 'string') return landed
-    // The fence is gone (expired, evicted, Redis lost its data): re-create it — NX, so that a
-    // re-creation arriving late can never replace a token installed by a later recovery.
-    await run((redis) => redis.set(this.fenceKey, this.#token, 'PX', this.#fenceTtlMs, 'NX'))
-    landed = await attempt(this.#token)
-    if (typeof landed === 'string') return landed
-    throw new FenceLostError()
-  }
-
   /**
-   * Send the writes still waiting for the end of the tick now, so that a delete issued after
-   * them reaches Redis after them (program order), not before.
+   * Store a load's result only if its lease is intact: false, storing nothing, when the key
+   * was written or deleted since the lease was taken, or the lease expired.
    */
-  #flushBefore(run: Runner): void {
-    if (this.#pending.has(run)) this.#flush(run)
+  async fill(
+    key: string,
+    text: string,
+    ttlMs: number | null,
+    lease: string,
+    run: Runner = this.#run,
+  ): Promise<boolean> {
+    const ttl = ttlMs === null ? 0 : Math.max(1, Math.round(ttlMs))
+    const channel = this.#bus ? this.channel : ''
+    const message = this.#bus ? this.#message({ k: [key] }) : ''
+    const stored = await run((redis) =>
+      evalScript(
+        cork(redis),
+        FILL,
+        [this.dataKey(key)],
+        [LEASE_MARK + lease, text, ttl, channel, message],
+      ),
+    )
+    return Number(stored) === 1
   }
 
-  /** Remove the value and its lease (a load in flight for it can no longer store). */
+  /** Remove the value, or the lease of a load in flight (which can then no longer store). */
   async delete(key: string, run: Runner = this.#run): Promise<boolean> {
-    this.#flushBefore(run)
-    const keys = [this.dataKey(key), this.leaseKey(key)]
-    const args = this.#bus ? [this.channel, this.#message({ k: [key] })] : ['', '']
-    const removed = await run((redis) => evalScript(cork(redis), DELETE, keys, args))
+    const args = this.#bus
+      ? [LEASE_MARK, this.channel, this.#message({ k: [key] })]
+      : [LEASE_MARK, '', '']
+    const removed = await run((redis) => evalScript(cork(redis), DELETE, [this.dataKey(key)], args))
     return Number(removed) > 0
   }
 
   async has(key: string, run: Runner = this.#run): Promise<boolean> {
-    return (await run((redis) => cork(redis).exists(this.dataKey(key)))) > 0
+    const held = await run((redis) =>
+      evalScript(cork(redis), HAS, [this.dataKey(key)], [LEASE_MARK]),
+    )
+    return Number(held) === 1
   }
 
   /**
@@ -422,25 +367,18 @@ export class RedisStore implements CacheStore {
     await this.sweep(run)
   }
 
-  // ── generation, fence and reconciliation ───────────────────────────────────────────────────
+  // ── generation, clean marks and reconciliation ─────────────────────────────────────────────
 
   /**
-   * Learn the current generation (creating it if missing) and rotate the fence token. Run at
-   * start-up and before every return to Redis. True when the generation differs from the
-   * one this store used before (its memory copies belong to another generation).
+   * Learn the current generation (creating it if missing). Run at start-up and before every
+   * return to Redis. True when the generation differs from the one this store used before
+   * (its memory copies belong to another generation).
    */
   async sync(run: Runner = this.#run): Promise<boolean> {
-    const token = newToken()
     const generation = await run((redis) =>
-      evalScript(
-        redis,
-        SYNC,
-        [this.generationKey, this.fenceKey],
-        [newToken(), token, this.#fenceTtlMs],
-      ),
+      evalScript(redis, SYNC, [this.generationKey], [newToken()]),
     )
     if (typeof generation !== 'string') throw new Error('cache sync: unexpected reply')
-    this.#token = token
     return this.#adopt(generation)
   }
 
@@ -474,11 +412,9 @@ export class RedisStore implements CacheStore {
     return run((redis) => cork(redis).zcount(this.membersKey, from, `(${before}`))
   }
 
-  /** Best effort on close: this instance's fence and clean mark are of no use to anyone else. */
+  /** Best effort on close: this instance's clean mark is of no use to anyone else. */
   async leave(run: Runner = this.#run): Promise<void> {
-    await run(async (redis) => {
-      await Promise.all([redis.unlink(this.fenceKey), redis.zrem(this.membersKey, this.instanceId)])
-    })
+    await run((redis) => redis.zrem(this.membersKey, this.instanceId))
   }
 
   /** O(1) invalidation of the whole namespace: a new random generation. */
@@ -495,15 +431,11 @@ export class RedisStore implements CacheStore {
 
   /** Delete keys of the current generation in batches (reconciliation: DEL, never SET). */
   async unlinkMany(keys: readonly string[], run: Runner = this.#run): Promise<void> {
-    this.#flushBefore(run)
     for (let i = 0; i < keys.length; i += UNLINK_BATCH) {
       const batch = keys.slice(i, i + UNLINK_BATCH)
       await run(async (redis) => {
-        // One command: the values and their leases (loads in flight elsewhere cannot store).
-        await redis.unlink(
-          ...batch.map((key) => this.dataKey(key)),
-          ...batch.map((key) => this.leaseKey(key)),
-        )
+        // Values and leases alike: loads in flight elsewhere for these keys cannot store.
+        await redis.unlink(...batch.map((key) => this.dataKey(key)))
         if (this.#bus) await redis.publish(this.channel, this.#message({ k: batch }))
       })
     }
@@ -534,7 +466,6 @@ export class RedisStore implements CacheStore {
     const changed = this.#generation !== null && this.#generation !== generation
     this.#generation = generation
     this.#dataPrefix = `${this.base}:d:${generation}:`
-    this.#leasePrefix = `${this.base}:l:${generation}:`
     return changed
   }
 

@@ -306,6 +306,56 @@ describe('coming back clean', () => {
     assert.deepEqual(b.cache.status().peerWait, { waiting: false, waits: before + 1, timeouts: 0 })
   })
 
+  /**
+   * A SET sent just before an outage, held on the way (a middlebox, a TCP retransmission after
+   * a partition heals) and delivered to Redis after the cache has recovered and a newer value
+   * was written. Returns the cache and what Redis holds once the held bytes have arrived.
+   */
+  async function heldWrite(
+    t: TestContext,
+    options: { clientKill: boolean },
+  ): Promise<{ cache: Cache; keys: Record<string, unknown> }> {
+    const server = await startRedis(t, { aclUser: { username: 'app', password: 'app-secret-1' } })
+    if (!options.clientKill) await server.cli('ACL', 'SETUSER', 'app', '-client|kill')
+    const proxy = await startProxy(t, server)
+    const app = open(t, {
+      redis: proxy.urlFor({ url: server.aclUrl ?? '' }),
+      health: { commandTimeoutMs: 100, heartbeatTimeoutMs: 100 },
+    })
+    await app.failsoft.ready()
+    const cache = app.failsoft.cache({ namespace: 'late' })
+    await cache.set('K', 'before')
+
+    proxy.deliverAfterClientClose(true)
+    proxy.latency(1500) // this SET reaches Redis 1.5 s from now, whatever happens meanwhile
+    assert.equal(await cache.set('K', 'sent-before-the-outage'), true) // from memory, journaled
+    assert.equal(cache.backend, 'memory')
+    proxy.pass()
+    await waitForBackend(cache, 'redis', 4000)
+    assert.equal(await cache.set('K', 'newest'), true)
+    await sleep(1800) // the held SET has reached Redis by now
+    const keys: Record<string, unknown> = {}
+    for (const key of (await server.cli('KEYS', `${app.prefix}:cache:late:d:*`)) as string[]) {
+      keys[key] = await server.cli('GET', key)
+    }
+    assert.equal(await cache.get('K'), 'newest')
+    return { cache, keys }
+  }
+
+  test('a write held on the way and delivered after recovery never lands (old connection killed)', async (t) => {
+    const { cache, keys } = await heldWrite(t, { clientKill: true })
+    // Redis freed the old connection with what it had not run: the late SET ran nowhere.
+    assert.deepEqual(Object.values(keys), ['"newest"'])
+    assert.equal(cache.status().generationBumps, 0)
+  })
+
+  test('without CLIENT KILL (ACL), the generation is bumped: the held write lands where nobody reads', async (t) => {
+    const { cache, keys } = await heldWrite(t, { clientKill: false })
+    assert.equal(cache.status().generationBumps, 1)
+    // The hazard was real: the late SET did run, in the old generation.
+    assert.deepEqual(Object.values(keys).sort(), ['"newest"', '"sent-before-the-outage"'])
+  })
+
   test('journal overflow bumps the generation: nothing written before is reachable, anywhere', async (t) => {
     const server = await startRedis(t)
     const proxy = await startProxy(t, server)

@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict'
 import { describe, test } from 'node:test'
 import type { Cache } from '../../src/index.js'
+import { isLease } from '../../src/cache/redis-store.js'
 import { startRedis, waitFor, type RedisServer } from '../support/fault-kit.js'
 import { guardUnhandled, open } from './helpers.js'
 
@@ -47,8 +48,22 @@ async function within<T>(promise: Promise<T>, what: string): Promise<T> {
 }
 
 /** Every Redis key of this test's prefix, data and leases. */
-async function keysOf(server: RedisServer, prefix: string, kind: 'd' | 'l'): Promise<string[]> {
-  return (await server.cli('KEYS', `${prefix}:cache:*:${kind}:*`)) as string[]
+/**
+ * The cache's keys in Redis holding a value, or holding the lease of a load in flight (a
+ * lease lives in the key itself, as a marker: see LEASE_MARK).
+ */
+async function keysOf(
+  server: RedisServer,
+  prefix: string,
+  kind: 'value' | 'lease',
+): Promise<string[]> {
+  const keys = (await server.cli('KEYS', `${prefix}:cache:*:d:*`)) as string[]
+  const out: string[] = []
+  for (const key of keys) {
+    const text = (await server.cli('GET', key)) as string | null
+    if (text !== null && isLease(text) === (kind === 'lease')) out.push(key)
+  }
+  return out
 }
 
 async function twoInstances(t: { after(fn: () => unknown): void }, server: RedisServer) {
@@ -85,7 +100,7 @@ describe('getOrSet racing delete and set (real redis-server)', () => {
     assert.equal(await joinedBefore, 'new', 'a joined caller loads again rather than take old')
     assert.equal(await cache.get('projects:list'), 'new')
     assert.equal(cache.status().fillsSuperseded, 1)
-    assert.deepEqual(await keysOf(server, prefix, 'l'), [], 'no lease left behind')
+    assert.deepEqual(await keysOf(server, prefix, 'lease'), [], 'no lease left behind')
   })
 
   test('same process: with no other caller, the next read after the race is a miss', async (t) => {
@@ -103,7 +118,7 @@ describe('getOrSet racing delete and set (real redis-server)', () => {
     old.release()
     assert.equal(await pending, 'old')
     assert.equal(await cache.get('k'), undefined)
-    assert.deepEqual(await keysOf(server, prefix, 'd'), [])
+    assert.deepEqual(await keysOf(server, prefix, 'value'), [])
   })
 
   test('two instances: B loads, A deletes meanwhile → no stale value stored, anywhere', async (t) => {
@@ -124,7 +139,7 @@ describe('getOrSet racing delete and set (real redis-server)', () => {
     await within(fresh.started, "B's joined caller loads again")
     assert.equal(await a.get('projects:list'), undefined, 'A: no stale list')
     assert.equal(await b.get('projects:list'), undefined, 'B: no stale list')
-    assert.deepEqual(await keysOf(server, prefix, 'd'), [], 'nothing stored in Redis')
+    assert.deepEqual(await keysOf(server, prefix, 'value'), [], 'nothing stored in Redis')
     fresh.release()
     assert.deepEqual(await joined, ['p1', 'p2 renamed'])
     assert.deepEqual(await a.get('projects:list'), ['p1', 'p2 renamed'])
@@ -141,7 +156,7 @@ describe('getOrSet racing delete and set (real redis-server)', () => {
     const stored = await a.get('k')
     assert.ok(stored === 'v1' || stored === 'v2')
     assert.equal(await b.get('k'), stored)
-    assert.deepEqual(await keysOf(server, prefix, 'l'), [])
+    assert.deepEqual(await keysOf(server, prefix, 'lease'), [])
   })
 
   test('a set() while the loader runs wins, in the same process and from another', async (t) => {
@@ -189,9 +204,9 @@ describe('getOrSet racing delete and set (real redis-server)', () => {
     const old = slowLoader('old')
     const pending = cache.getOrSet('k', old.loader)
     await old.started
-    const leases = await keysOf(server, prefix, 'l')
+    const leases = await keysOf(server, prefix, 'lease')
     assert.equal(leases.length, 1)
-    await server.cli('DEL', ...leases)
+    await server.cli('DEL', ...leases) // what an expiry, or Redis losing its data, does
     old.release()
     assert.equal(await pending, 'old')
     assert.equal(await cache.get('k'), undefined)
@@ -264,6 +279,6 @@ describe('getOrSet racing delete and set while Redis is unavailable', () => {
     await server.start()
     await waitFor(() => cache.backend === 'redis', { message: 'back', timeoutMs: 5000 })
     assert.equal(await cache.get('k'), undefined)
-    assert.deepEqual(await keysOf(server, prefix, 'd'), [])
+    assert.deepEqual(await keysOf(server, prefix, 'value'), [])
   })
 })

@@ -118,7 +118,6 @@ conformance('redis', () => ({
       base: `conformance:cache:${namespace}`,
       instanceId: `test-${namespace}`,
       run,
-      fenceTtlMs: 60_000,
       bus: false,
     })
     await store.sync()
@@ -132,44 +131,53 @@ describe('redis store specifics', () => {
       base: 'specific:cache:ns',
       instanceId: 'i1',
       run,
-      fenceTtlMs: 60_000,
       bus: false,
     })
     await store.sync()
     await store.set('k', 'v', 60_000)
+    await store.heartbeat()
     const keys = (await redis.keys('specific:*')).sort()
     assert.ok(keys.length >= 3)
     for (const key of keys) assert.ok(key.startsWith('specific:cache:ns:'), key)
   })
 
-  test('a write carrying a rotated-out fence token is refused (late writes cannot land)', async () => {
-    const store = new RedisStore({
-      base: 'fence:cache:ns',
-      instanceId: 'i2',
-      run,
-      fenceTtlMs: 60_000,
-      bus: false,
-    })
+  test("a load's lease lives in the key itself: a miss for readers, replaced by any write", async () => {
+    const store = new RedisStore({ base: 'lease:cache:ns', instanceId: 'i2', run, bus: false })
     await store.sync()
-    // What a write sent before an outage looks like when Redis executes it afterwards: the
-    // fence now holds another token.
-    await redis.set(store.fenceKey, 'rotated-by-a-later-recovery')
-    await assert.rejects(store.set('k', 'late', 60_000), { name: 'FenceLostError' })
+    const acquired = await store.acquire('k', 60_000)
+    assert.ok('lease' in acquired)
+    // Readers see a miss, not the marker.
     assert.equal(await store.get('k'), undefined)
+    assert.equal(await store.has('k'), false)
+    assert.equal(await store.delete('k'), false, 'a lease is not a value')
+    // Another load of the same key shares the lease instead of taking a second one.
+    const again = await store.acquire('k2', 60_000)
+    assert.ok('lease' in again)
+    assert.deepEqual(await store.acquire('k2', 60_000), again)
+    // A plain set replaces the lease: the load's fill is refused and the set value stays.
+    await store.set('k2', 'newer', 60_000)
+    assert.equal(await store.fill('k2', 'loaded-before', 60_000, again.lease), false)
+    assert.equal(await store.get('k2'), 'newer')
   })
 
-  test('a fence that vanished (expired, evicted) is re-created and the write lands', async () => {
-    const store = new RedisStore({
-      base: 'fence2:cache:ns',
-      instanceId: 'i3',
-      run,
-      fenceTtlMs: 60_000,
-      bus: false,
-    })
+  test('a fill lands only while its own lease is intact', async () => {
+    const store = new RedisStore({ base: 'fill:cache:ns', instanceId: 'i3', run, bus: false })
     await store.sync()
-    await redis.del(store.fenceKey)
-    assert.equal(await store.set('k', 'v', 60_000), true)
-    assert.equal(await store.get('k'), 'v')
+    const first = await store.acquire('k', 60_000)
+    assert.ok('lease' in first)
+    assert.equal(await store.fill('k', 'wrong token', 60_000, 'not-the-lease'), false)
+    assert.equal(await store.fill('k', 'loaded', 60_000, first.lease), true)
+    assert.equal(await store.get('k'), 'loaded')
+    // A later load finds the value instead of a lease.
+    const second = await store.acquire('k', 60_000)
+    assert.ok('text' in second && second.text === 'loaded')
+    // Deleted during a load: the fill does not resurrect anything.
+    await store.delete('k')
+    const third = await store.acquire('k', 60_000)
+    assert.ok('lease' in third)
+    await store.delete('k')
+    assert.equal(await store.fill('k', 'stale', 60_000, third.lease), false)
+    assert.equal(await store.get('k'), undefined)
   })
 
   test('a missing generation key yields a new random generation, never an old one', async () => {
@@ -177,7 +185,6 @@ describe('redis store specifics', () => {
       base: 'gen:cache:ns',
       instanceId: 'i4',
       run,
-      fenceTtlMs: 60_000,
       bus: false,
     })
     await store.sync()

@@ -123,6 +123,7 @@ export class TcpProxy {
   readonly #links = new Set<Link>()
   #mode: ProxyMode = 'pass'
   #latencyMs = 0
+  #deliverAfterClose = false
   #listening = false
   #closed = false
 
@@ -184,6 +185,15 @@ export class TcpProxy {
   latency(ms: number): void {
     this.#latencyMs = Math.max(0, ms)
     this.#mode = this.#latencyMs > 0 ? 'latency' : 'pass'
+  }
+
+  /**
+   * When on, bytes a client sent are still delivered upstream (after their delay) once that
+   * client went away — what a middlebox holding a connection, or a TCP stack retransmitting
+   * after a partition heals, does: a command sent before an outage reaches Redis late.
+   */
+  deliverAfterClientClose(on: boolean): void {
+    this.#deliverAfterClose = on
   }
 
   /** Plain forwarding again. Bytes swallowed during blackhole are not replayed. */
@@ -257,8 +267,12 @@ export class TcpProxy {
     client.on('error', () => undefined) // reported through 'close'
     client.on('close', () => {
       this.#links.delete(link)
-      link.toUpstream.clear()
       link.toClient.clear()
+      if (this.#deliverAfterClose && link.upstream !== undefined) {
+        link.toUpstream.end() // what is queued still goes, then a FIN
+        return
+      }
+      link.toUpstream.clear()
       link.upstream?.destroy()
     })
     // During a partition the connect to the far side would not happen either: defer it.
