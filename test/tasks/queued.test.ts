@@ -132,7 +132,13 @@ describe('tasks with Redis up (queued path)', () => {
     await once.dispatch(null, { idempotencyKey: 'k' })
     await waitFor(() => runs === 1, { message: 'first run' })
     await once.dispatch(null, { idempotencyKey: 'k' })
-    await waitFor(() => worker.status().skippedDone === 1, { message: 'second copy skipped' })
+    // Generous: under load the second job was once not picked up within 5 s (in about one run
+    // of eight; the cause was not established — BullMQ's blocking fetch waits up to its 5 s
+    // drainDelay). What is asserted is that it is skipped, not how fast.
+    await waitFor(() => worker.status().skippedDone === 1, {
+      timeoutMs: 15_000,
+      message: 'second copy skipped',
+    })
     assert.equal(runs, 1)
   })
 
