@@ -934,7 +934,7 @@ export class Cache {
         }
         await subscriber.subscribe(redis.channel)
       })()
-      await withTimeout(attempt, BUS_CONNECT_TIMEOUT_MS)
+      await withDeadline(attempt, BUS_CONNECT_TIMEOUT_MS, 'cache bus subscription')
       this.#epoch++
       this.#memory.clear()
       this.#busReady = true
@@ -1073,19 +1073,6 @@ function isOutage(error: unknown): boolean {
 
 function ttlToMs(seconds: number | null): number | null {
   return seconds === null ? null : seconds * 1000
-}
-
-async function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  const deadline = new Promise<never>((_resolve, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms)
-  })
-  try {
-    return await Promise.race([promise, deadline])
-  } finally {
-    clearTimeout(timer)
-    promise.catch(() => undefined)
-  }
 }
 
 const caches = new WeakMap<
