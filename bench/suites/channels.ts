@@ -79,7 +79,10 @@ class ServerProcess {
     child.stderr?.on('data', (chunk: Buffer) => (stderr = (stderr + chunk.toString()).slice(-2000)))
     const server = new ServerProcess(child)
     server.port = await new Promise<number>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`${impl} server did not start`)), 30_000)
+      const timer = setTimeout(() => {
+        child.kill('SIGKILL') // never left behind, whatever state it is in
+        reject(new Error(`${impl} server did not start within 30 s: ${stderr}`))
+      }, 30_000)
       child.on('message', (raw: unknown) => {
         const message = raw as { event?: string; port?: number }
         if (message.event === 'listening') {
@@ -603,7 +606,7 @@ export default async function channels(ctx: BenchContext): Promise<SuiteReport> 
     charts: [chart],
     notes: [
       'failsoft: local members are served from memory before anything touches Redis; cross-process messages sent while Redis is down wait in a bounded outbox (10,000 messages, 8 MiB, 30 s by default) and are flushed in order once this process has re-subscribed and a 400 ms settle delay has let the other processes re-subscribe too.',
-      "Socket.IO stacks use the adapters' documented setup (ioredis clients with default options); the fail-fast rows give their ioredis clients enableOfflineQueue false, maxRetriesPerRequest 0, commandTimeout 250 ms, connectTimeout 1 s and reconnects capped at 1 s.",
+      "Socket.IO stacks use the adapters' documented setup (ioredis clients with default options); the fail-fast rows give their ioredis clients enableOfflineQueue false, maxRetriesPerRequest 0, commandTimeout 250 ms, connectTimeout 1 s and reconnects capped at 1 s — except that the streams adapter keeps its offline queue and no command timeout: without the queue its poll loop, which re-issues XREAD at once after an error, spun at 100 % CPU at start-up and the server never listened; a command timeout cuts every blocking XREAD.",
     ],
     data,
   }
