@@ -166,8 +166,8 @@ export class ChannelLayer {
       // Created after start-up while Redis is up: no recovery step will run for us.
       this.#transport.start()
       this.#disposers.push(
-        this.#monitor.on('down', () => {
-          this.#transport?.detach()
+        this.#monitor.on('down', ({ forced }) => {
+          this.#transport?.detach(!forced)
           if (this.#flushTimer) clearTimeout(this.#flushTimer)
           this.#flushTimer = null
         }).dispose,
@@ -294,10 +294,10 @@ export class ChannelLayer {
   }
 
   /**
-   * Send to every member of a group, in every process. Local members are served first, from
-   * memory; a full member is skipped and counted (status `skippedFull`, a WARNING at most every
-   * 10 s). Never waits for Redis: one PUBLISH is handed to the connection, or to the outbox
-   * while Redis is unavailable.
+   * Send to every member of a group, in every process. Local members are served in this call,
+   * from memory; a full member is skipped and counted (status `skippedFull`, a WARNING at most
+   * every 10 s). Never waits for Redis: one PUBLISH is handed to the connection (before the
+   * local deliveries), or to the outbox while Redis is unavailable.
    */
   async groupSend(group: string, message: ChannelMessage): Promise<void> {
     this.#context.assertOpen()
@@ -306,9 +306,12 @@ export class ChannelLayer {
     const entry = serializeMessage(message, this.#options.maxMessageBytes)
     this.#counters.groupSent++
     if (!this.#monitor.available) this.#handle.recordFallback()
+    // The PUBLISH is handed to the socket first (a non-blocking write, never a wait for
+    // Redis): the other processes' members then do not also wait for this process to frame
+    // and write to its own sockets.
+    this.#publish(this.#groupTopic(group), group, entry)
     const { full } = this.#local.groupDeliver(group, entry)
     if (full > 0) this.#noteFull(full, group)
-    this.#publish(this.#groupTopic(group), group, entry)
     if (this.#inFlight >= this.#options.maxInFlight) await this.#drained()
   }
 

@@ -31,6 +31,8 @@ export class RedisTransport {
   readonly #wanted = new Set<string>()
   readonly #subscribed = new Set<string>()
   #sub: Redis | null = null
+  /** A subscriber detached after a failure, whose already-received messages still count. */
+  #draining: Redis | null = null
   #starting: Promise<void> | null = null
   #batch: Array<{
     topic: string
@@ -38,6 +40,8 @@ export class RedisTransport {
     resolve(receivers: number): void
     reject(error: unknown): void
   }> = []
+  /** A publish was written in the current tick: the next ones wait for its end, together. */
+  #tickBusy = false
   #closed = false
   /** Subscriber connections opened (1 + one per recovery after an outage). */
   connections = 0
@@ -137,27 +141,27 @@ export class RedisTransport {
   }
 
   /**
-   * PUBLISH through the monitor (tracked for freeze detection). Publishes issued in the same
-   * tick go out as one pipeline — one write instead of one per message — in issue order.
-   * Resolves with the number of receiving connections.
+   * PUBLISH through the monitor (tracked for freeze detection). The first publish of a tick is
+   * written at once (no added latency for a lone message); the others issued in the same tick
+   * go out together at its end as one pipeline — one write instead of one per message. Issue
+   * order is kept. Resolves with the number of receiving connections.
    */
   publish(topic: string, payload: string): Promise<number> {
+    if (!this.#tickBusy) {
+      this.#tickBusy = true
+      process.nextTick(this.#endOfTick)
+      return this.#monitor.run((redis) => redis.publish(topic, payload))
+    }
     return new Promise<number>((resolve, reject) => {
       this.#batch.push({ topic, payload, resolve, reject })
-      if (this.#batch.length === 1) process.nextTick(this.#sendBatch)
     })
   }
 
-  readonly #sendBatch = (): void => {
+  readonly #endOfTick = (): void => {
+    this.#tickBusy = false
+    if (this.#batch.length === 0) return
     const batch = this.#batch
     this.#batch = []
-    const single = batch.length === 1 ? batch[0] : undefined
-    if (single !== undefined) {
-      this.#monitor
-        .run((redis) => redis.publish(single.topic, single.payload))
-        .then(single.resolve, single.reject)
-      return
-    }
     this.#monitor
       .run((redis) => {
         const pipeline = redis.pipeline()
@@ -196,10 +200,18 @@ export class RedisTransport {
     return { replyErrors }
   }
 
-  /** Redis went down: drop the subscriber; the recovery step opens a new one. */
-  detach(): void {
+  /**
+   * Redis went down: drop the subscriber; the recovery step opens a new one. With
+   * `keepReading` (a real failure, not the operator's switch) what the socket already received
+   * is still delivered until it closes: when Redis dies, the last messages it sent can sit
+   * unread in this socket while another connection's close brings the state down. They are
+   * genuine and older than anything a new subscriber gets, and a receiver skips a duplicate by
+   * its sequence number. The socket is being closed, so nothing is read on it for long.
+   */
+  detach(keepReading = false): void {
     const sub = this.#sub
     this.#sub = null
+    this.#draining = keepReading ? sub : null
     this.#subscribed.clear()
     if (sub !== null) sub.disconnect()
   }
@@ -250,9 +262,12 @@ export class RedisTransport {
     this.connections++
     this.#sub = sub
     sub.on('message', (topic: string, payload: string) => {
-      if (sub === this.#sub) this.#onMessage(topic, payload)
+      if (!this.#closed && (sub === this.#sub || sub === this.#draining)) {
+        this.#onMessage(topic, payload)
+      }
     })
     sub.on('close', () => {
+      if (sub === this.#draining) this.#draining = null
       if (sub !== this.#sub) return
       this.#sub = null
       this.#subscribed.clear()

@@ -287,7 +287,8 @@ interface Corkable {
 /**
  * Frames sent to one socket within a tick are handed to the kernel together (one writev
  * instead of one per frame: a group send to 50 sockets in a burst was syscall-bound), but
- * never more than this many bytes are held back before a flush.
+ * never more than this many bytes are held back before a flush. The first frame of a tick is
+ * written at once: a lone message is not delayed by the batching.
  */
 const CORK_FLUSH_BYTES = 64 * 1024
 
@@ -295,6 +296,8 @@ class Connection {
   readonly groups = new Set<string>()
   /** ws' underlying socket if reachable (ws' `_socket`), for write batching; null otherwise. */
   readonly raw: Corkable | null
+  /** A frame was sent to this socket in the current tick. */
+  touched = false
   corked = false
   corkedBytes = 0
   hooks: Consumer | null = null
@@ -353,7 +356,8 @@ export class ChannelWebSocketServer {
   readonly #verifyOrigin: ChannelWebSocketOptions['verifyOrigin']
   readonly #wss: WebSocketServer
   readonly #connections = new Set<Connection>()
-  #corked: Connection[] = []
+  /** Connections that were sent a frame in the current tick. */
+  #touched: Connection[] = []
   readonly #logger: Logger
   readonly #server: HttpServer | HttpsServer | undefined
   readonly #onUpgrade: ((req: IncomingMessage, socket: Duplex, head: Buffer) => void) | null
@@ -593,27 +597,31 @@ export class ChannelWebSocketServer {
     }
     const raw = connection.raw
     if (raw !== null) {
-      if (!connection.corked) {
+      if (!connection.touched) {
+        connection.touched = true
+        this.#touched.push(connection)
+        if (this.#touched.length === 1) process.nextTick(this.#endOfTick)
+      } else if (!connection.corked) {
         raw.cork()
         connection.corked = true
-        this.#corked.push(connection)
-        if (this.#corked.length === 1) process.nextTick(this.#uncorkAll)
       } else if (connection.corkedBytes > CORK_FLUSH_BYTES) {
         raw.uncork()
         raw.cork()
         connection.corkedBytes = 0
       }
-      connection.corkedBytes += text.length
+      if (connection.corked) connection.corkedBytes += text.length
     }
     socket.send(text, TEXT_FRAME)
     return true
   }
 
-  /** Runs once per tick in which frames were sent: hands them to the kernel. */
-  readonly #uncorkAll = (): void => {
-    const corked = this.#corked
-    this.#corked = []
-    for (const connection of corked) {
+  /** Runs once per tick in which frames were sent: hands the held ones to the kernel. */
+  readonly #endOfTick = (): void => {
+    const touched = this.#touched
+    this.#touched = []
+    for (const connection of touched) {
+      connection.touched = false
+      if (!connection.corked) continue
       connection.corked = false
       connection.corkedBytes = 0
       connection.raw?.uncork()
