@@ -658,7 +658,14 @@ export class HealthMonitor implements Health {
       this.#error = this.#cause(asError(error))
       if (this.#health) dropConnection(this.#health)
       if (this.#state === 'starting') this.#goDown(this.#error, false)
-      this.#scheduleProbe(this.#timings.probeIntervalMs)
+      // A probe that timed out has already waited its deadline, so trying again at once is
+      // no tight loop; and in a partition that has just healed, waiting another interval
+      // would only add to the recovery time.
+      this.#scheduleProbe(
+        error instanceof RedisTimeoutError
+          ? PROBE_RETRY_AFTER_TIMEOUT_MS
+          : this.#timings.probeIntervalMs,
+      )
     } finally {
       this.#probing = false
     }
@@ -916,6 +923,8 @@ class RecoveryStepError extends Error {
 }
 
 /** Earlier command sockets remembered for CLIENT KILL at most (one per unfenced recovery). */
+/** Delay before the next probe when one timed out (it has waited `probeTimeoutMs` already). */
+const PROBE_RETRY_AFTER_TIMEOUT_MS = 20
 const MAX_TRACKED_SOCKETS = 8
 
 function unref<T extends NodeJS.Timeout>(timer: T): T {
