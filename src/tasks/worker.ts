@@ -55,6 +55,12 @@ interface WorkerDeps {
 const RUN_RETRY_DELAY_MS = 100
 /** Log at most one line per this period per kind of event. */
 const LOG_EVERY_MS = 10_000
+/** Completed job ids this worker remembers itself (its own check, before Redis'). */
+const RECENT_DONE_MAX = 10_000
+/** "Done" markers Redis refused (e.g. OOM), kept to be written again; oldest dropped beyond. */
+const PENDING_MARKERS_MAX = 10_000
+/** How often refused markers are written again. */
+const MARKER_RETRY_MS = 1000
 
 /**
  * A BullMQ worker for every task defined on the queue, with failsoft's connection defaults
@@ -71,6 +77,16 @@ export class TaskWorker implements WorkerHandle {
   readonly #running = new Set<string>()
   /** Jobs whose handler finished, not yet reported completed or failed by BullMQ. */
   readonly #reporting = new Set<string>()
+  /**
+   * Job id → when its marker expires, for the jobs completed here. A marker Redis refused
+   * (maxmemory reached) leaves BullMQ unable to record the completion too: the job goes back
+   * to the queue once its lock expires, and this worker must still recognise it.
+   */
+  readonly #recentlyDone = new Map<string, number>()
+  /** Markers Redis refused, to write again (id → when it would have expired). */
+  readonly #pendingMarkers = new Map<string, number>()
+  #markerTimer: NodeJS.Timeout | null = null
+  #retryingMarkers = false
   #closing: Promise<void> | null = null
   #stats = {
     completed: 0,
@@ -79,6 +95,8 @@ export class TaskWorker implements WorkerHandle {
     unknownTask: 0,
     errors: 0,
     markerErrors: 0,
+    markersRetried: 0,
+    markersDropped: 0,
     reconnectKicks: 0,
     socketsDropped: 0,
   }
@@ -232,6 +250,10 @@ export class TaskWorker implements WorkerHandle {
       )
     }
     const ttl = this.#deps.doneTtlMs
+    if (ttl > 0 && (this.#recentlyDone.get(id) ?? 0) > Date.now()) {
+      this.#stats.skippedDone++
+      return null
+    }
     const client = ttl > 0 ? await this.#worker.getBackend().client : null
     if (client !== null && (await client.get(this.#deps.doneKey(id))) !== null) {
       // Already ran (the same id added again: a spool replay after an ambiguous enqueue
@@ -254,22 +276,75 @@ export class TaskWorker implements WorkerHandle {
       signal,
     )
     if (client !== null) {
+      const expiresAt = Date.now() + ttl
+      this.#remember(id, expiresAt)
       try {
         await client.set(this.#deps.doneKey(id), '1', { PX: ttl })
       } catch (error) {
-        // Only a closing worker gets here (the connection queues commands while Redis is
-        // away); the job itself is complete.
+        // Refused (OOM at maxmemory), or the worker is closing (the connection queues
+        // commands while Redis is away). The job itself is complete: keep the marker to
+        // write it again, and remember the id here meanwhile.
         this.#stats.markerErrors++
         this.#logLimiter.log(
           'marker',
           'warn',
           { err: loggableError(error), id },
-          'could not record a completed task',
+          'could not record a completed task; the marker is kept and written again',
         )
+        this.#keepMarker(id, expiresAt)
       }
     }
     this.#stats.completed++
     return value
+  }
+
+  #remember(id: string, expiresAt: number): void {
+    this.#recentlyDone.delete(id)
+    this.#recentlyDone.set(id, expiresAt)
+    if (this.#recentlyDone.size > RECENT_DONE_MAX) {
+      const oldest = this.#recentlyDone.keys().next().value
+      if (oldest !== undefined) this.#recentlyDone.delete(oldest)
+    }
+  }
+
+  #keepMarker(id: string, expiresAt: number): void {
+    if (this.#closing !== null) return
+    this.#pendingMarkers.set(id, expiresAt)
+    if (this.#pendingMarkers.size > PENDING_MARKERS_MAX) {
+      const oldest = this.#pendingMarkers.keys().next().value
+      if (oldest !== undefined) this.#pendingMarkers.delete(oldest)
+      this.#stats.markersDropped++
+      this.#logLimiter.log(
+        'markers-dropped',
+        'error',
+        { dropped: this.#stats.markersDropped, bound: PENDING_MARKERS_MAX },
+        'too many completed tasks without a marker in Redis; the oldest is no longer retried',
+      )
+    }
+    this.#markerTimer ??= setInterval(() => void this.#retryMarkers(), MARKER_RETRY_MS).unref()
+  }
+
+  /** Write the refused markers again, oldest first; stop at the first refusal. */
+  async #retryMarkers(): Promise<void> {
+    if (this.#closing !== null || !this.#deps.monitor.available || this.#retryingMarkers) return
+    this.#retryingMarkers = true
+    try {
+      const client = await this.#worker.getBackend().client
+      for (const [id, expiresAt] of [...this.#pendingMarkers]) {
+        const left = expiresAt - Date.now()
+        if (left > 0) await client.set(this.#deps.doneKey(id), '1', { PX: left })
+        this.#pendingMarkers.delete(id)
+        this.#stats.markersRetried++
+      }
+    } catch (error) {
+      this.#onError(error)
+    } finally {
+      this.#retryingMarkers = false
+    }
+    if (this.#pendingMarkers.size === 0 && this.#markerTimer !== null) {
+      clearInterval(this.#markerTimer)
+      this.#markerTimer = null
+    }
   }
 
   #onError(error: unknown): void {
@@ -289,6 +364,14 @@ export class TaskWorker implements WorkerHandle {
 
   async #close(timeoutMs: number): Promise<void> {
     for (const listener of this.#listeners) listener.dispose()
+    if (this.#markerTimer !== null) clearInterval(this.#markerTimer)
+    this.#markerTimer = null
+    if (this.#pendingMarkers.size > 0) {
+      this.#deps.logger.warn(
+        { markers: this.#pendingMarkers.size },
+        'task worker closed with completed tasks whose marker Redis refused; a copy of them may run again',
+      )
+    }
     try {
       // Never BullMQ's graceful close: it waits for each connection's 'end', which never
       // comes for one that is reconnecting, and then leaves its lock timers running. Instead:
@@ -336,6 +419,7 @@ export class TaskWorker implements WorkerHandle {
       running: this.#closing === null && this.#worker.isRunning(),
       inProgress: this.#running.size,
       concurrency: this.#deps.concurrency,
+      markersPending: this.#pendingMarkers.size,
       connections: [...this.#connections].map((c) => c.status),
       ...this.#stats,
     }

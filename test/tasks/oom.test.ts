@@ -113,4 +113,44 @@ describe('tasks with Redis out of memory (maxmemory, noeviction)', () => {
     assert.equal(status.counts.replayRefused, 0)
     assert.equal(failsoft.health.state, 'up')
   })
+
+  test('a job completed while Redis is full keeps its "done" marker and writes it when memory frees', async (t) => {
+    const server = await startRedis(t, { args: FULL })
+    const { tasks } = await makeTasks(t, server.url)
+    let runs = 0
+    let release: () => void = () => undefined
+    const gate = new Promise<void>((resolve) => (release = resolve))
+    const slow = tasks.define('slow', async () => {
+      runs++
+      await gate
+    })
+    const worker = tasks.work({ concurrency: 1, lockDurationMs: 1000, stalledIntervalMs: 500 })
+    const { id } = await slow.dispatch(null, { idempotencyKey: 'report-42' })
+    await waitFor(() => runs === 1, { message: 'the job started' })
+
+    // Redis fills up while the job runs: its marker (and BullMQ's completion) are refused.
+    await fill(server.url)
+    release()
+    await waitFor(() => (worker.status().markerErrors as number) === 1, {
+      message: 'the marker was refused',
+    })
+    assert.equal(worker.status().markersPending, 1)
+    await sleep(1500)
+    await config(server.url, 'maxmemory', '0')
+    await waitFor(() => worker.status().markersPending === 0, {
+      timeoutMs: 5000,
+      message: 'the kept marker is written once Redis takes writes',
+    })
+    const redis = new Redis(server.url)
+    t.after(() => redis.disconnect())
+    const keys = await redis.keys('*:done:*')
+    assert.ok(
+      keys.some((key) => key.endsWith(id)),
+      `the marker of ${id} is in Redis (${keys.join(', ')})`,
+    )
+    assert.ok((await redis.pttl(keys.find((key) => key.endsWith(id)) ?? '')) > 0, 'with its TTL')
+    await sleep(1500) // stalled checks run; the job is not run again
+    assert.equal(runs, 1, 'the job ran once')
+    assert.equal(worker.status().markersDropped, 0)
+  })
 })
