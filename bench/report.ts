@@ -32,6 +32,8 @@ export interface SuiteReport {
   notes?: string[]
   /** Raw numbers for bench/results/latest.json. */
   data: unknown
+  /** When the suite finished (ISO time): suites run alone keep their own date. */
+  at?: string
 }
 
 export interface BenchContext {
