@@ -8,6 +8,7 @@ import { loggableError, type Logger } from '../logger.js'
 import { isConnectivityError } from '../redis/connection.js'
 import { safeJsonParse } from '../util/json.js'
 import { asError } from '../util/async.js'
+import { trimOldest } from '../util/bounded.js'
 import { InlineLimiter, runWithRetries, type RunOutcome } from './inline.js'
 import {
   NAME,
@@ -626,20 +627,13 @@ export class TaskQueue {
 
   #rememberKeyed(id: string): void {
     this.#keyed.set(id, 'running')
-    if (this.#keyed.size > MAX_KEYED) {
-      const oldest = this.#keyed.keys().next().value
-      if (oldest !== undefined) this.#keyed.delete(oldest)
-    }
+    trimOldest(this.#keyed, MAX_KEYED)
   }
 
   #rememberMarker(id: string): void {
     if (this.options.doneTtlMs === 0) return
     this.#markers.add(id)
-    if (this.#markers.size > MAX_KEYED) {
-      const oldest = this.#markers.values().next().value
-      if (oldest !== undefined) this.#markers.delete(oldest)
-      this.#markersLost++
-    }
+    if (trimOldest(this.#markers, MAX_KEYED)) this.#markersLost++
   }
 
   // ── recovery ───────────────────────────────────────────────────────────────────────────────

@@ -5,6 +5,7 @@ import type { Disposable } from '../health/events.js'
 import type { HealthMonitor } from '../health/monitor.js'
 import { loggableError, type Logger } from '../logger.js'
 import { isConnectivityError } from '../redis/connection.js'
+import { trimOldest } from '../util/bounded.js'
 import { runOnce } from './inline.js'
 import type { KeepJobs } from './options.js'
 import type { TaskDefinition } from './task.js'
@@ -301,18 +302,13 @@ export class TaskWorker implements WorkerHandle {
   #remember(id: string, expiresAt: number): void {
     this.#recentlyDone.delete(id)
     this.#recentlyDone.set(id, expiresAt)
-    if (this.#recentlyDone.size > RECENT_DONE_MAX) {
-      const oldest = this.#recentlyDone.keys().next().value
-      if (oldest !== undefined) this.#recentlyDone.delete(oldest)
-    }
+    trimOldest(this.#recentlyDone, RECENT_DONE_MAX)
   }
 
   #keepMarker(id: string, expiresAt: number): void {
     if (this.#closing !== null) return
     this.#pendingMarkers.set(id, expiresAt)
-    if (this.#pendingMarkers.size > PENDING_MARKERS_MAX) {
-      const oldest = this.#pendingMarkers.keys().next().value
-      if (oldest !== undefined) this.#pendingMarkers.delete(oldest)
+    if (trimOldest(this.#pendingMarkers, PENDING_MARKERS_MAX)) {
       this.#stats.markersDropped++
       this.#logLimiter.log(
         'markers-dropped',
