@@ -429,7 +429,7 @@ export class Cache {
       }
       return reply.text
     } catch (error) {
-      if (!isOutage(error)) {
+      if (!isConnectivityError(error)) {
         this.#stats.replyErrors++
         this.#problem('a cache lease failed on Redis; the loaded value will not be stored', error)
       }
@@ -468,7 +468,7 @@ export class Cache {
         this.#memory.clear()
         this.#stats.generationBumps++
       } catch (error) {
-        if (!isOutage(error)) throw error
+        if (!isConnectivityError(error)) throw error
         this.#fellBack()
         this.#journal.markCleared()
         this.#memory.clear()
@@ -590,7 +590,7 @@ export class Cache {
         if (epoch === this.#epoch) this.#keepCopy(key, text, null)
         return text
       } catch (error) {
-        if (!isOutage(error)) {
+        if (!isConnectivityError(error)) {
           this.#stats.replyErrors++
           this.#problem('a cache read failed on Redis; served as a miss', error)
           return undefined
@@ -633,7 +633,7 @@ export class Cache {
         }
         return stored ? 'stored' : 'superseded'
       } catch (error) {
-        if (!isOutage(error)) {
+        if (!isConnectivityError(error)) {
           // It did not land (OOM, NOPERM…): make sure the previous value is not served either.
           this.#stats.replyErrors++
           this.#problem('a cache write failed on Redis; the key was invalidated', error)
@@ -665,7 +665,7 @@ export class Cache {
         this.#memory.delete(key)
         return existed
       } catch (error) {
-        if (!isOutage(error)) {
+        if (!isConnectivityError(error)) {
           this.#stats.replyErrors++
           this.#problem('a cache delete failed on Redis', error)
           this.#memory.delete(key)
@@ -685,7 +685,7 @@ export class Cache {
     try {
       await redis.delete(key, this.#run)
     } catch (error) {
-      if (isOutage(error)) this.#journal.add(key)
+      if (isConnectivityError(error)) this.#journal.add(key)
       else this.#problem('could not invalidate a key after a failed write', error)
     }
   }
@@ -722,7 +722,7 @@ export class Cache {
     try {
       await redis.sync(context.run)
     } catch (error) {
-      if (isOutage(error)) throw error
+      if (isConnectivityError(error)) throw error
       // A Redis that refuses the cache's commands (e.g. an ACL without EVAL) must not keep
       // the other components off Redis: this cache stays on memory and retries on its own.
       this.#syncFailedAt = performance.now()
@@ -869,7 +869,7 @@ export class Cache {
       this.#memory.clear()
       this.#epoch++
     } catch (error) {
-      if (!isOutage(error)) {
+      if (!isConnectivityError(error)) {
         this.#syncFailedAt = performance.now()
         this.#problem('the cache cannot use this Redis; serving from memory', error)
       }
@@ -941,7 +941,7 @@ export class Cache {
     } catch (error) {
       this.#stats.busErrors++
       subscriber.disconnect()
-      if (!isOutage(error)) this.#problem('cache bus subscription failed', error)
+      if (!isConnectivityError(error)) this.#problem('cache bus subscription failed', error)
     } finally {
       this.#busConnecting = false
     }
@@ -1046,7 +1046,7 @@ export class Cache {
 
   #background(error: unknown): void {
     this.#stats.backgroundErrors++
-    if (!isOutage(error)) this.#problem('cache background task failed', error)
+    if (!isConnectivityError(error)) this.#problem('cache background task failed', error)
   }
 
   async #close(): Promise<void> {
@@ -1065,10 +1065,6 @@ export class Cache {
       )
     }
   }
-}
-
-function isOutage(error: unknown): boolean {
-  return isConnectivityError(error)
 }
 
 function ttlToMs(seconds: number | null): number | null {

@@ -168,6 +168,11 @@ async function evalScript(
   }
 }
 
+/** A TTL as the scripts and SET take it: whole ms, at least 1; 0 for no expiry. */
+function pxOf(ttlMs: number | null): number {
+  return ttlMs === null ? 0 : Math.max(1, Math.round(ttlMs))
+}
+
 /** 48 random bits, URL-safe: a generation or lease token. */
 export function newToken(): string {
   return randomBytes(6).toString('base64url')
@@ -265,7 +270,7 @@ export class RedisStore implements CacheStore {
     run: Runner = this.#run,
   ): Promise<boolean> {
     const dataKey = this.dataKey(key)
-    const ttl = ttlMs === null ? 0 : Math.max(1, Math.round(ttlMs))
+    const ttl = pxOf(ttlMs)
     await run((redis): Promise<unknown> => {
       const r = cork(redis)
       const stored = ttl === 0 ? r.set(dataKey, text) : r.set(dataKey, text, 'PX', ttl)
@@ -306,7 +311,7 @@ export class RedisStore implements CacheStore {
     lease: string,
     run: Runner = this.#run,
   ): Promise<boolean> {
-    const ttl = ttlMs === null ? 0 : Math.max(1, Math.round(ttlMs))
+    const ttl = pxOf(ttlMs)
     const channel = this.#bus ? this.channel : ''
     const message = this.#bus ? this.#message({ k: [key] }) : ''
     const stored = await run((redis) =>
