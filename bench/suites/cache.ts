@@ -196,14 +196,21 @@ interface ThroughputRow {
   p99: number
 }
 
+/**
+ * A single sequential caller's throughput swings ±15 % from one window to the next on a
+ * shared 2-vCPU machine: more, shorter windows (rotated between setups) give a median that
+ * holds still between runs of the bench.
+ */
+function throughputPlan(ctx: BenchContext): { windowMs: number; rounds: number } {
+  return ctx.quick
+    ? { windowMs: 250, rounds: ctx.runs }
+    : { windowMs: 400, rounds: Math.max(ctx.runs, 7) }
+}
+
 async function throughput(ctx: BenchContext): Promise<ThroughputRow[]> {
   const server = await RedisServer.start()
   const rows: ThroughputRow[] = []
-  const windowMs = ctx.quick ? 250 : 400
-  // A single sequential caller's throughput swings ±15 % from one window to the next on a
-  // shared 2-vCPU machine: more, shorter windows (rotated between setups) give a median that
-  // holds still between runs of the bench.
-  const rounds = ctx.quick ? ctx.runs : Math.max(ctx.runs, 7)
+  const { windowMs, rounds } = throughputPlan(ctx)
   const setups: Array<[string, Setup]> = []
   try {
     for (const [name, factory] of throughputSetups) {
@@ -524,7 +531,7 @@ const cacheSuite: Suite = async (ctx) => {
         fmt(r.p99),
         ratio(r.opsPerSec, of(RAW, r.op, r.concurrency)?.opsPerSec ?? NaN),
       ]),
-      note: `Median of ${ctx.quick ? ctx.runs : Math.max(ctx.runs, 7)} run(s) of ${ctx.quick ? 0.25 : 0.4} s each, setups rotated, 100 keys. Memory-tier setups ('l1', L1+L2, cache-manager memory) serve gets from memory. Target: failsoft >= 0.9x ioredis + JSON; failsoft 'l1' get >= BentoCache L1+L2.`,
+      note: `Median of ${throughputPlan(ctx).rounds} run(s) of ${throughputPlan(ctx).windowMs / 1000} s each, setups rotated, 100 keys. Memory-tier setups ('l1', L1+L2, cache-manager memory) serve gets from memory. Target: failsoft >= 0.9x ioredis + JSON; failsoft 'l1' get >= BentoCache L1+L2.`,
     }
     const targets: Table = {
       title: 'Cache targets (issue 3)',

@@ -17,11 +17,13 @@
  */
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { randomFillSync } from 'node:crypto'
 import { join } from 'node:path'
 import { Queue, Worker, type ConnectionOptions } from 'bullmq'
 import { Redis } from 'ioredis'
 import { createFailsoft, type Failsoft, type Task, type TaskQueue } from '../../src/index.js'
+// failsoft's own id source (pooled random bytes): a randomBytes(16) per add cost BullMQ 15 % of
+// its throughput at 50 concurrent (measured), which would be charged to the id otherwise.
+import { randomJobId } from '../../src/tasks/task.js'
 import { RedisServer, sleep } from '../../test/support/fault-kit.js'
 import {
   median,
@@ -117,23 +119,6 @@ const failsoftSetup: Factory = async ({ url, index, worker, spoolDir }) => {
   }
 }
 
-/**
- * 22 random characters, like failsoft's ids, drawn from a pool as failsoft does: a
- * `randomBytes(16)` per add cost BullMQ 15 % of its throughput at 50 concurrent (measured),
- * which would be charged to the job id when it is the random source's cost.
- */
-const idPool = Buffer.alloc(16 * 512)
-let idOffset = idPool.length
-function pooledJobId(): string {
-  if (idOffset >= idPool.length) {
-    randomFillSync(idPool)
-    idOffset = 0
-  }
-  const id = idPool.toString('base64url', idOffset, idOffset + 16)
-  idOffset += 16
-  return id
-}
-
 function bullmqSetup(
   name: string,
   producerConnection: Record<string, unknown>,
@@ -165,7 +150,7 @@ function bullmqSetup(
       executions,
       dispatch: async (seq) => {
         try {
-          await queue.add('job', { seq }, jobIds ? { jobId: pooledJobId() } : undefined)
+          await queue.add('job', { seq }, jobIds ? { jobId: randomJobId() } : undefined)
           return 'queued'
         } catch (error) {
           if (!inlineOnError) throw error
