@@ -1,10 +1,10 @@
 // Redis up: dispatch queues on BullMQ, an in-process worker runs the jobs with the task's
 // retries, backoff, delay, timeout and idempotency key.
 import assert from 'node:assert/strict'
-import { describe, test } from 'node:test'
+import { describe, test, type TestContext } from 'node:test'
 import { Redis } from 'ioredis'
-import type { TaskContext } from '../../src/index.js'
-import { startRedis, waitFor } from '../support/fault-kit.js'
+import type { TaskContext, TaskQueue, WorkerHandle } from '../../src/index.js'
+import { startRedis, waitFor, type RedisServer } from '../support/fault-kit.js'
 import { makeTasks, sleep } from './helpers.js'
 
 process.on('unhandledRejection', (reason) => {
@@ -122,7 +122,18 @@ describe('tasks with Redis up (queued path)', () => {
     assert.notEqual((await other.dispatch(null, { idempotencyKey: 'order-42' })).id, first.id)
   })
 
-  test('a job removed from BullMQ but re-added with the same id is skipped by another worker', async (t) => {
+  /**
+   * A task run once by a worker (key 'k', jobs removed on completion), then the same id
+   * dispatched again, to be skipped by `skippedBy` (the worker `prepare` returns).
+   */
+  async function runTwice(
+    t: TestContext,
+    prepare: (ctx: {
+      server: RedisServer
+      tasks: TaskQueue
+      first: WorkerHandle
+    }) => Promise<WorkerHandle>,
+  ): Promise<number> {
     const server = await startRedis(t)
     const { tasks } = await makeTasks(t, server.url, { removeOnComplete: true })
     let runs = 0
@@ -132,39 +143,35 @@ describe('tasks with Redis up (queued path)', () => {
     const first = tasks.work()
     await once.dispatch(null, { idempotencyKey: 'k' })
     await waitFor(() => runs === 1, { message: 'first run' })
-    await first.close()
-    // Another worker (another process, in production): only the marker in Redis tells it.
-    const second = tasks.work()
+    const skippedBy = await prepare({ server, tasks, first })
     await once.dispatch(null, { idempotencyKey: 'k' })
     // Generous: under load the second job was once not picked up within 5 s (in about one run
     // of eight; the cause was not established — BullMQ's blocking fetch waits up to its 5 s
     // drainDelay). What is asserted is that it is skipped, not how fast.
-    await waitFor(() => second.status().skippedDone === 1, {
+    await waitFor(() => skippedBy.status().skippedDone === 1, {
       timeoutMs: 15_000,
       message: 'second copy skipped',
+    })
+    return runs
+  }
+
+  test('a job removed from BullMQ but re-added with the same id is skipped by another worker', async (t) => {
+    const runs = await runTwice(t, async ({ tasks, first }) => {
+      await first.close()
+      // Another worker (another process, in production): only the marker in Redis tells it.
+      return tasks.work()
     })
     assert.equal(runs, 1)
   })
 
   test('the worker that ran a job remembers it itself, even if its marker is lost', async (t) => {
-    const server = await startRedis(t)
-    const { tasks } = await makeTasks(t, server.url, { removeOnComplete: true })
-    let runs = 0
-    const once = tasks.define('once', () => {
-      runs++
-    })
-    const worker = tasks.work()
-    await once.dispatch(null, { idempotencyKey: 'k' })
-    await waitFor(() => runs === 1, { message: 'first run' })
-    const redis = new Redis(server.url)
-    t.after(() => redis.disconnect())
-    const markers = await redis.keys('*:done:*')
-    assert.equal(markers.length, 1)
-    await redis.del(...markers)
-    await once.dispatch(null, { idempotencyKey: 'k' })
-    await waitFor(() => worker.status().skippedDone === 1, {
-      timeoutMs: 15_000,
-      message: 'second copy skipped',
+    const runs = await runTwice(t, async ({ server, first }) => {
+      const redis = new Redis(server.url)
+      t.after(() => redis.disconnect())
+      const markers = await redis.keys('*:done:*')
+      assert.equal(markers.length, 1)
+      await redis.del(...markers)
+      return first
     })
     assert.equal(runs, 1)
   })
