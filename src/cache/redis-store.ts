@@ -1,6 +1,7 @@
-import { createHash, randomBytes } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import type { Redis } from 'ioredis'
 import { corkAfterFirst as cork } from '../redis/cork.js'
+import { evalScript, script } from '../redis/script.js'
 import type { CacheStore } from './store.js'
 
 /** Runs commands on a Redis connection chosen by the caller (the health monitor's `run`). */
@@ -22,15 +23,6 @@ export interface BusMessage {
   i: string
   k?: string[]
   g?: string
-}
-
-interface Script {
-  readonly lua: string
-  readonly sha: string
-}
-
-function script(lua: string): Script {
-  return { lua, sha: createHash('sha1').update(lua).digest('hex') }
 }
 
 /**
@@ -150,23 +142,6 @@ redis.call('ZADD', KEYS[2], now, ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[2]))
 return {redis.call('GET', KEYS[1]), now}
 `)
-
-async function evalScript(
-  redis: Redis,
-  s: Script,
-  keys: readonly string[],
-  args: ReadonlyArray<string | number>,
-): Promise<unknown> {
-  try {
-    return await redis.evalsha(s.sha, keys.length, ...keys, ...args)
-  } catch (error) {
-    // First use on this server (or it restarted): EVAL loads the script and runs it.
-    if (error instanceof Error && error.message.startsWith('NOSCRIPT')) {
-      return redis.eval(s.lua, keys.length, ...keys, ...args)
-    }
-    throw error
-  }
-}
 
 /** A TTL as the scripts and SET take it: whole ms, at least 1; 0 for no expiry. */
 function pxOf(ttlMs: number | null): number {
