@@ -166,6 +166,8 @@ export class HealthMonitor implements Health {
   readonly #extra = new Set<Redis>()
   readonly #components: Registered[] = []
   readonly #inFlight = new Set<InFlight>()
+  /** Components' own in-flight trackers (see `watchInFlight`). */
+  readonly #watched = new Set<() => number>()
 
   /** What the connections say. 'up' means connected, not yet that components use Redis. */
   #redis: HealthState = 'starting'
@@ -345,6 +347,18 @@ export class HealthMonitor implements Health {
     return this.#tracked(this.#command, fn)
   }
 
+  /**
+   * Let the command watchdog see commands a component sends on its own connection without
+   * `run` (a hot path that tracks its commands itself, e.g. the task producer's adds):
+   * `oldestMs()` returns how long the oldest of them has been waiting, in ms (0 when none
+   * is). Past `commandTimeoutMs` the state goes down, as for a command sent through `run`;
+   * the component reports the errors of those commands itself (`reportFailure`).
+   */
+  watchInFlight(oldestMs: () => number): Disposable {
+    this.#watched.add(oldestMs)
+    return { dispose: () => void this.#watched.delete(oldestMs) }
+  }
+
   /** A component saw a failure on one of its own connections. */
   reportFailure(error: unknown): void {
     if (!isConnectivityError(error)) return
@@ -479,30 +493,49 @@ export class HealthMonitor implements Health {
     return connection
   }
 
-  async #tracked<T>(connection: Redis, fn: (redis: Redis) => Promise<T>): Promise<T> {
+  // Not an async function: on the hot path of every component, one promise per command.
+  #tracked<T>(connection: Redis, fn: (redis: Redis) => Promise<T>): Promise<T> {
     const token: InFlight = { start: now() }
     this.#inFlight.add(token)
+    let pending: Promise<T>
     try {
-      return await fn(connection)
+      pending = fn(connection)
     } catch (error) {
-      if (isConnectivityError(error)) this.#redisDown(asError(error))
-      throw error
-    } finally {
       this.#inFlight.delete(token)
+      return this.#commandFailed(error)
     }
+    return pending.then(
+      (value) => {
+        this.#inFlight.delete(token)
+        return value
+      },
+      (error: unknown) => {
+        this.#inFlight.delete(token)
+        return this.#commandFailed(error)
+      },
+    )
+  }
+
+  #commandFailed(error: unknown): Promise<never> {
+    if (isConnectivityError(error)) this.#redisDown(asError(error))
+    return Promise.reject(error)
   }
 
   /** A frozen Redis sends nothing: the oldest command still waiting is the signal. */
   #watchdog(): void {
+    const limit = this.#timings.commandTimeoutMs
     const oldest = this.#inFlight.values().next().value
-    if (oldest === undefined || now() - oldest.start <= this.#timings.commandTimeoutMs) return
+    const late = oldest !== undefined && now() - oldest.start > limit
+    const lateWatched = [...this.#watched].some((oldestMs) => oldestMs() > limit)
+    if (!late && !lateWatched) return
     // A timer can fire late because the event loop was busy; the reply may already be
     // waiting in the socket. setImmediate runs after the poll phase has read it.
     setImmediate(() => {
-      if (this.#inFlight.has(oldest)) {
-        this.#redisDown(
-          new RedisTimeoutError(this.#timings.commandTimeoutMs, { details: { source: 'command' } }),
-        )
+      const still =
+        (late && this.#inFlight.has(oldest)) ||
+        [...this.#watched].some((oldestMs) => oldestMs() > limit)
+      if (still) {
+        this.#redisDown(new RedisTimeoutError(limit, { details: { source: 'command' } }))
       }
     })
   }
