@@ -1,23 +1,39 @@
 import { asError, withDeadline } from '../util/async.js'
-import { Queue, type JobsOptions } from 'bullmq'
+import { Queue, type Job, type JobsOptions } from 'bullmq'
 import type { Redis } from 'ioredis'
 import { RedisTimeoutError, RedisUnavailableError } from '../errors.js'
+import type { Disposable } from '../health/events.js'
 import type { HealthMonitor } from '../health/monitor.js'
-import { dropConnection, isConnectivityError } from '../redis/connection.js'
+import { dropConnection } from '../redis/connection.js'
 import type { TaskQueueOptions } from './options.js'
 import type { TaskDefinition } from './task.js'
 
 /** What happened to one enqueue. */
 export type EnqueueOutcome =
-  | { readonly kind: 'queued' }
+  /** In Redis, as BullMQ job `jobId`. */
+  | { readonly kind: 'queued'; readonly jobId: string }
   /** Certainly not in Redis: nothing was written, or Redis answered with an error. */
   | { readonly kind: 'not-sent'; readonly error: Error }
   /** Written, no answer (deadline, connection lost): it may still land. Never run it inline. */
   | { readonly kind: 'ambiguous'; readonly error: Error }
 
+/**
+ * The job option that carries failsoft's task id when BullMQ numbers the job itself. BullMQ
+ * keeps options it does not know, and hands them back to the worker in `job.opts`.
+ */
+export const TASK_ID_OPTION = 'failsoftId'
+
 /** One job as BullMQ receives it. */
 export interface OutgoingJob {
+  /** failsoft's task id: never reused, known before the add is sent. */
   readonly id: string
+  /**
+   * True: the task id is BullMQ's job id too, so BullMQ ignores a second add of it while the
+   * job exists (idempotency keys, spool replays — a replay may re-send a job that landed).
+   * False: BullMQ numbers the job (its fast path) and the task id travels in the job's
+   * options; the worker's claim on the task id stops a second copy.
+   */
+  readonly idIsJobId: boolean
   readonly name: string
   readonly args: unknown
   /** Delay in ms (0 = now). */
@@ -28,13 +44,6 @@ export interface OutgoingJob {
 interface Waiting {
   readonly start: number
   readonly resolve: (outcome: EnqueueOutcome) => void
-}
-
-const QUEUED: EnqueueOutcome = Object.freeze({ kind: 'queued' })
-
-/** An error Redis answered with: the job was not added. */
-class Refused {
-  constructor(readonly error: Error) {}
 }
 
 const NOT_WRITABLE = /Stream isn't writeable/
@@ -57,6 +66,7 @@ export class Producer {
   readonly #waiting = new Set<Waiting>()
   #sweeper: NodeJS.Timeout | null = null
   #preparing: Promise<Queue> | null = null
+  readonly #watch: Disposable
   #closed = false
 
   constructor(options: {
@@ -73,6 +83,12 @@ export class Producer {
     this.#options = options.options
     this.#connectionName = options.connectionName
     this.#onError = options.onError
+    // The adds are tracked here rather than through `monitor.run` (one wrapper less per
+    // dispatch); the monitor's watchdog still sees the oldest one.
+    this.#watch = this.#monitor.watchInFlight(() => {
+      const oldest = this.#waiting.values().next().value
+      return oldest === undefined ? 0 : performance.now() - oldest.start
+    })
   }
 
   /** The queue, ready to take jobs now (no await needed), or null. */
@@ -157,32 +173,32 @@ export class Producer {
   }
 
   #send(queue: Queue, job: OutgoingJob): Promise<EnqueueOutcome> {
-    const target = queue
-    // From here the command is written in this same tick (ready socket, no offline queue):
-    // any later failure but a refusal from Redis leaves it "may have landed".
-    const adding = this.#monitor.run(() =>
-      target.add(job.name, job.args, jobOptions(job)).then(
-        () => null,
-        (error: unknown) => {
-          if (!isRefusal(error)) throw error
-          // LOADING, BUSY, READONLY…: Redis answered, but cannot serve — the monitor must know.
-          if (isConnectivityError(error)) this.#monitor.reportFailure(error)
-          return new Refused(asError(error))
-        },
-      ),
-    )
+    if (!this.#monitor.available) {
+      return Promise.resolve({ kind: 'not-sent', error: new RedisUnavailableError() })
+    }
     return new Promise<EnqueueOutcome>((resolve) => {
+      // From here the command is written in this same tick (ready socket, no offline queue):
+      // any later failure but a refusal from Redis leaves it "may have landed".
+      const adding: Promise<Job> = queue.add(job.name, job.args, jobOptions(job))
       const entry: Waiting = { start: performance.now(), resolve }
       this.#waiting.add(entry)
       this.#sweepSoon()
       adding.then(
-        (refused) => {
-          if (!this.#waiting.delete(entry)) return
-          resolve(refused === null ? QUEUED : { kind: 'not-sent', error: refused.error })
+        (added) => {
+          if (this.#waiting.delete(entry)) resolve({ kind: 'queued', jobId: added.id ?? job.id })
         },
         (error: unknown) => {
-          if (!this.#waiting.delete(entry)) return
+          const waiting = this.#waiting.delete(entry)
           const e = asError(error)
+          if (isRefusal(e)) {
+            // Redis (or a BullMQ script) answered with an error: the job is not in Redis.
+            // LOADING, BUSY, READONLY… mean Redis cannot serve: the monitor must know.
+            if (e.name === 'ReplyError') this.#monitor.reportFailure(e)
+            if (waiting) resolve({ kind: 'not-sent', error: e })
+            return
+          }
+          this.#monitor.reportFailure(e)
+          if (!waiting) return
           const definite = e instanceof RedisUnavailableError || NOT_WRITABLE.test(e.message)
           resolve({ kind: definite ? 'not-sent' : 'ambiguous', error: e })
         },
@@ -290,6 +306,7 @@ export class Producer {
     this.#closed = true
     if (this.#sweeper !== null) clearInterval(this.#sweeper)
     this.#sweeper = null
+    this.#watch.dispose()
     const queue = this.#queue
     this.#queue = null
     // The connection is the monitor's (shared with BullMQ): failsoft.close() ends it.
@@ -302,12 +319,14 @@ export class Producer {
   }
 }
 
-/** Retry options per task, computed once: the hot path only adds the job id (and delay). */
+/** Retry options per task, computed once: the hot path only adds the task id (and delay). */
 const retryCache = new WeakMap<TaskDefinition, JobsOptions | null>()
 
 function jobOptions(job: OutgoingJob): JobsOptions {
   const retry = job.definition === undefined ? null : cachedRetry(job.definition)
-  const opts: JobsOptions = retry === null ? { jobId: job.id } : { ...retry, jobId: job.id }
+  const opts: JobsOptions & { [TASK_ID_OPTION]?: string } = retry === null ? {} : { ...retry }
+  if (job.idIsJobId) opts.jobId = job.id
+  else opts[TASK_ID_OPTION] = job.id
   if (job.delayMs > 0) opts.delay = job.delayMs
   return opts
 }

@@ -5,9 +5,11 @@ import type { Disposable } from '../health/events.js'
 import type { HealthMonitor } from '../health/monitor.js'
 import { loggableError, type Logger } from '../logger.js'
 import { isConnectivityError } from '../redis/connection.js'
+import { evalScript, script } from '../redis/script.js'
 import { trimOldest } from '../util/bounded.js'
 import { runOnce } from './inline.js'
 import type { KeepJobs } from './options.js'
+import { TASK_ID_OPTION } from './producer.js'
 import type { TaskDefinition } from './task.js'
 
 /** Options of `tasks.work(options)`. */
@@ -62,6 +64,26 @@ const RECENT_DONE_MAX = 10_000
 const PENDING_MARKERS_MAX = 10_000
 /** How often refused markers are written again. */
 const MARKER_RETRY_MS = 1000
+/** A task's marker once it completed (on a worker, or inline). */
+const DONE = '1'
+
+/**
+ * Claim a task id for one BullMQ job (its run), unless the id is done or claimed by another
+ * job: two copies of one task (an add that landed late and its replay) never run together.
+ * KEYS: marker. ARGV: claim, TTL ms. Returns false when claimed now, else the marker's value.
+ */
+const CLAIM = script(`
+local v = redis.call('GET', KEYS[1])
+if v then return v end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return false
+`)
+
+/** Give a claim up (its run failed: a retry or a copy may run) unless it was replaced. */
+const RELEASE = script(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+`)
 
 /**
  * A BullMQ worker for every task defined on the queue, with failsoft's connection defaults
@@ -136,9 +158,9 @@ export class TaskWorker implements WorkerHandle {
       },
     )
     this.#worker.on('error', (error: unknown) => this.#onError(error))
-    this.#worker.on('completed', (job: Job) => this.#reporting.delete(job.id ?? ''))
+    this.#worker.on('completed', (job: Job) => this.#reporting.delete(instanceOf(job)))
     this.#worker.on('failed', (job: Job | undefined, error: Error) => {
-      this.#reporting.delete(job?.id ?? '')
+      if (job !== undefined) this.#reporting.delete(instanceOf(job))
       this.#stats.failed++
       this.#logLimiter.log(
         `failed:${job?.name ?? '?'}`,
@@ -232,17 +254,17 @@ export class TaskWorker implements WorkerHandle {
       await job.moveToWait(token).catch((error: unknown) => this.#onError(error))
       throw new WaitingError()
     }
-    const id = job.id ?? ''
-    this.#running.add(id)
+    const instance = instanceOf(job)
+    this.#running.add(instance)
     try {
-      return await this.#run(job, id, signal)
+      return await this.#run(job, instance, signal)
     } finally {
-      this.#running.delete(id)
-      this.#reporting.add(id)
+      this.#running.delete(instance)
+      this.#reporting.add(instance)
     }
   }
 
-  async #run(job: Job, id: string, signal: AbortSignal | undefined): Promise<unknown> {
+  async #run(job: Job, instance: string, signal: AbortSignal | undefined): Promise<unknown> {
     const definition = this.#deps.definitions.get(job.name)
     if (definition === undefined) {
       this.#stats.unknownTask++
@@ -250,37 +272,52 @@ export class TaskWorker implements WorkerHandle {
         `no task named "${job.name}" is defined on queue "${this.#deps.queue}" in this worker`,
       )
     }
+    const id = taskIdOf(job)
     const ttl = this.#deps.doneTtlMs
     if (ttl > 0 && (this.#recentlyDone.get(id) ?? 0) > Date.now()) {
       this.#stats.skippedDone++
       return null
     }
-    const client = ttl > 0 ? await this.#worker.getBackend().client : null
-    if (client !== null && (await client.get(this.#deps.doneKey(id))) !== null) {
-      // Already ran (the same id added again: a spool replay after an ambiguous enqueue
-      // that did land, or a repeated idempotency key): complete without running it.
+    const client = ttl > 0 ? ((await this.#worker.getBackend().client) as unknown as Redis) : null
+    // This job's claim: the same value on a retry of the job or after its worker died.
+    const claim = `run:${instance}`
+    if (client !== null && !(await this.#claim(client, id, claim, ttl))) {
+      // Done already, or another copy of the task holds it (an add that landed late and its
+      // spool replay, a repeated idempotency key): complete without running.
       this.#stats.skippedDone++
       return null
     }
-    const value = await runOnce(
-      definition,
-      job.data,
-      { id, name: job.name, queue: this.#deps.queue, mode: 'worker' },
-      job.attemptsMade + 1,
-      (late) =>
-        this.#logLimiter.log(
-          'late',
-          'warn',
-          { err: loggableError(late), task: job.name },
-          'task settled after its timeout',
-        ),
-      signal,
-    )
+    let value: unknown
+    try {
+      value = await runOnce(
+        definition,
+        job.data,
+        { id, name: job.name, queue: this.#deps.queue, mode: 'worker' },
+        job.attemptsMade + 1,
+        (late) =>
+          this.#logLimiter.log(
+            'late',
+            'warn',
+            { err: loggableError(late), task: job.name },
+            'task settled after its timeout',
+          ),
+        signal,
+      )
+    } catch (error) {
+      // Failed: BullMQ may retry it, and a copy of it may run; only success is final. Not
+      // awaited: written before BullMQ records the failure, on the same connection.
+      if (client !== null) {
+        evalScript(client, RELEASE, [this.#deps.doneKey(id)], [claim]).catch((e: unknown) =>
+          this.#onError(e),
+        )
+      }
+      throw error
+    }
     if (client !== null) {
       const expiresAt = Date.now() + ttl
       this.#remember(id, expiresAt)
       try {
-        await client.set(this.#deps.doneKey(id), '1', { PX: ttl })
+        await client.set(this.#deps.doneKey(id), DONE, 'PX', ttl)
       } catch (error) {
         // Refused (OOM at maxmemory), or the worker is closing (the connection queues
         // commands while Redis is away). The job itself is complete: keep the marker to
@@ -297,6 +334,23 @@ export class TaskWorker implements WorkerHandle {
     }
     this.#stats.completed++
     return value
+  }
+
+  /**
+   * True when this job may run the task: it claimed the id now, or held it already (a retry,
+   * or its earlier run died with its worker). Redis refusing the claim (OOM at maxmemory)
+   * falls back to reading the marker: run unless it is done or someone else's.
+   */
+  async #claim(client: Redis, id: string, claim: string, ttl: number): Promise<boolean> {
+    const key = this.#deps.doneKey(id)
+    let held: unknown
+    try {
+      held = await evalScript(client, CLAIM, [key], [claim, ttl])
+    } catch (error) {
+      if (!(error instanceof Error && /\bOOM\b/.test(error.message))) throw error
+      held = await client.get(key)
+    }
+    return held === null || held === claim
   }
 
   #remember(id: string, expiresAt: number): void {
@@ -328,7 +382,7 @@ export class TaskWorker implements WorkerHandle {
       const client = await this.#worker.getBackend().client
       for (const [id, expiresAt] of [...this.#pendingMarkers]) {
         const left = expiresAt - Date.now()
-        if (left > 0) await client.set(this.#deps.doneKey(id), '1', { PX: left })
+        if (left > 0) await client.set(this.#deps.doneKey(id), DONE, { PX: left })
         this.#pendingMarkers.delete(id)
         this.#stats.markersRetried++
       }
@@ -450,6 +504,20 @@ async function until(done: () => boolean, deadline: number, still: () => boolean
   while (!done() && Date.now() < deadline && still()) {
     await new Promise((resolve) => setTimeout(resolve, 20))
   }
+}
+
+/** failsoft's task id of a job: carried in its options, or BullMQ's job id itself. */
+function taskIdOf(job: Job): string {
+  const id = (job.opts as Record<string, unknown>)[TASK_ID_OPTION]
+  return typeof id === 'string' && id.length > 0 ? id : (job.id ?? '')
+}
+
+/**
+ * One BullMQ job, across its retries: its id and creation time (BullMQ's counter restarts at
+ * 1 in an empty Redis, so an id alone may name a job from before a restart).
+ */
+function instanceOf(job: Job): string {
+  return `${job.id ?? ''}:${job.timestamp}`
 }
 
 /** BullMQ reads a worker-level retention only in its object form (count -1 keeps all). */

@@ -2,6 +2,7 @@
 // retries, backoff, delay, timeout and idempotency key.
 import assert from 'node:assert/strict'
 import { describe, test, type TestContext } from 'node:test'
+import { Queue } from 'bullmq'
 import { Redis } from 'ioredis'
 import type { TaskContext, TaskQueue, WorkerHandle } from '../../src/index.js'
 import { startRedis, waitFor, type RedisServer } from '../support/fault-kit.js'
@@ -10,6 +11,17 @@ import { makeTasks, sleep } from './helpers.js'
 process.on('unhandledRejection', (reason) => {
   throw new Error(`unhandled rejection: ${String(reason)}`)
 })
+
+/** The BullMQ queue under failsoft's 'default' task queue, closed after the test. */
+function bullQueue(t: TestContext, url: string, prefix: string): Queue {
+  const { hostname, port } = new URL(url)
+  const queue = new Queue('default', {
+    connection: { host: hostname, port: Number(port) },
+    prefix: `${prefix}:tasks`,
+  })
+  t.after(() => queue.close())
+  return queue
+}
 
 describe('tasks with Redis up (queued path)', () => {
   test('dispatch queues the job and a worker runs it with the JSON arguments', async (t) => {
@@ -32,6 +44,69 @@ describe('tasks with Redis up (queued path)', () => {
       ctx: { id: result.id, name: 'send_email', queue: 'default', attempt: 1, mode: 'worker' },
     })
     assert.equal(tasks.status().counts.queued, 1)
+  })
+
+  test('without a key, BullMQ numbers the job and the task id travels in its options', async (t) => {
+    const server = await startRedis(t)
+    const { tasks, prefix } = await makeTasks(t, server.url)
+    const task = tasks.define('plain', () => undefined)
+    const result = await task.dispatch({ n: 1 })
+    assert.equal(result.mode, 'queued')
+    if (result.mode !== 'queued') return
+    assert.match(
+      result.id,
+      /^t[\w-]{16}[\da-z]{1,4}$/,
+      'the task id: a random prefix and a counter',
+    )
+    assert.match(result.jobId, /^\d+$/, "BullMQ's counter")
+    const queue = bullQueue(t, server.url, prefix)
+    const job = await queue.getJob(result.jobId)
+    assert.equal((job?.opts as Record<string, unknown> | undefined)?.failsoftId, result.id)
+    const keyed = await task.dispatch({ n: 2 }, { idempotencyKey: 'x' })
+    assert.equal(keyed.mode === 'queued' && keyed.jobId, keyed.id, 'a key is the job id')
+  })
+
+  test('two copies of one task (a late add and its replay) never both run', async (t) => {
+    const server = await startRedis(t)
+    const { tasks, prefix } = await makeTasks(t, server.url)
+    let runs = 0
+    tasks.define('slow', async () => {
+      runs++
+      await sleep(300)
+    })
+    const worker = tasks.work({ concurrency: 2 })
+    // What a replay after an ambiguous enqueue leaves when the first add landed too: the
+    // first under BullMQ's counter, the replay under the task id — fetched together.
+    const queue = bullQueue(t, server.url, prefix)
+    const id = 'Zm9yLXRoZS10ZXN0LW9ubHk'
+    const late = await queue.add('slow', {}, { failsoftId: id } as never)
+    const replay = await queue.add('slow', {}, { jobId: id })
+    await waitFor(
+      async () =>
+        (await late.getState()) === 'completed' && (await replay.getState()) === 'completed',
+      { message: 'both copies complete' },
+    )
+    assert.equal(runs, 1, 'one run')
+    assert.equal(worker.status().skippedDone, 1, 'the other copy completed without running')
+  })
+
+  test("a copy's failed run gives its claim up: the other copy runs", async (t) => {
+    const server = await startRedis(t)
+    const { tasks, prefix } = await makeTasks(t, server.url)
+    let runs = 0
+    tasks.define('flaky', () => {
+      runs++
+      if (runs === 1) throw new Error('first run fails')
+    })
+    const worker = tasks.work()
+    const queue = bullQueue(t, server.url, prefix)
+    const id = 'ZmFpbGluZy1jb3B5LXRlc3Q'
+    const first = await queue.add('flaky', {}, { failsoftId: id } as never)
+    await waitFor(async () => (await first.getState()) === 'failed', { message: 'first fails' })
+    const copy = await queue.add('flaky', {}, { jobId: id })
+    await waitFor(async () => (await copy.getState()) === 'completed', { message: 'copy runs' })
+    assert.equal(runs, 2)
+    assert.equal(worker.status().skippedDone, 0)
   })
 
   test('a failing job is retried with its backoff until it succeeds', async (t) => {
