@@ -566,7 +566,7 @@ const tasksSuite: Suite = async (ctx) => {
     ]
     const charts: Chart[] = faults.map((f) => latencyChart(f.kind, f.results, f.durationMs))
     const notes = [
-      'failsoft: while Redis is down a dispatch runs the task in process (fallback inline) after a property read; an enqueue sent to a Redis that stops answering waits at most the monitor command deadline (250 ms) and is then spooled under its job id — never run inline, since BullMQ would run it too once Redis answers; the worker skips a second copy of a job id it already completed.',
+      'failsoft: while Redis is down a dispatch runs the task in process (fallback inline) after a property read; an enqueue sent to a Redis that stops answering waits at most the monitor command deadline (250 ms) and is then spooled under its task id — never run inline, since BullMQ would run it too once Redis answers; the worker claims the task id before running, so a second copy (the late add and its replay) never runs.',
       "BullMQ (defaults): add() waits in ioredis' offline queue for the whole outage, and for a first connection at a cold start; a frozen Redis is not detected at all.",
       'BullMQ (enableOfflineQueue: false): add() fails fast on a closed socket, not on a frozen one, and not before the first connection.',
       'BullMQ fail-fast + inline on error: the usual community fallback. Adds that timed out during a freeze were executed by the worker once Redis resumed, and inline too: "run twice".',
