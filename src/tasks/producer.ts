@@ -44,6 +44,11 @@ export interface OutgoingJob {
 interface Waiting {
   readonly start: number
   readonly resolve: (outcome: EnqueueOutcome) => void
+  /**
+   * The dispatch has its outcome (possibly "ambiguous" at the deadline). The entry stays in
+   * `#waiting` until BullMQ settles the add, so the monitor's watchdog still sees it.
+   */
+  answered: boolean
 }
 
 const NOT_WRITABLE = /Stream isn't writeable/
@@ -183,15 +188,20 @@ export class Producer {
       // 'waiting' event), none of which this internal queue uses; on a 2-core machine those
       // wrappers cost 5-7 % of dispatch throughput at 50 concurrent callers (measured).
       const adding: Promise<Job> = Job.create(queue, job.name, job.args, jobOptions(job))
-      const entry: Waiting = { start: performance.now(), resolve }
+      const entry: Waiting = { start: performance.now(), resolve, answered: false }
       this.#waiting.add(entry)
       this.#sweepSoon()
       adding.then(
         (added) => {
-          if (this.#waiting.delete(entry)) resolve({ kind: 'queued', jobId: added.id ?? job.id })
+          this.#waiting.delete(entry)
+          if (entry.answered) return
+          entry.answered = true
+          resolve({ kind: 'queued', jobId: added.id ?? job.id })
         },
         (error: unknown) => {
-          const waiting = this.#waiting.delete(entry)
+          this.#waiting.delete(entry)
+          const waiting = !entry.answered
+          entry.answered = true
           const e = asError(error)
           if (isRefusal(e)) {
             // Redis (or a BullMQ script) answered with an error: the job is not in Redis.
@@ -221,7 +231,8 @@ export class Producer {
       // Insertion order is start order: stop at the first one still within its deadline.
       for (const entry of this.#waiting) {
         if (entry.start > expired) break
-        this.#waiting.delete(entry)
+        if (entry.answered) continue
+        entry.answered = true
         entry.resolve({
           kind: 'ambiguous',
           error: new RedisTimeoutError(this.#options.enqueueTimeoutMs, {
