@@ -526,18 +526,20 @@ export class HealthMonitor implements Health {
     const limit = this.#timings.commandTimeoutMs
     const oldest = this.#inFlight.values().next().value
     const late = oldest !== undefined && now() - oldest.start > limit
-    const lateWatched = [...this.#watched].some((oldestMs) => oldestMs() > limit)
-    if (!late && !lateWatched) return
+    if (!late && !this.#watchedLate(limit)) return
     // A timer can fire late because the event loop was busy; the reply may already be
     // waiting in the socket. setImmediate runs after the poll phase has read it.
     setImmediate(() => {
-      const still =
-        (late && this.#inFlight.has(oldest)) ||
-        [...this.#watched].some((oldestMs) => oldestMs() > limit)
-      if (still) {
+      if ((late && this.#inFlight.has(oldest)) || this.#watchedLate(limit)) {
         this.#redisDown(new RedisTimeoutError(limit, { details: { source: 'command' } }))
       }
     })
+  }
+
+  /** True when a component's own oldest command (`watchInFlight`) waits longer than `limit`. */
+  #watchedLate(limit: number): boolean {
+    for (const oldestMs of this.#watched) if (oldestMs() > limit) return true
+    return false
   }
 
   #heartbeat(): void {

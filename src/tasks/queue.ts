@@ -35,7 +35,7 @@ import {
   type TaskDefinition,
   type TaskHandler,
 } from './task.js'
-import { TaskWorker, type WorkOptions, type WorkerHandle } from './worker.js'
+import { DONE, TaskWorker, type WorkOptions, type WorkerHandle } from './worker.js'
 
 /** Counts since the queue was created, by what became of each dispatch. */
 export interface TaskCounts {
@@ -730,7 +730,7 @@ export class TaskQueue {
     const ttl = this.options.doneTtlMs
     const results = await run((redis) => {
       const pipeline = redis.pipeline()
-      for (const id of ids) pipeline.set(this.#donePrefix + id, '1', 'PX', ttl)
+      for (const id of ids) pipeline.set(this.#donePrefix + id, DONE, 'PX', ttl)
       return pipeline.exec()
     })
     // A pipeline resolves with one [error, reply] per command: a marker refused (OOM…) stays

@@ -65,7 +65,7 @@ const PENDING_MARKERS_MAX = 10_000
 /** How often refused markers are written again. */
 const MARKER_RETRY_MS = 1000
 /** A task's marker once it completed (on a worker, or inline). */
-const DONE = '1'
+export const DONE = '1'
 
 /**
  * Claim a task id for one BullMQ job (its run), unless the id is done or claimed by another
