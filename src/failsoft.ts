@@ -6,36 +6,19 @@ import type { CacheOptions } from './cache/options.js'
 import { ClosedError } from './errors.js'
 import type { TaskQueueInput } from './tasks/options.js'
 import { taskQueue, type TaskQueue } from './tasks/queue.js'
-import { HealthMonitor, type Health, type HealthState } from './health/monitor.js'
+import type { FailsoftContext } from './context.js'
+import { HealthMonitor, type Health, type HealthState, type RedisStatus } from './health/monitor.js'
 import type { Logger } from './logger.js'
 import { resolveOptions, type FailsoftOptions } from './options.js'
 
-/**
- * What a component receives from `createFailsoft`: the one health monitor, the key prefix and
- * a logger. Components never import each other; this is their only shared dependency.
- */
-export interface FailsoftContext {
-  readonly monitor: HealthMonitor
-  /** Every Redis key a component writes starts with `${prefix}:`. */
-  readonly prefix: string
-  readonly logger: Logger
-  /** Throws ClosedError once the instance is closed. */
-  assertOpen(): void
-}
-
 /** JSON-safe snapshot of an instance, for status pages and readiness probes. */
 export interface FailsoftStatus {
-  redis: {
-    available: boolean
-    state: HealthState
-    since: string
-    error: string | null
-    target: string | null
-    [key: string]: unknown
-  }
+  redis: RedisStatus
   /** One entry per component created so far, keyed by its name (e.g. 'cache:api'). */
   components: Record<string, { backend: 'redis' | 'memory'; [key: string]: unknown }>
 }
+
+export type { FailsoftContext }
 
 export class Failsoft {
   /** The one health monitor every component reads. */
@@ -122,7 +105,7 @@ export class Failsoft {
 
   status(): FailsoftStatus {
     return {
-      redis: this.#monitor.status() as FailsoftStatus['redis'],
+      redis: this.#monitor.status(),
       components: this.#monitor.componentStatuses() as FailsoftStatus['components'],
     }
   }

@@ -1,5 +1,6 @@
 export { createFailsoft, Failsoft } from './failsoft.js'
-export type { FailsoftContext, FailsoftStatus } from './failsoft.js'
+export type { FailsoftStatus } from './failsoft.js'
+export type { FailsoftContext } from './context.js'
 export type { FailsoftOptions } from './options.js'
 export type {
   Health,
@@ -9,6 +10,7 @@ export type {
   ComponentRegistration,
   ComponentHandle,
   RecoveryContext,
+  RedisStatus,
 } from './health/monitor.js'
 export { defaultTimings } from './health/timings.js'
 export type { HealthTimings } from './health/timings.js'

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import type { Redis } from 'ioredis'
 import { ClosedError, RedisUnavailableError } from '../errors.js'
-import type { FailsoftContext } from '../failsoft.js'
+import type { FailsoftContext } from '../context.js'
 import type { ComponentHandle, HealthMonitor, RecoveryContext } from '../health/monitor.js'
 import { loggableError, type Logger } from '../logger.js'
 import { isConnectivityError } from '../redis/connection.js'

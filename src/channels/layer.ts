@@ -1,5 +1,5 @@
 import { ChannelFullError, ClosedError, InvalidNameError, describeValue } from '../errors.js'
-import type { FailsoftContext } from '../failsoft.js'
+import type { FailsoftContext } from '../context.js'
 import type { ComponentHandle, HealthMonitor } from '../health/monitor.js'
 import { loggableError, type Logger } from '../logger.js'
 import { isConnectivityError } from '../redis/connection.js'

@@ -10,9 +10,18 @@ export interface HealthTimings {
   /**
    * A command still unanswered after this long means Redis is frozen or partitioned: the state
    * goes 'down' and every waiting command is rejected, in ms. Default 250 (a loopback round
-   * trip is ~0.1 ms; a slow command on a healthy Redis rarely takes 10).
+   * trip is ~0.1 ms; a slow command on a healthy Redis rarely takes 10). This is a floor: on a
+   * slow link the deadline in force is 3 × (smoothed round trip + 4 × its variation), as TCP
+   * sets its retransmission timeout, so that a Redis answering in 150 ms is not an outage —
+   * at most `maxCommandTimeoutMs`. The heartbeat's deadline adapts the same way (2 round
+   * trips, floor `heartbeatTimeoutMs`).
    */
   commandTimeoutMs: number
+  /**
+   * Ceiling of the adaptive command and heartbeat deadlines, in ms: a link that slows down
+   * until it stops is declared down within this. Default 2000.
+   */
+  maxCommandTimeoutMs: number
   /** Heartbeat period while up, on its own connection, in ms. Default 100. */
   heartbeatIntervalMs: number
   /** A heartbeat unanswered after this long means 'down', in ms. Default 250. */
@@ -32,14 +41,16 @@ export interface HealthTimings {
 }
 
 /**
- * Worst-case detection with these defaults: a frozen Redis with no traffic is noticed after
- * at most heartbeatIntervalMs + heartbeatTimeoutMs (350 ms); under traffic after
- * commandTimeoutMs plus a watchdog tick (300 ms). Recovery: within probeTimeoutMs +
+ * Worst-case detection with these defaults, on a fast link: a frozen Redis with no traffic is
+ * noticed after at most heartbeatIntervalMs + heartbeatTimeoutMs (350 ms); under traffic after
+ * commandTimeoutMs plus a watchdog tick (300 ms). On a slow link both deadlines grow with the
+ * measured round trip, up to maxCommandTimeoutMs. Recovery: within probeTimeoutMs +
  * probeIntervalMs × 1.25 (750 ms) of Redis answering, plus the components' recovery steps.
  */
 export const defaultTimings: Readonly<HealthTimings> = Object.freeze({
   connectTimeoutMs: 1000,
   commandTimeoutMs: 250,
+  maxCommandTimeoutMs: 2000,
   heartbeatIntervalMs: 100,
   heartbeatTimeoutMs: 250,
   probeIntervalMs: 200,
@@ -51,6 +62,7 @@ export const defaultTimings: Readonly<HealthTimings> = Object.freeze({
 const limits: Record<keyof HealthTimings, [min: number, max: number]> = {
   connectTimeoutMs: [10, 60_000],
   commandTimeoutMs: [10, 60_000],
+  maxCommandTimeoutMs: [10, 600_000],
   heartbeatIntervalMs: [10, 60_000],
   heartbeatTimeoutMs: [10, 60_000],
   probeIntervalMs: [10, 60_000],

@@ -1,4 +1,5 @@
 import { Redis, type RedisOptions } from 'ioredis'
+import { withDeadline } from '../util/async.js'
 
 /**
  * The connections failsoft opens, each with the settings its job needs:
@@ -109,4 +110,29 @@ export function dropConnection(connection: Redis): void {
   const stream = (connection as { stream?: { destroy(): void } }).stream
   connection.disconnect()
   stream?.destroy()
+}
+
+/**
+ * Connect a lazy (or closed) connection within `deadlineMs`; a connection already ready is
+ * left as is. A blackholed connect never settles by itself: past the deadline the attempt is
+ * dropped, so the next one starts on a fresh socket.
+ */
+export async function connectWithin(connection: Redis, deadlineMs: number): Promise<void> {
+  if (connection.status === 'ready') return
+  if (
+    connection.status !== 'wait' &&
+    connection.status !== 'end' &&
+    connection.status !== 'close'
+  ) {
+    dropConnection(connection)
+  }
+  const attempt = connection.connect()
+  try {
+    await withDeadline(attempt, deadlineMs, 'connect')
+  } catch (error) {
+    // The attempt's own rejection is expected and already handled by this catch.
+    attempt.catch(() => undefined)
+    dropConnection(connection)
+    throw error
+  }
 }

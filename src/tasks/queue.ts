@@ -1,7 +1,7 @@
 import { LogLimiter } from '../util/log-limiter.js'
 import { ClosedError, InlineBusyError, UnknownTaskError, invalidOption } from '../errors.js'
 import type { Redis } from 'ioredis'
-import type { FailsoftContext } from '../failsoft.js'
+import type { FailsoftContext } from '../context.js'
 import type { Disposable } from '../health/events.js'
 import type { ComponentHandle, HealthMonitor, RecoveryContext } from '../health/monitor.js'
 import { loggableError, type Logger } from '../logger.js'
