@@ -20,6 +20,7 @@ export type FailsoftErrorCode =
   | 'FAILSOFT_SPOOL_FULL'
   | 'FAILSOFT_INLINE_BUSY'
   | 'FAILSOFT_TASK_TIMEOUT'
+  | 'FAILSOFT_LEASE_LOST'
 
 export interface FailsoftErrorOptions {
   cause?: unknown
@@ -184,6 +185,19 @@ export class TaskTimeoutError extends FailsoftError {
   constructor(task: string, timeoutMs: number) {
     super('FAILSOFT_TASK_TIMEOUT', `Task "${task}" did not finish within ${timeoutMs} ms`, {
       details: { task, timeoutMs },
+    })
+  }
+}
+
+/**
+ * A running task's lease was lost: another run of the same task id may now start (this worker
+ * was cut off from Redis for longer than the lease while others reached it, or its lease was
+ * taken over). The handler's `ctx.signal` is aborted with this error: stop, the task runs again.
+ */
+export class LeaseLostError extends FailsoftError {
+  constructor(task: string, reason: string) {
+    super('FAILSOFT_LEASE_LOST', `Task "${task}" lost its lease: ${reason}`, {
+      details: { task, reason },
     })
   }
 }

@@ -50,6 +50,7 @@ export {
 export {
   InlineBusyError,
   InvalidTaskArgsError,
+  LeaseLostError,
   SpoolFullError,
   TaskTimeoutError,
   UnknownTaskError,

@@ -5,19 +5,36 @@ import type { TaskContext, TaskDefinition } from './task.js'
 
 export type RunOutcome = { ok: true; value: unknown } | { ok: false; error: Error }
 
+/** One try of a handler under way. */
+export interface Try {
+  /**
+   * What the try amounts to for its caller: the handler's value, or its error, or
+   * TaskTimeoutError at the task's deadline — whichever comes first.
+   */
+  readonly result: Promise<unknown>
+  /**
+   * When the handler itself has returned. A handler that ignores `ctx.signal` may run on past
+   * its deadline; nothing else may run the same task until this settles.
+   */
+  readonly settled: Promise<RunOutcome>
+  /** Ask the handler to stop (its `ctx.signal`), e.g. when its lease was lost. */
+  abort(reason: Error): void
+}
+
 /**
- * One try of a handler with its deadline. The handler's `ctx.signal` is aborted at the
- * deadline; a handler that ignores it keeps running in the background, but its late outcome
- * is only reported through `onLate` (it can no longer change the result).
+ * Start one try of a handler with its deadline. The handler's `ctx.signal` is aborted at the
+ * deadline; a handler that ignores it keeps running in the background: its late outcome is
+ * only reported through `onLate` (it can no longer change `result`), and `settled` tells when
+ * it really ended.
  */
-export async function runOnce(
+export function startTry(
   definition: TaskDefinition,
   args: unknown,
   context: Omit<TaskContext, 'signal' | 'attempt'>,
   attempt: number,
   onLate: (error: unknown) => void,
   outer?: AbortSignal,
-): Promise<unknown> {
+): Try {
   const controller = new AbortController()
   const abortFromOuter = (): void => controller.abort(outer?.reason)
   outer?.addEventListener('abort', abortFromOuter, { once: true })
@@ -33,34 +50,63 @@ export async function runOnce(
       reject(error)
     }, definition.options.timeoutMs)
   })
-  try {
-    return await Promise.race([work, deadline])
-  } finally {
+  const settled: Promise<RunOutcome> = work.then(
+    (value) => ({ ok: true, value }),
+    (error: unknown) => ({ ok: false, error: asError(error) }),
+  )
+  const result = Promise.race([work, deadline]).finally(() => {
     clearTimeout(timer)
-    outer?.removeEventListener('abort', abortFromOuter)
     // After a timeout the handler may still settle: its rejection must not go unhandled.
     if (controller.signal.aborted) work.catch(onLate)
+  })
+  void settled.finally(() => outer?.removeEventListener('abort', abortFromOuter))
+  return {
+    result,
+    settled,
+    abort: (reason) => {
+      if (!controller.signal.aborted) controller.abort(reason)
+    },
   }
 }
 
-/** All tries of a handler in this process, with the task's backoff between them. */
+/**
+ * A try that timed out is waited for this long before the next try: a handler that honours
+ * its signal ends within it and is retried; one that does not is still running, and another
+ * try beside it would run the task twice at once — the remaining tries are given up instead.
+ */
+export const SETTLE_GRACE_MS = 1000
+
+/** All tries of a handler in this process, with the task's backoff between them; tries never overlap. */
 export async function runWithRetries(
   definition: TaskDefinition,
   args: unknown,
   context: Omit<TaskContext, 'signal' | 'attempt'>,
   onLate: (error: unknown) => void,
   signal?: AbortSignal,
-): Promise<RunOutcome> {
+): Promise<RunOutcome & { settled: Promise<RunOutcome> }> {
   const { attempts, backoff } = definition.options
   for (let attempt = 1; ; attempt++) {
+    const current = startTry(definition, args, context, attempt, onLate, signal)
     try {
-      return { ok: true, value: await runOnce(definition, args, context, attempt, onLate, signal) }
+      return { ok: true, value: await current.result, settled: current.settled }
     } catch (error) {
-      if (attempt >= attempts || signal?.aborted === true)
-        return { ok: false, error: asError(error) }
+      const failed = { ok: false as const, error: asError(error), settled: current.settled }
+      if (attempt >= attempts || signal?.aborted === true) return failed
+      const grace = Math.min(SETTLE_GRACE_MS, definition.options.timeoutMs)
+      if ((await within(current.settled, grace)) === 'running') return failed
       await sleep(backoffDelay(backoff, attempt), signal)
     }
   }
+}
+
+function within(promise: Promise<unknown>, ms: number): Promise<'settled' | 'running'> {
+  let timer: NodeJS.Timeout | undefined
+  const running = new Promise<'running'>((resolve) => {
+    timer = setTimeout(() => resolve('running'), ms)
+  })
+  return Promise.race([promise.then(() => 'settled' as const), running]).finally(() =>
+    clearTimeout(timer),
+  )
 }
 
 /**

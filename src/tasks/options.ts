@@ -25,6 +25,15 @@ export interface TaskQueueOptions {
    * completed job; `0` disables the markers (at-least-once only). Default 3600000 (1 h).
    */
   doneTtlMs: number
+  /**
+   * Lease of a running task, in ms: renewed every third of it while the handler runs (past its
+   * timeout too), so that no other run of the same task id — a stalled copy BullMQ hands out
+   * again after an outage longer than its lock, a retry, a late add and its replay — starts
+   * beside it. A lease silent for this long is taken over only after as long again in which
+   * Redis answers, so a worker cut off together with everyone else keeps its run; one cut off
+   * alone for 1.5 leases is asked to stop (ctx.signal, LeaseLostError). Default 10000.
+   */
+  leaseMs: number
   /** The in-process runner used by `inline` fallbacks. */
   inline: {
     /** Inline runs at the same time, for this queue. Default 4. */
@@ -73,6 +82,7 @@ export const defaultTaskQueueOptions: Readonly<Omit<TaskQueueOptions, 'spool'>> 
   enqueueTimeoutMs: 500,
   maxArgsBytes: 256 * 1024,
   doneTtlMs: 3_600_000,
+  leaseMs: 10_000,
   inline: Object.freeze({ concurrency: 4, maxWaiting: 100, whenBusy: 'reject' as const }),
   spool: Object.freeze({ maxRecords: 100_000, maxBytes: 64 * 1024 * 1024 }),
   removeOnComplete: Object.freeze({ count: 1000 }),
@@ -130,6 +140,7 @@ const QUEUE_KEYS = new Set([
   'enqueueTimeoutMs',
   'maxArgsBytes',
   'doneTtlMs',
+  'leaseMs',
   'inline',
   'spool',
   'removeOnComplete',
@@ -169,6 +180,7 @@ export function resolveTaskQueueOptions(
     enqueueTimeoutMs: num(raw.enqueueTimeoutMs, d.enqueueTimeoutMs, 'enqueueTimeoutMs', 1, 60_000),
     maxArgsBytes: int(raw.maxArgsBytes, d.maxArgsBytes, 'maxArgsBytes', 2, 512 * 1024 * 1024),
     doneTtlMs: int(raw.doneTtlMs, d.doneTtlMs, 'doneTtlMs', 0, 366 * 86_400_000),
+    leaseMs: int(raw.leaseMs, d.leaseMs, 'leaseMs', 500, 86_400_000),
     inline: {
       concurrency: int(inline.concurrency, d.inline.concurrency, 'inline.concurrency', 1, 10_000),
       maxWaiting: int(inline.maxWaiting, d.inline.maxWaiting, 'inline.maxWaiting', 0, 1_000_000),

@@ -3,13 +3,14 @@ import { ClosedError, InlineBusyError, UnknownTaskError, invalidOption } from '.
 import type { Redis } from 'ioredis'
 import type { FailsoftContext } from '../context.js'
 import type { Disposable } from '../health/events.js'
-import type { ComponentHandle, HealthMonitor, RecoveryContext } from '../health/monitor.js'
+import type { ComponentHandle, HealthMonitor, RecoveryContext, Runner } from '../health/monitor.js'
 import { loggableError, type Logger } from '../logger.js'
 import { isConnectivityError } from '../redis/connection.js'
 import { safeJsonParse } from '../util/json.js'
 import { asError } from '../util/async.js'
-import { trimOldest } from '../util/bounded.js'
+import { DONE, LeaseKeeper, runToken, TaskClaims } from './claims.js'
 import { InlineLimiter, runWithRetries, type RunOutcome } from './inline.js'
+import { KeyedRuns } from './keyed.js'
 import {
   NAME,
   resolveTaskOptions,
@@ -35,7 +36,7 @@ import {
   type TaskDefinition,
   type TaskHandler,
 } from './task.js'
-import { DONE, TaskWorker, type WorkOptions, type WorkerHandle } from './worker.js'
+import { TaskWorker, type WorkOptions, type WorkerHandle } from './worker.js'
 
 /** Counts since the queue was created, by what became of each dispatch. */
 export interface TaskCounts {
@@ -55,6 +56,16 @@ export interface TaskCounts {
    * logged at ERROR with their id, not retried).
    */
   replayRefused: number
+  /**
+   * Enqueues sent without an answer that the spool could not keep a copy of either
+   * (`mode: 'unconfirmed'`): each runs at most once — once if its first add landed.
+   */
+  unconfirmed: number
+  /**
+   * Keyed inline runs that Redis, once it answered, said another run completed or held
+   * (both ran while this process was cut off from it).
+   */
+  keyedConflicts: number
   /**
    * Rounds of recovery writes (markers, schedulers, spool replay) stopped because Redis
    * refused writes for now (OOM at maxmemory…): nothing is skipped, they are retried.
@@ -135,10 +146,10 @@ export class TaskQueue {
   readonly #closeController = new AbortController()
   readonly #bullPrefix: string
   readonly #donePrefix: string
-  /** Idempotency keys run (or running) inline during this outage. */
-  readonly #keyed = new Map<string, 'running' | 'done'>()
-  /** Ids run inline whose "done" marker must reach Redis before any replay. */
-  readonly #markers = new Set<string>()
+  /** Idempotency keys run (or running) inline here: see KeyedRuns. */
+  readonly #keyed = new KeyedRuns(MAX_KEYED)
+  /** Task markers and leases in Redis (null when doneTtlMs is 0, or memory-only). */
+  readonly #claims: TaskClaims | null
   readonly #deferred = new Set<NodeJS.Timeout>()
   readonly #logLimiter: LogLimiter
   readonly #counts: TaskCounts = {
@@ -153,13 +164,14 @@ export class TaskQueue {
     rejected: 0,
     ambiguous: 0,
     replayRefused: 0,
+    unconfirmed: 0,
+    keyedConflicts: 0,
     writesDeferred: 0,
     localPeriodicRuns: 0,
   }
   /** Redis refuses writes for now (OOM…): the recovery writes left wait for a retry while up. */
   #refusal: { readonly since: number; attempt: number; error: Error } | null = null
   #errors = 0
-  #markersLost = 0
   #draining: Promise<void> | null = null
   #closed = false
 
@@ -172,6 +184,14 @@ export class TaskQueue {
     this.#memoryOnly = context.monitor.memoryOnly
     this.#bullPrefix = `${context.prefix}:tasks`
     this.#donePrefix = `${context.prefix}:tasks:${this.name}:done:`
+    this.#claims =
+      this.#memoryOnly || this.options.doneTtlMs === 0
+        ? null
+        : new TaskClaims({
+            doneKey: (id) => this.#donePrefix + id,
+            doneTtlMs: this.options.doneTtlMs,
+            leaseMs: this.options.leaseMs,
+          })
     this.#limiter = new InlineLimiter(
       this.options.inline.concurrency,
       this.options.inline.maxWaiting,
@@ -226,7 +246,6 @@ export class TaskQueue {
         }),
         this.#monitor.on('up', () => {
           this.#schedules.stopLocal()
-          this.#keyed.clear()
           // The recovery step left writes Redis refused for now: retry them while up.
           if (this.#refusal !== null) this.#drainSoon(this.#refusalDelay())
         }),
@@ -315,8 +334,7 @@ export class TaskQueue {
       bullPrefix: this.#bullPrefix,
       connectionName: `tasks:${this.name}:worker`,
       definitions: this.#definitions,
-      doneKey: (id) => this.#donePrefix + id,
-      doneTtlMs: this.options.doneTtlMs,
+      claims: this.#claims,
       concurrency,
       lockDurationMs,
       stalledIntervalMs,
@@ -385,8 +403,8 @@ export class TaskQueue {
       },
       spool: this.#journal?.status() ?? null,
       spoolDepth: this.#journal?.pending ?? 0,
-      markersPending: this.#markers.size,
-      markersLost: this.#markersLost,
+      markersPending: this.#keyed.pendingCount,
+      markersLost: this.#keyed.markersLost,
       producer: this.#producer?.connectionStatus ?? 'none',
       workers: [...this.#workers].map((w) => w.status()),
       schedules: this.#schedules.status(),
@@ -409,6 +427,7 @@ export class TaskQueue {
       )
       this.#deferred.clear()
     }
+    this.#keyed.close()
     await Promise.all([...this.#workers].map((w) => w.close()))
     if (this.#draining) await this.#draining.catch(() => undefined)
     await this.#producer?.close()
@@ -439,6 +458,12 @@ export class TaskQueue {
    * never run inline — it may still land — it goes to the spool under the same id.
    */
   #route(job: PreparedJob): Promise<DispatchResult<unknown>> {
+    // A key this process ran (or runs) inline: a duplicate, Redis up or down — its marker may
+    // not be in Redis yet, and a queued copy must not run beside or after it.
+    if (job.keyed && this.#keyed.has(job.id)) {
+      this.#counts.duplicate++
+      return Promise.resolve({ mode: 'duplicate', id: job.id })
+    }
     const producer = this.#producer
     if (producer === null || !this.#monitor.available) return Promise.resolve(this.#fallback(job))
     // Not an async function: the hot path, one promise less per dispatch.
@@ -479,9 +504,10 @@ export class TaskQueue {
       { err: loggableError(error), id: job.id },
       'enqueue unanswered (it may still land): spooled under the same id, not run inline',
     )
-    // 'drop' gives no guarantee either way: it may run (if it landed) or not.
-    if (job.definition.options.fallback === 'drop') return this.#drop(job)
-    return this.#spool(job)
+    // Every policy, 'drop' included: the add may have landed, so the job must run exactly
+    // once rather than maybe — the spool's replay under the same id, which a worker skips if
+    // the first add ran. Answering 'dropped' here would be a promise that it never runs.
+    return this.#spool(job, true)
   }
 
   #drop(job: PreparedJob): DispatchResult<unknown> {
@@ -495,7 +521,8 @@ export class TaskQueue {
     return { mode: 'dropped', id: job.id }
   }
 
-  async #spool(job: PreparedJob): Promise<DispatchResult<unknown>> {
+  /** `ambiguous`: the job's add was sent and not answered (it may have landed). */
+  async #spool(job: PreparedJob, ambiguous = false): Promise<DispatchResult<unknown>> {
     const journal = this.#journal
     if (journal === null) return this.#inline(job)
     try {
@@ -507,13 +534,18 @@ export class TaskQueue {
         due: job.delayMs > 0 ? Date.now() + job.delayMs : 0,
       })
     } catch (error) {
-      this.#counts.rejected++
       this.#logLimiter.log(
         'spool',
         'error',
-        { err: loggableError(error) },
+        { err: loggableError(error), ambiguous },
         'task not accepted by the spool',
       )
+      if (ambiguous) {
+        // Not 'rejected': its first add may still run. It runs at most once.
+        this.#counts.unconfirmed++
+        return { mode: 'unconfirmed', id: job.id, error: asError(error) }
+      }
+      this.#counts.rejected++
       return { mode: 'rejected', id: job.id, error: asError(error) }
     }
     this.#counts.spooled++
@@ -538,25 +570,25 @@ export class TaskQueue {
         error: new InlineBusyError(this.#limiter.concurrency, this.#limiter.maxWaiting),
       }
     }
-    if (job.keyed) this.#rememberKeyed(job.id)
+    if (job.keyed) {
+      this.#keyed.start(job.id)
+      // Inline while Redis is up (an enqueue it refused): take the key's lease now.
+      if (this.#monitor.available) await this.#leaseKeyed((fn) => this.#monitor.run(fn))
+    }
     const release = await slot
-    let outcome: RunOutcome
+    let outcome: RunOutcome & { settled: Promise<RunOutcome> }
     try {
       outcome = await this.#run(job.definition, job.id, parseArgs(job.payload), 'inline')
     } finally {
       release()
     }
+    if (job.keyed) void outcome.settled.then((ended) => this.#keyedEnded(job.id, ended))
     if (outcome.ok) {
       this.#counts.inlineOk++
-      if (job.keyed) {
-        this.#keyed.set(job.id, 'done')
-        this.#rememberMarker(job.id)
-      }
+      if (job.keyed) await outcome.settled.then(() => this.#keyedWritten(job.id))
       return { mode: 'inline', id: job.id, ok: true, value: outcome.value }
     }
     this.#counts.inlineFailed++
-    // A failed run may be dispatched again with the same key.
-    if (job.keyed) this.#keyed.delete(job.id)
     this.#logLimiter.log(
       `failed:${job.definition.name}`,
       'warn',
@@ -566,12 +598,92 @@ export class TaskQueue {
     return { mode: 'inline', id: job.id, ok: false, error: outcome.error }
   }
 
+  /**
+   * A keyed inline run's handler returned (after its timeout too, if it ignored its signal):
+   * success makes the key done — its marker is written now if Redis is up, else by the next
+   * recovery step, before 'up' — and a failure frees the key (and its lease) for a new dispatch.
+   */
+  #keyedEnded(id: string, outcome: RunOutcome): void {
+    const run = this.#keyed.get(id)
+    if (run === undefined || run.state !== 'running') return
+    const keeper = run.keeper
+    if (!outcome.ok) {
+      this.#keyed.failed(id)
+      if (keeper !== null && this.#claims !== null && this.#monitor.available) {
+        const claims = this.#claims
+        this.#monitor
+          .run((redis) => claims.release(redis, id, keeper.token))
+          .catch((error: unknown) => this.#onError(error, 'lease release'))
+      }
+      return
+    }
+    if (this.options.doneTtlMs === 0) {
+      this.#keyed.failed(id) // no markers (at-least-once only): nothing to remember
+      return
+    }
+    // Memory-only: no marker to write, the key is remembered here for doneTtlMs.
+    this.#keyed.succeeded(id, this.options.doneTtlMs, this.#claims !== null)
+    if (this.#claims !== null && this.#monitor.available) this.#drainSoon(0)
+  }
+
+  /** Resolves once a succeeded key's marker is written, or at once when it cannot be now. */
+  async #keyedWritten(id: string): Promise<void> {
+    if (!this.#monitor.available || this.#claims === null) return
+    if (this.#keyed.get(id)?.markerPending !== true) return
+    try {
+      await this.#writeMarkers((fn) => this.#monitor.run(fn))
+    } catch (error) {
+      this.#onError(error, 'marker')
+    }
+  }
+
+  /**
+   * Give every keyed inline run that holds no lease yet its lease in Redis (a recovery step,
+   * or a run started while up), so a worker anywhere defers a queued copy of the key until the
+   * run ends. A key Redis says is done or held already ran elsewhere while this process could
+   * not see it (both were cut off from each other): counted and logged, nothing else to do.
+   */
+  async #leaseKeyed(run: Runner): Promise<void> {
+    const claims = this.#claims
+    if (claims === null) return
+    for (const [id, entry] of this.#keyed.unleased()) {
+      const token = runToken()
+      const outcome = await run((redis) => claims.claim(redis, id, token))
+      if (entry.state !== 'running' || entry.keeper !== null) continue
+      if (outcome.kind !== 'claimed') {
+        this.#counts.keyedConflicts++
+        this.#logLimiter.log(
+          'keyed-conflict',
+          'warn',
+          { id, redis: outcome.kind },
+          'a keyed task ran inline while Redis says another run of it completed or runs elsewhere',
+        )
+      }
+      entry.keeper = new LeaseKeeper({
+        claims,
+        id,
+        token,
+        run: (fn) => this.#monitor.run(fn),
+        // Inline runs are not stopped when Redis is away: nobody else may take the key then.
+        abortAfterMs: null,
+        onLost: (reason) =>
+          this.#logLimiter.log(
+            'lease-lost',
+            'warn',
+            { id, reason },
+            'an inline keyed task lost its lease',
+          ),
+        onError: (error) => this.#onError(error, 'lease'),
+      })
+    }
+  }
+
   #run(
     definition: TaskDefinition,
     id: string,
     args: unknown,
     mode: 'inline' | 'local',
-  ): Promise<RunOutcome> {
+  ): Promise<RunOutcome & { settled: Promise<RunOutcome> }> {
     return runWithRetries(
       definition,
       args,
@@ -626,17 +738,6 @@ export class TaskQueue {
     }
   }
 
-  #rememberKeyed(id: string): void {
-    this.#keyed.set(id, 'running')
-    trimOldest(this.#keyed, MAX_KEYED)
-  }
-
-  #rememberMarker(id: string): void {
-    if (this.options.doneTtlMs === 0) return
-    this.#markers.add(id)
-    if (trimOldest(this.#markers, MAX_KEYED)) this.#markersLost++
-  }
-
   // ── recovery ───────────────────────────────────────────────────────────────────────────────
 
   /**
@@ -665,8 +766,11 @@ export class TaskQueue {
 
   #hasWork(): boolean {
     return (
-      // hasWork(): this process's spool, or journals of dead processes not yet looked at.
-      this.#markers.size > 0 || this.#schedules.needsSync() || (this.#journal?.hasWork() ?? false)
+      // Keyed inline runs: markers to write, leases to take. hasWork(): this process's spool,
+      // or journals of dead processes not yet looked at.
+      (this.#claims !== null && this.#keyed.needsRedis) ||
+      this.#schedules.needsSync() ||
+      (this.#journal?.hasWork() ?? false)
     )
   }
 
@@ -682,6 +786,7 @@ export class TaskQueue {
   ): Promise<void> {
     try {
       await this.#writeMarkers(run)
+      await this.#leaseKeyed(run)
       await this.#schedules.sync(
         (entry) => this.#upsertSchedule(entry, run),
         (id) => this.#removeSchedule(id, run),
@@ -703,7 +808,7 @@ export class TaskQueue {
         {
           err: loggableError(error),
           spooled: this.#journal?.pending ?? 0,
-          markers: this.#markers.size,
+          markers: this.#keyed.pendingCount,
           retryMaxMs: REFUSED_RETRY_MAX_MS,
         },
         'Redis refuses writes for now: spooled tasks stay in the spool and are retried',
@@ -724,13 +829,18 @@ export class TaskQueue {
     return Math.min(REFUSED_RETRY_MAX_MS, REFUSED_RETRY_MS * 2 ** Math.min(attempt, 10))
   }
 
-  async #writeMarkers(run: <T>(fn: (redis: Redis) => Promise<T>) => Promise<T>): Promise<void> {
-    if (this.#markers.size === 0) return
-    const ids = [...this.#markers]
+  /**
+   * DONE markers of keyed inline runs that succeeded while Redis could not take them — before
+   * any replay, so a replayed or queued copy of the key is skipped.
+   */
+  async #writeMarkers(run: Runner): Promise<void> {
+    const claims = this.#claims
+    const ids = this.#keyed.pendingMarkers()
+    if (claims === null || ids.length === 0) return
     const ttl = this.options.doneTtlMs
     const results = await run((redis) => {
       const pipeline = redis.pipeline()
-      for (const id of ids) pipeline.set(this.#donePrefix + id, DONE, 'PX', ttl)
+      for (const id of ids) pipeline.set(claims.key(id), DONE, 'PX', ttl)
       return pipeline.exec()
     })
     // A pipeline resolves with one [error, reply] per command: a marker refused (OOM…) stays
@@ -738,7 +848,7 @@ export class TaskQueue {
     let refused: unknown = null
     ids.forEach((id, i) => {
       const error = results?.[i]?.[0]
-      if (error === null || error === undefined) this.#markers.delete(id)
+      if (error === null || error === undefined) this.#keyed.markerWritten(id)
       else refused ??= error
     })
     if (refused !== null) throw refused

@@ -55,12 +55,25 @@ export type DispatchResult<R = unknown> =
   | { readonly mode: 'spooled'; readonly id: string }
   /** Memory-only instance, delayed job: runs in this process when due (lost if it exits). */
   | { readonly mode: 'deferred'; readonly id: string }
-  /** Fallback 'drop' while Redis is unavailable: never runs (counted, logged). */
+  /**
+   * Fallback 'drop' while Redis is unavailable: never runs (counted, logged). An add that was
+   * sent and not answered is not dropped (it may have landed): it is spooled like any other,
+   * so that it runs exactly once.
+   */
   | { readonly mode: 'dropped'; readonly id: string }
-  /** This idempotency key already ran (or is running) inline in this process. */
+  /**
+   * This idempotency key already ran (or is running) inline in this process — remembered for
+   * `doneTtlMs` — so it is neither run nor queued again.
+   */
   | { readonly mode: 'duplicate'; readonly id: string }
-  /** Not accepted: inline runner busy (FAILSOFT_INLINE_BUSY), spool full (FAILSOFT_SPOOL_FULL)… */
+  /** Not accepted: inline runner busy (FAILSOFT_INLINE_BUSY), spool full (FAILSOFT_SPOOL_FULL)… It never runs. */
   | { readonly mode: 'rejected'; readonly id: string; readonly error: Error }
+  /**
+   * The add was sent to Redis and not answered (it may have landed), and the spool could not
+   * keep the copy that would make sure it runs (`error`: FAILSOFT_SPOOL_FULL…). It runs at
+   * most once: once if that add landed, else never.
+   */
+  | { readonly mode: 'unconfirmed'; readonly id: string; readonly error: Error }
 
 /** A defined task with everything the queue needs to run it. */
 export interface TaskDefinition {

@@ -1,13 +1,14 @@
 import { LogLimiter } from '../util/log-limiter.js'
-import { UnrecoverableError, WaitingError, Worker, type Job } from 'bullmq'
+import { DelayedError, UnrecoverableError, WaitingError, Worker, type Job } from 'bullmq'
 import type { Redis, RedisOptions } from 'ioredis'
 import type { Disposable } from '../health/events.js'
 import type { HealthMonitor } from '../health/monitor.js'
+import { LeaseLostError } from '../errors.js'
 import { loggableError, type Logger } from '../logger.js'
 import { isConnectivityError } from '../redis/connection.js'
-import { evalScript, script } from '../redis/script.js'
 import { trimOldest } from '../util/bounded.js'
-import { runOnce } from './inline.js'
+import { LeaseKeeper, runToken, type TaskClaims } from './claims.js'
+import { startTry, type RunOutcome } from './inline.js'
 import type { KeepJobs } from './options.js'
 import { TASK_ID_OPTION } from './producer.js'
 import type { TaskDefinition } from './task.js'
@@ -43,8 +44,8 @@ interface WorkerDeps {
   readonly bullPrefix: string
   readonly connectionName: string
   readonly definitions: ReadonlyMap<string, TaskDefinition>
-  readonly doneKey: (id: string) => string
-  readonly doneTtlMs: number
+  /** The task markers and leases of the queue (null when doneTtlMs is 0: at-least-once only). */
+  readonly claims: TaskClaims | null
   readonly concurrency: number
   readonly lockDurationMs: number
   readonly stalledIntervalMs: number
@@ -64,26 +65,14 @@ const RECENT_DONE_MAX = 10_000
 const PENDING_MARKERS_MAX = 10_000
 /** How often refused markers are written again. */
 const MARKER_RETRY_MS = 1000
-/** A task's marker once it completed (on a worker, or inline). */
-export const DONE = '1'
-
 /**
- * Claim a task id for one BullMQ job (its run), unless the id is done or claimed by another
- * job: two copies of one task (an add that landed late and its replay) never run together.
- * KEYS: marker. ARGV: claim, TTL ms. Returns false when claimed now, else the marker's value.
+ * A deferred copy (another run holds the task's lease) is tried again after the lease's
+ * remaining life, at least this long (ms) and at most MAX_DEFER_MS, jittered.
  */
-const CLAIM = script(`
-local v = redis.call('GET', KEYS[1])
-if v then return v end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return false
-`)
-
-/** Give a claim up (its run failed: a retry or a copy may run) unless it was replaced. */
-const RELEASE = script(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-`)
+const MIN_DEFER_MS = 200
+const MAX_DEFER_MS = 5000
+/** A run whose lease renewals have not reached Redis for this many lease periods is asked to stop. */
+const LEASE_ABORT_PERIODS = 1.5
 
 /**
  * A BullMQ worker for every task defined on the queue, with failsoft's connection defaults
@@ -98,6 +87,8 @@ export class TaskWorker implements WorkerHandle {
   readonly #logLimiter: LogLimiter
   /** Jobs whose handler is running here. */
   readonly #running = new Set<string>()
+  /** Task ids whose handler has not returned yet here (past a timeout too), with the run's token. */
+  readonly #holding = new Map<string, string>()
   /** Jobs whose handler finished, not yet reported completed or failed by BullMQ. */
   readonly #reporting = new Set<string>()
   /**
@@ -122,6 +113,8 @@ export class TaskWorker implements WorkerHandle {
     markersDropped: 0,
     reconnectKicks: 0,
     socketsDropped: 0,
+    deferred: 0,
+    leasesLost: 0,
   }
 
   constructor(deps: WorkerDeps) {
@@ -257,14 +250,18 @@ export class TaskWorker implements WorkerHandle {
     const instance = instanceOf(job)
     this.#running.add(instance)
     try {
-      return await this.#run(job, instance, signal)
+      return await this.#run(job, token, signal)
     } finally {
       this.#running.delete(instance)
       this.#reporting.add(instance)
     }
   }
 
-  async #run(job: Job, instance: string, signal: AbortSignal | undefined): Promise<unknown> {
+  async #run(
+    job: Job,
+    bullToken: string | undefined,
+    signal: AbortSignal | undefined,
+  ): Promise<unknown> {
     const definition = this.#deps.definitions.get(job.name)
     if (definition === undefined) {
       this.#stats.unknownTask++
@@ -273,51 +270,97 @@ export class TaskWorker implements WorkerHandle {
       )
     }
     const id = taskIdOf(job)
-    const ttl = this.#deps.doneTtlMs
-    if (ttl > 0 && (this.#recentlyDone.get(id) ?? 0) > Date.now()) {
+    const claims = this.#deps.claims
+    if (claims !== null && (this.#recentlyDone.get(id) ?? 0) > Date.now()) {
       this.#stats.skippedDone++
       return null
     }
-    const client = ttl > 0 ? ((await this.#worker.getBackend().client) as unknown as Redis) : null
-    // This job's claim: the same value on a retry of the job or after its worker died.
-    const claim = `run:${instance}`
-    if (client !== null && !(await this.#claim(client, id, claim, ttl))) {
-      // Done already, or another copy of the task holds it (an add that landed late and its
-      // spool replay, a repeated idempotency key): complete without running.
-      this.#stats.skippedDone++
-      return null
-    }
-    let value: unknown
-    try {
-      value = await runOnce(
-        definition,
-        job.data,
-        { id, name: job.name, queue: this.#deps.queue, mode: 'worker' },
-        job.attemptsMade + 1,
-        (late) =>
-          this.#logLimiter.log(
-            'late',
-            'warn',
-            { err: loggableError(late), task: job.name },
-            'task settled after its timeout',
-          ),
-        signal,
-      )
-    } catch (error) {
-      // Failed: BullMQ may retry it, and a copy of it may run; only success is final. Not
-      // awaited: written before BullMQ records the failure, on the same connection.
-      if (client !== null) {
-        evalScript(client, RELEASE, [this.#deps.doneKey(id)], [claim]).catch((e: unknown) =>
-          this.#onError(e),
-        )
+    // A run of this task id is still going here (a stalled copy handed out again, a retry of a
+    // try that ignored its timeout): wait for it without asking Redis.
+    const local = this.#holding.get(id)
+    if (local !== undefined) return this.#defer(job, bullToken, claims?.leaseMs ?? MIN_DEFER_MS)
+    const client =
+      claims === null ? null : ((await this.#worker.getBackend().client) as unknown as Redis)
+    const token = runToken()
+    if (claims !== null && client !== null) {
+      const outcome = await this.#claim(claims, client, id, token)
+      if (outcome.kind === 'done') {
+        // Completed already (an add that landed late and its spool replay, a repeated
+        // idempotency key): complete without running.
+        this.#stats.skippedDone++
+        return null
       }
-      throw error
+      if (outcome.kind === 'busy') return this.#defer(job, bullToken, outcome.retryInMs)
     }
-    if (client !== null) {
-      const expiresAt = Date.now() + ttl
+    const current = startTry(
+      definition,
+      job.data,
+      { id, name: job.name, queue: this.#deps.queue, mode: 'worker' },
+      job.attemptsMade + 1,
+      (late) =>
+        this.#logLimiter.log(
+          'late',
+          'warn',
+          { err: loggableError(late), task: job.name },
+          'task settled after its timeout',
+        ),
+      signal,
+    )
+    const keeper =
+      claims === null || client === null
+        ? null
+        : new LeaseKeeper({
+            claims,
+            id,
+            token,
+            run: (fn) => fn(client),
+            abortAfterMs: claims.leaseMs * LEASE_ABORT_PERIODS,
+            onLost: (reason) => {
+              this.#stats.leasesLost++
+              this.#logLimiter.log(
+                'lease-lost',
+                'warn',
+                { task: job.name, id, reason },
+                'a running task lost its lease; it is asked to stop (ctx.signal)',
+              )
+              current.abort(new LeaseLostError(job.name, reason))
+            },
+            onError: (error) => this.#onError(error),
+          })
+    this.#holding.set(id, token)
+    // Until the handler itself returns — past its timeout too — the lease stays held: no retry
+    // or copy of this task id starts beside it.
+    const ended = current.settled.then((outcome) => this.#ended(id, token, keeper, client, outcome))
+    // Failed or timed out, this rejects: BullMQ may retry, and the retry waits for this try's end.
+    const value = await current.result
+    await ended
+    this.#stats.completed++
+    return value
+  }
+
+  /**
+   * The handler returned (possibly after its timeout): success completes the task — a later
+   * retry or copy then skips it — and a failure gives the lease up. Never rejects.
+   */
+  async #ended(
+    id: string,
+    token: string,
+    keeper: LeaseKeeper | null,
+    client: Redis | null,
+    outcome: RunOutcome,
+  ): Promise<void> {
+    keeper?.stop()
+    try {
+      const claims = this.#deps.claims
+      if (claims === null || client === null) return
+      if (!outcome.ok) {
+        await claims.release(client, id, token).catch((error: unknown) => this.#onError(error))
+        return
+      }
+      const expiresAt = Date.now() + claims.doneTtlMs
       this.#remember(id, expiresAt)
       try {
-        await client.set(this.#deps.doneKey(id), DONE, 'PX', ttl)
+        await claims.complete(client, id)
       } catch (error) {
         // Refused (OOM at maxmemory), or the worker is closing (the connection queues
         // commands while Redis is away). The job itself is complete: keep the marker to
@@ -331,26 +374,40 @@ export class TaskWorker implements WorkerHandle {
         )
         this.#keepMarker(id, expiresAt)
       }
+    } finally {
+      if (this.#holding.get(id) === token) this.#holding.delete(id)
     }
-    this.#stats.completed++
-    return value
+  }
+
+  /** Another run holds the task: put this job back to wait (not a try), to look again later. */
+  async #defer(job: Job, bullToken: string | undefined, waitMs: number): Promise<never> {
+    this.#stats.deferred++
+    const delay = Math.min(MAX_DEFER_MS, Math.max(MIN_DEFER_MS, waitMs))
+    const jittered = Math.round(delay * (0.8 + Math.random() * 0.4))
+    await job.moveToDelayed(Date.now() + jittered, bullToken)
+    throw new DelayedError()
   }
 
   /**
-   * True when this job may run the task: it claimed the id now, or held it already (a retry,
-   * or its earlier run died with its worker). Redis refusing the claim (OOM at maxmemory)
-   * falls back to reading the marker: run unless it is done or someone else's.
+   * Take the task id's lease for this run (see claims.ts). Redis refusing the claim (OOM at
+   * maxmemory) falls back to reading the marker: run unless it is done or someone else's.
    */
-  async #claim(client: Redis, id: string, claim: string, ttl: number): Promise<boolean> {
-    const key = this.#deps.doneKey(id)
-    let held: unknown
+  async #claim(
+    claims: TaskClaims,
+    client: Redis,
+    id: string,
+    token: string,
+  ): Promise<{ kind: 'claimed' } | { kind: 'done' } | { kind: 'busy'; retryInMs: number }> {
     try {
-      held = await evalScript(client, CLAIM, [key], [claim, ttl])
+      return await claims.claim(client, id, token)
     } catch (error) {
       if (!(error instanceof Error && /\bOOM\b/.test(error.message))) throw error
-      held = await client.get(key)
+      const held = await client.get(claims.key(id))
+      if (held === null) return { kind: 'claimed' }
+      return held.startsWith('run:')
+        ? { kind: 'busy', retryInMs: claims.leaseMs }
+        : { kind: 'done' }
     }
-    return held === null || held === claim
   }
 
   #remember(id: string, expiresAt: number): void {
@@ -382,7 +439,9 @@ export class TaskWorker implements WorkerHandle {
       const client = await this.#worker.getBackend().client
       for (const [id, expiresAt] of [...this.#pendingMarkers]) {
         const left = expiresAt - Date.now()
-        if (left > 0) await client.set(this.#deps.doneKey(id), DONE, { PX: left })
+        if (left > 0 && this.#deps.claims !== null) {
+          await this.#deps.claims.complete(client as unknown as Redis, id, left)
+        }
         this.#pendingMarkers.delete(id)
         this.#stats.markersRetried++
       }
