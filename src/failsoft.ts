@@ -8,7 +8,6 @@ import type { TaskQueueInput } from './tasks/options.js'
 import { taskQueue, type TaskQueue } from './tasks/queue.js'
 import type { FailsoftContext } from './context.js'
 import { HealthMonitor, type Health, type HealthState, type RedisStatus } from './health/monitor.js'
-import type { Logger } from './logger.js'
 import { resolveOptions, type FailsoftOptions } from './options.js'
 
 /** JSON-safe snapshot of an instance, for status pages and readiness probes. */
