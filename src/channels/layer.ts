@@ -2,16 +2,15 @@ import { ChannelFullError, ClosedError, InvalidNameError, describeValue } from '
 import type { FailsoftContext } from '../context.js'
 import type { ComponentHandle, HealthMonitor } from '../health/monitor.js'
 import { loggableError, type Logger } from '../logger.js'
-import { isConnectivityError } from '../redis/connection.js'
 import { safeJsonParse } from '../util/json.js'
+import { CrossProcess, type TopicKind } from './cross-process.js'
 import { LocalChannels, type Sink } from './memory-layer.js'
 import {
-  decodeWire,
-  encodeWire,
   parseEntry,
   serializeMessage,
   type ChannelMessage,
   type Entry,
+  type WireMessage,
 } from './message.js'
 import {
   assertChannelName,
@@ -26,14 +25,14 @@ import {
   type ChannelLayerInput,
   type ChannelLayerOptions,
 } from './options.js'
-import { Outbox } from './outbox.js'
-import { RedisTransport } from './redis-transport.js'
-import { PublisherSequences, ReceiverSequences } from './sequence.js'
+import type { ChannelLayerStatus } from './status.js'
 import {
   ChannelWebSocketServer,
   type ChannelWebSocketOptions,
   type LayerInternals,
 } from './websocket.js'
+
+export type { ChannelLayerStatus } from './status.js'
 
 /** Which backend serves cross-process delivery right now. Local delivery never needs Redis. */
 export type ChannelBackend = 'redis' | 'memory'
@@ -45,8 +44,6 @@ export interface ReceiveOptions {
 
 /** A rate-limited warning: at most one line per this period, with a count of what it covers. */
 const WARNING_INTERVAL_MS = 10_000
-/** Outbox items per PUBLISH pipeline when flushing after recovery. */
-const FLUSH_BATCH = 256
 
 /**
  * The channel layer: Django Channels' layer API (`newChannel`, `send`, `receive`, `groupAdd`,
@@ -59,7 +56,10 @@ const FLUSH_BATCH = 256
  * - Local members are served first and synchronously; Redis carries only what other processes
  *   need (one PUBLISH per `groupSend`, per `send` to another process' channel).
  * - While Redis is unavailable, cross-process messages wait in a bounded outbox, flushed in
- *   order once this process has re-subscribed and a settle delay has let the others do so.
+ *   order once this process has re-subscribed; a receiver that was not subscribed yet (or was
+ *   cut off) asks for what it missed, from the sender's bounded retention (cross-process.ts).
+ * - Message times are on Redis' clock (`monitor.clock`), so expiry does not depend on the
+ *   hosts' clocks agreeing.
  */
 export class ChannelLayer {
   /** This layer's process identifier: the routing part of every channel `newChannel` returns. */
@@ -71,41 +71,25 @@ export class ChannelLayer {
   readonly #handle: ComponentHandle
   readonly #logger: Logger
   readonly #local: LocalChannels
-  readonly #transport: RedisTransport | null
-  readonly #outbox: Outbox
-  readonly #publisherSeq = new PublisherSequences()
-  readonly #receiverSeq = new ReceiverSequences()
-  readonly #topicBase: string
-  readonly #processTopic: string
+  /** The cross-process half; null in memory-only mode (no other process to reach). */
+  readonly #remote: CrossProcess | null
   readonly #expiryMs: number
+  readonly #now: () => number
   readonly #namedInterest = new Set<string>()
   readonly #servers = new Set<ChannelWebSocketServer>()
   readonly #disposers: Array<() => void> = []
   #channelCounter = 0
-  #order = 0
-  #inFlight = 0
-  #drainWaiters: Array<() => void> = []
-  /** After a recovery, publishes go to the outbox until it has been flushed (see settleMs). */
-  #holding = false
-  #settleUntil = 0
-  #flushTimer: NodeJS.Timeout | null = null
-  #flushing = false
   #sweepTimer: NodeJS.Timeout | null = null
   #closed = false
   #fullSinceWarning = 0
   #lastFullWarning = 0
   #errorsSinceLog = 0
   #lastErrorLog = 0
-  #outageFlushReport = { flushed: 0, dropped: 0 }
   readonly #counters = {
     sent: 0,
     groupSent: 0,
-    published: 0,
-    remoteReceived: 0,
-    duplicatesSkipped: 0,
-    malformed: 0,
     expiredOnArrival: 0,
-    publishErrors: 0,
+    malformed: 0,
     undeliverable: 0,
     safeGroupSendFailures: 0,
   }
@@ -117,28 +101,37 @@ export class ChannelLayer {
     this.name = this.#options.name
     this.processId = randomId(12)
     this.#expiryMs = this.#options.expirySeconds * 1000
-    this.#topicBase = `${context.prefix}:ch:${this.name}:`
-    this.#processTopic = `${this.#topicBase}p:${this.processId}`
-    this.#outbox = new Outbox(this.#options.outbox)
+    // Redis' clock, as every process of the layer sees it: message times compare across hosts.
+    this.#now = () => this.#monitor.clock.now()
     this.#local = new LocalChannels({
       capacity: this.#options.capacity,
       expiryMs: this.#expiryMs,
       groupExpiryMs: this.#options.groupExpirySeconds * 1000,
+      now: this.#now,
       hooks: {
-        groupEmptied: (group) => this.#unwant(this.#groupTopic(group)),
+        groupEmptied: (group) => this.#unwant('g', group),
         channelRemoved: (channel) => {
-          if (this.#namedInterest.delete(channel)) this.#unwant(this.#namedTopic(channel))
+          if (this.#namedInterest.delete(channel)) this.#unwant('c', channel)
         },
       },
     })
-    this.#transport =
+    this.#remote =
       this.#monitor.target === null
         ? null
-        : new RedisTransport({
+        : new CrossProcess({
             monitor: this.#monitor,
+            options: this.#options,
+            processId: this.processId,
+            topicBase: `${context.prefix}:ch:${this.name}:`,
             connectionName: `channels:${this.name}`,
-            onMessage: (topic, payload) => this.#onRemote(topic, payload),
-            onError: (error, what) =>
+            deliver: (kind, name, wire) => this.#onRemote(kind, name, wire),
+            onSendError: (error, where) => this.#logError(error, where),
+            onFlushed: (report) =>
+              this.#logger.info(
+                { ...report, outbox: this.#remote?.outbox.counters },
+                'channel layer delivered the cross-process messages buffered during the outage',
+              ),
+            onTransportError: (error, what) =>
               this.#logger.debug({ err: loggableError(error) }, `channel layer: ${what}`),
           })
     this.#handle = this.#monitor.register({
@@ -146,34 +139,20 @@ export class ChannelLayer {
       fallback:
         'in-process channel layer (local groups keep working; cross-process messages wait in a bounded outbox)',
       recover: async (ctx) => {
-        if (this.#transport === null || this.#closed) return
         // Membership is local: a reset (Redis restarted empty) needs nothing beyond the
         // re-subscription every recovery does.
-        await this.#transport.recover(ctx)
-        if (ctx.downtimeMs > 0 || this.#outbox.size > 0) {
-          this.#holding = true
-          this.#settleUntil = Date.now() + (ctx.downtimeMs > 0 ? this.#options.settleMs : 0)
-          if (this.#monitor.available) this.#scheduleFlush()
-        }
+        if (this.#remote !== null && !this.#closed) await this.#remote.recover(ctx)
       },
-      needsRecovery: () => this.#transport !== null && !this.#closed && this.#transport.behind,
+      needsRecovery: () => this.#remote !== null && !this.#closed && this.#remote.behind,
       status: () => this.status(),
       close: () => this.close(),
     })
     this.#logger = this.#handle.logger
-    if (this.#transport !== null) {
-      void this.#transport.want(this.#processTopic)
-      // Created after start-up while Redis is up: no recovery step will run for us.
-      this.#transport.start()
+    const remote = this.#remote
+    if (remote !== null) {
       this.#disposers.push(
-        this.#monitor.on('down', ({ forced }) => {
-          this.#transport?.detach(!forced)
-          if (this.#flushTimer) clearTimeout(this.#flushTimer)
-          this.#flushTimer = null
-        }).dispose,
-        this.#monitor.on('up', () => {
-          if (this.#holding || this.#outbox.size > 0) this.#scheduleFlush()
-        }).dispose,
+        this.#monitor.on('down', ({ forced }) => remote.down(forced)).dispose,
+        this.#monitor.on('up', () => remote.up()).dispose,
       )
     }
     const sweepMs = Math.min(
@@ -223,19 +202,23 @@ export class ChannelLayer {
     this.#context.assertOpen()
     this.#assertOpen()
     assertChannelName(channel)
-    const entry = serializeMessage(message, this.#options.maxMessageBytes)
+    const entry = serializeMessage(message, this.#options.maxMessageBytes, this.#now())
     this.#counters.sent++
     if (!this.#monitor.available) this.#handle.recordFallback()
     const owner = ownerOf(channel)
+    const remote = this.#remote
     if (owner === null || owner === this.processId) {
       if (!this.#local.deliver(channel, entry)) {
         throw new ChannelFullError(channel, this.#options.capacity)
       }
-      if (owner === null) this.#publish(this.#namedTopic(channel), channel, entry)
+      if (owner === null) remote?.publish(remote.topic('c', channel), channel, entry)
+    } else if (remote === null) {
+      // Memory-only mode: there is no other process to reach.
+      this.#counters.undeliverable++
     } else {
-      this.#publish(`${this.#topicBase}p:${owner}`, channel, entry)
+      remote.publish(remote.topic('p', owner), channel, entry)
     }
-    if (this.#inFlight >= this.#options.maxInFlight) await this.#drained()
+    if (remote !== null) await remote.backpressure()
   }
 
   /**
@@ -255,9 +238,9 @@ export class ChannelLayer {
         'it belongs to another process; only the process that created it can receive on it',
       )
     }
-    if (owner === null && this.#transport !== null && !this.#namedInterest.has(channel)) {
+    if (owner === null && this.#remote !== null && !this.#namedInterest.has(channel)) {
       this.#namedInterest.add(channel)
-      void this.#transport.want(this.#namedTopic(channel))
+      void this.#remote.want(this.#remote.topic('c', channel))
     }
     return parseEntry(await this.#local.receive(channel, options.signal))
   }
@@ -281,7 +264,7 @@ export class ChannelLayer {
       )
     }
     this.#local.groupAdd(group, channel)
-    if (this.#transport !== null) await this.#transport.want(this.#groupTopic(group))
+    if (this.#remote !== null) await this.#remote.want(this.#remote.topic('g', group))
   }
 
   /** Remove a channel from a group; does nothing if it is not a member. */
@@ -303,16 +286,17 @@ export class ChannelLayer {
     this.#context.assertOpen()
     this.#assertOpen()
     assertGroupName(group)
-    const entry = serializeMessage(message, this.#options.maxMessageBytes)
+    const entry = serializeMessage(message, this.#options.maxMessageBytes, this.#now())
     this.#counters.groupSent++
     if (!this.#monitor.available) this.#handle.recordFallback()
     // The PUBLISH is handed to the socket first (a non-blocking write, never a wait for
     // Redis): the other processes' members then do not also wait for this process to frame
     // and write to its own sockets.
-    this.#publish(this.#groupTopic(group), group, entry)
+    const remote = this.#remote
+    remote?.publish(remote.topic('g', group), group, entry)
     const { full } = this.#local.groupDeliver(group, entry)
     if (full > 0) this.#noteFull(full, group)
-    if (this.#inFlight >= this.#options.maxInFlight) await this.#drained()
+    if (remote !== null) await remote.backpressure()
   }
 
   /**
@@ -338,7 +322,7 @@ export class ChannelLayer {
   async flush(): Promise<void> {
     this.#assertOpen()
     this.#local.flush()
-    this.#outbox.clear()
+    this.#remote?.outbox.clear()
   }
 
   /**
@@ -360,39 +344,55 @@ export class ChannelLayer {
     return server
   }
 
-  status(): Record<string, unknown> {
-    const outbox = this.#outbox
+  status(): ChannelLayerStatus {
+    const remote = this.#remote
     const local = this.#local.counters
     let clients = 0
     for (const server of this.#servers) clients += server.clientCount
+    const outbox = remote?.outbox
+    const counters = remote?.counters
+    const repair = remote?.repair
     return {
       backend: this.backend,
       processId: this.processId,
       channels: this.#local.channelCount,
       groups: this.#local.groupCount,
       buffered: this.#local.bufferedCount,
-      subscriptions: this.#transport?.subscribedCount ?? 0,
-      holding: this.#holding,
-      inFlight: this.#inFlight,
+      subscriptions: remote?.transport.subscribedCount ?? 0,
+      holding: remote?.holding ?? false,
+      inFlight: remote?.inFlight ?? 0,
       sent: this.#counters.sent,
       groupSent: this.#counters.groupSent,
-      published: this.#counters.published,
-      remoteReceived: this.#counters.remoteReceived,
+      published: counters?.published ?? 0,
+      remoteReceived: counters?.remoteReceived ?? 0,
       skippedFull: local.full,
       expired: local.expired + this.#counters.expiredOnArrival,
       abandonedChannels: local.abandoned,
       membershipsExpired: local.membershipsExpired,
-      crossProcessGaps: this.#receiverSeq.gaps,
-      duplicatesSkipped: this.#receiverSeq.duplicates,
-      malformed: this.#counters.malformed,
-      publishErrors: this.#counters.publishErrors,
-      undeliverable: this.#counters.undeliverable,
+      crossProcessGaps: repair?.lost ?? 0,
+      duplicatesSkipped: repair?.duplicates ?? 0,
+      malformed: this.#counters.malformed + (counters?.malformed ?? 0),
+      publishErrors: counters?.publishErrors ?? 0,
+      undeliverable: this.#counters.undeliverable + (counters?.undeliverable ?? 0),
       safeGroupSendFailures: this.#counters.safeGroupSendFailures,
       outbox: {
-        size: outbox.size,
-        bytes: outbox.bytes,
-        oldestAgeMs: outbox.oldestAgeMs(),
-        ...outbox.counters,
+        size: outbox?.size ?? 0,
+        bytes: outbox?.bytes ?? 0,
+        oldestAgeMs: outbox?.oldestAgeMs(this.#now()) ?? 0,
+        buffered: outbox?.counters.buffered ?? 0,
+        flushed: outbox?.counters.flushed ?? 0,
+        droppedCount: outbox?.counters.droppedCount ?? 0,
+        droppedBytes: outbox?.counters.droppedBytes ?? 0,
+        droppedAge: outbox?.counters.droppedAge ?? 0,
+      },
+      repair: {
+        retained: remote?.retention.size ?? 0,
+        retainedBytes: remote?.retention.bytes ?? 0,
+        held: repair?.held ?? 0,
+        requested: repair?.requested ?? 0,
+        repaired: counters?.repaired ?? 0,
+        resentToOthers: counters?.resentToOthers ?? 0,
+        lost: repair?.lost ?? 0,
       },
       websocketClients: clients,
     }
@@ -401,172 +401,33 @@ export class ChannelLayer {
   /** Close the layer: WebSocket endpoints, subscriber, timers; pending receives reject. */
   async close(): Promise<void> {
     if (this.#closed) return
-    if (this.#outbox.size > 0 && this.#monitor.available && this.#transport !== null) {
-      // Best effort: hand what is still buffered to Redis before leaving.
-      this.#holding = true
-      await Promise.race([this.#flush(), delay(1000)])
-    }
+    const remote = this.#remote
+    // Best effort: hand what is still buffered to Redis before leaving.
+    if (remote !== null) await remote.drain(1000)
     this.#closed = true
     for (const dispose of this.#disposers.splice(0)) dispose()
-    if (this.#flushTimer) clearTimeout(this.#flushTimer)
     if (this.#sweepTimer) clearInterval(this.#sweepTimer)
     await Promise.all([...this.#servers].map((server) => server.close()))
-    this.#transport?.close()
-    if (this.#outbox.size > 0) {
-      this.#logger.warn(
-        { unsent: this.#outbox.size },
-        'channel layer closed with cross-process messages still unsent',
-      )
-      this.#outbox.clear()
+    if (remote !== null) {
+      const unsent = remote.outbox.size
+      remote.close()
+      if (unsent > 0) {
+        this.#logger.warn(
+          { unsent },
+          'channel layer closed with cross-process messages still unsent',
+        )
+        remote.outbox.clear()
+      }
     }
     this.#local.clear(new ClosedError('channel layer'))
-    for (const resolve of this.#drainWaiters.splice(0)) resolve()
     this.#handle.dispose()
-  }
-
-  // ── the one degradation path ───────────────────────────────────────────────────────────────
-
-  /**
-   * Cross-process half of a send: Redis when it is available and nothing older is waiting,
-   * the outbox otherwise (order is preserved either way). Never throws, never waits.
-   */
-  #publish(topic: string, target: string, entry: Entry): void {
-    const transport = this.#transport
-    if (transport === null) {
-      // Memory-only mode: there is no other process to reach.
-      if (ownerOf(target) !== null) this.#counters.undeliverable++
-      return
-    }
-    const payload = encodeWire(
-      this.processId,
-      this.#publisherSeq.next(topic, entry.sentAt),
-      target,
-      entry,
-    )
-    const order = ++this.#order
-    if (this.#monitor.available && !this.#holding && this.#outbox.size === 0) {
-      this.#inFlight++
-      this.#counters.published++
-      const direct = topic.charCodeAt(this.#topicBase.length) === 112 // 'p': a specific channel
-      transport.publish(topic, payload).then(
-        (receivers) => {
-          this.#settled()
-          if (direct && receivers === 0) this.#counters.undeliverable++
-        },
-        (error: unknown) => {
-          this.#settled()
-          this.#publishFailed(topic, payload, order, entry.sentAt, error)
-        },
-      )
-      return
-    }
-    this.#outbox.push({ topic, payload, order, at: entry.sentAt })
-    if (this.#monitor.available) this.#scheduleFlush()
-  }
-
-  #publishFailed(topic: string, payload: string, order: number, at: number, error: unknown): void {
-    if (this.#closed) return
-    if (isConnectivityError(error)) {
-      // The monitor has already been told. The publish may or may not have landed (a timeout
-      // is ambiguous): send it again after recovery; receivers skip a duplicate by its number.
-      this.#counters.published--
-      this.#outbox.push({ topic, payload, order, at })
-      if (this.#monitor.available) this.#scheduleFlush()
-      return
-    }
-    this.#counters.publishErrors++
-    this.#logError(error, topic)
-  }
-
-  #scheduleFlush(): void {
-    if (this.#flushTimer !== null || this.#flushing || this.#closed) return
-    const wait = Math.max(0, this.#settleUntil - Date.now())
-    this.#flushTimer = setTimeout(() => {
-      this.#flushTimer = null
-      void this.#flush()
-    }, wait)
-    this.#flushTimer.unref()
-  }
-
-  /** Publish the outbox in order, in pipelines; stops (keeping the rest) if Redis fails again. */
-  async #flush(): Promise<void> {
-    const transport = this.#transport
-    if (this.#flushing || transport === null) return
-    this.#flushing = true
-    const droppedBefore = this.#outbox.dropped
-    let flushed = 0
-    try {
-      while (this.#monitor.available && !this.#closed) {
-        const batch = this.#outbox.peek(FLUSH_BATCH)
-        if (batch.length === 0) {
-          this.#holding = false
-          break
-        }
-        try {
-          const { replyErrors } = await transport.publishBatch(batch)
-          this.#outbox.commit(batch.length)
-          flushed += batch.length
-          this.#counters.published += batch.length - replyErrors
-          this.#counters.publishErrors += replyErrors
-        } catch (error) {
-          // Connectivity: the monitor is going down; the next recovery flushes the rest.
-          if (!isConnectivityError(error)) {
-            this.#outbox.commit(batch.length)
-            this.#counters.publishErrors += batch.length
-            this.#logError(error, 'outbox')
-          }
-          break
-        }
-      }
-    } finally {
-      this.#flushing = false
-    }
-    this.#outageFlushReport.flushed += flushed
-    this.#outageFlushReport.dropped += this.#outbox.dropped - droppedBefore
-    if (!this.#holding) {
-      const report = this.#outageFlushReport
-      if (report.flushed > 0 || report.dropped > 0) {
-        this.#logger.info(
-          { flushed: report.flushed, dropped: report.dropped, outbox: this.#outbox.counters },
-          'channel layer delivered the cross-process messages buffered during the outage',
-        )
-      }
-      this.#outageFlushReport = { flushed: 0, dropped: 0 }
-    } else if (this.#monitor.available && !this.#closed && this.#outbox.size > 0) {
-      this.#scheduleFlush()
-    }
-  }
-
-  #settled(): void {
-    this.#inFlight--
-    if (this.#inFlight <= this.#options.maxInFlight / 2 && this.#drainWaiters.length > 0) {
-      for (const resolve of this.#drainWaiters.splice(0)) resolve()
-    }
-  }
-
-  #drained(): Promise<void> {
-    return new Promise((resolve) => this.#drainWaiters.push(resolve))
   }
 
   // ── from other processes ───────────────────────────────────────────────────────────────────
 
-  #onRemote(topic: string, payload: string): void {
+  /** A message from another process, in its publisher's order: to this process' members. */
+  #onRemote(kind: TopicKind, name: string, wire: WireMessage): void {
     if (this.#closed) return
-    // Size-checked before anything is parsed: a UTF-16 length above the byte limit (plus the
-    // header) cannot be one of ours.
-    if (payload.length > this.#options.maxMessageBytes + 512) {
-      this.#counters.malformed++
-      return
-    }
-    const wire = decodeWire(payload)
-    if (wire === null) {
-      this.#counters.malformed++
-      return
-    }
-    if (wire.origin === this.processId) return // our own publish: local members already have it
-    const now = Date.now()
-    if (this.#receiverSeq.observe(topic, wire.origin, wire.stream, wire.seq, now) === 'duplicate')
-      return
     let parsed: unknown
     try {
       parsed = safeJsonParse(wire.entry.json)
@@ -582,17 +443,15 @@ export class ChannelLayer {
       this.#counters.malformed++
       return
     }
-    if (now - wire.entry.sentAt > this.#expiryMs) {
+    // Both times are on Redis' clock: a host whose own clock is off does not expire them.
+    if (this.#now() - wire.entry.sentAt > this.#expiryMs) {
       this.#counters.expiredOnArrival++
       return
     }
-    this.#counters.remoteReceived++
-    const kind = topic.charCodeAt(this.#topicBase.length)
-    const name = topic.slice(this.#topicBase.length + 2)
-    if (kind === 103 /* g */) {
+    if (kind === 'g') {
       const { full } = this.#local.groupDeliver(name, wire.entry)
       if (full > 0) this.#noteFull(full, name)
-    } else if (kind === 112 /* p */) {
+    } else if (kind === 'p') {
       const target = wire.target
       try {
         assertChannelName(target)
@@ -608,7 +467,7 @@ export class ChannelLayer {
         this.#local.counters.full++
         this.#noteFull(1, target)
       }
-    } else if (kind === 99 /* c */ && this.#local.hasChannel(name)) {
+    } else if (this.#local.hasChannel(name)) {
       if (!this.#local.deliver(name, wire.entry)) {
         this.#local.counters.full++
         this.#noteFull(1, name)
@@ -618,18 +477,9 @@ export class ChannelLayer {
 
   // ── helpers ────────────────────────────────────────────────────────────────────────────────
 
-  #groupTopic(group: string): string {
-    return `${this.#topicBase}g:${group}`
-  }
-
-  #namedTopic(channel: string): string {
-    return `${this.#topicBase}c:${channel}`
-  }
-
-  #unwant(topic: string): void {
-    if (this.#transport === null) return
-    this.#transport.unwant(topic)
-    this.#receiverSeq.forget(topic)
+  #unwant(kind: TopicKind, name: string): void {
+    const remote = this.#remote
+    if (remote !== null) remote.unwant(remote.topic(kind, name))
   }
 
   #noteFull(count: number, where: string): void {
@@ -666,18 +516,12 @@ export class ChannelLayer {
   }
 
   #sweep(): void {
-    const now = Date.now()
+    const now = this.#now()
     this.#local.sweep(now)
-    const idleBefore = now - Math.max(2 * this.#expiryMs, 120_000)
-    this.#publisherSeq.prune(idleBefore)
-    this.#receiverSeq.prune(idleBefore)
+    this.#remote?.sweep(Date.now() - Math.max(2 * this.#expiryMs, 120_000))
   }
 
   #assertOpen(): void {
     if (this.#closed) throw new ClosedError('channel layer')
   }
-}
-
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms).unref())
 }

@@ -83,6 +83,8 @@ export class LocalChannels {
   readonly #expiryMs: number
   readonly #groupExpiryMs: number
   readonly #hooks: LocalHooks
+  /** The layer's clock (Redis' clock as estimated here): message times are on it. */
+  readonly #now: () => number
   readonly counters: LocalCounters = { expired: 0, full: 0, abandoned: 0, membershipsExpired: 0 }
 
   constructor(options: {
@@ -90,11 +92,13 @@ export class LocalChannels {
     expiryMs: number
     groupExpiryMs: number
     hooks: LocalHooks
+    now?: () => number
   }) {
     this.#capacity = options.capacity
     this.#expiryMs = options.expiryMs
     this.#groupExpiryMs = options.groupExpiryMs
     this.#hooks = options.hooks
+    this.#now = options.now ?? Date.now
   }
 
   get channelCount(): number {
@@ -124,7 +128,7 @@ export class LocalChannels {
   }
 
   /** Make sure a buffer exists (newChannel, receive); returns true if it was created. */
-  touch(channel: string, now = Date.now()): boolean {
+  touch(channel: string, now = this.#now()): boolean {
     const existing = this.#channels.get(channel)
     if (existing) {
       existing.lastUsed = now
@@ -159,7 +163,7 @@ export class LocalChannels {
     }
     if (buffer.size >= this.#capacity) {
       // Expired messages do not count against capacity.
-      this.#dropExpired(buffer, Date.now())
+      this.#dropExpired(buffer, this.#now())
       if (buffer.size >= this.#capacity) return false
     }
     buffer.push(entry)
@@ -195,7 +199,7 @@ export class LocalChannels {
 
   /** Next unexpired entry, or a promise for the next delivered one. */
   receive(channel: string, signal: AbortSignal | undefined): Promise<Entry> {
-    const now = Date.now()
+    const now = this.#now()
     let buffer = this.#channels.get(channel)
     if (!buffer) buffer = this.#create(channel, now)
     buffer.lastUsed = now
@@ -215,7 +219,7 @@ export class LocalChannels {
       const waiter: Waiter = {
         resolve: (entry) => {
           signal?.removeEventListener('abort', onAbort)
-          target.lastUsed = Date.now()
+          target.lastUsed = this.#now()
           resolve(entry)
         },
         reject: (error) => {
@@ -230,14 +234,14 @@ export class LocalChannels {
 
   /** Attach a push consumer; entries already buffered are handed over first, in order. */
   attach(channel: string, sink: Sink): void {
-    const buffer = this.#channels.get(channel) ?? this.#create(channel, Date.now())
+    const now = this.#now()
+    const buffer = this.#channels.get(channel) ?? this.#create(channel, now)
     buffer.sink = sink
-    const now = Date.now()
     this.#dropExpired(buffer, now)
     for (let entry = buffer.shift(); entry !== undefined; entry = buffer.shift()) sink(entry)
   }
 
-  groupAdd(group: string, channel: string, now = Date.now()): boolean {
+  groupAdd(group: string, channel: string, now = this.#now()): boolean {
     let members = this.#groups.get(group)
     const created = members === undefined
     if (!members) {
@@ -300,19 +304,19 @@ export class LocalChannels {
   }
 
   /**
-   * Periodic clean-up: expired messages, expired memberships, abandoned channels (messages
-   * expired unread with nobody receiving: Channels removes such a channel from its groups)
-   * and idle empty buffers. Keeps memory bounded when consumers vanish without discarding.
+   * Periodic clean-up, with Channels' rules: expired messages are dropped (and only those); a
+   * channel that had a message expire unread, with nobody receiving, is removed from its
+   * groups ("abandoned": its consumer is gone); a buffer is deleted once it is empty and
+   * idle. Expired memberships go too. Keeps memory bounded when consumers vanish without
+   * discarding.
    */
-  sweep(now = Date.now()): void {
+  sweep(now = this.#now()): void {
     for (const [channel, buffer] of this.#channels) {
       const live = buffer.sink !== null || buffer.waiters.length > 0
       if (live) continue
-      const dropped = this.#dropExpired(buffer, now)
-      if (dropped > 0) {
+      if (this.#dropExpired(buffer, now) > 0 && buffer.groups.size > 0) {
         this.counters.abandoned++
-        this.deleteChannel(channel)
-        continue
+        for (const group of [...buffer.groups]) this.groupDiscard(group, channel)
       }
       if (buffer.size === 0 && buffer.groups.size === 0 && now - buffer.lastUsed > this.#expiryMs) {
         this.#channels.delete(channel)

@@ -15,7 +15,11 @@ export interface ChannelMessage {
 export interface Entry {
   readonly type: string
   readonly json: string
-  /** Sender's clock, ms since the epoch; messages older than `expirySeconds` are dropped. */
+  /**
+   * When it was sent, ms since the epoch on Redis' clock as the sender estimated it (its own
+   * clock plus the offset it measured; see RedisClock), so that hosts whose clocks disagree
+   * still agree on a message's age. Messages older than `expirySeconds` are dropped.
+   */
   readonly sentAt: number
   /**
    * The JSON as UTF-8, encoded once by the first WebSocket that forwards the message and
@@ -24,8 +28,11 @@ export interface Entry {
   bytes?: Buffer
 }
 
-/** Serialize and check a message; throws InvalidMessageError / MessageTooLargeError. */
-export function serializeMessage(message: unknown, maxBytes: number): Entry {
+/**
+ * Serialize and check a message sent at `now` (the layer's clock); throws InvalidMessageError /
+ * MessageTooLargeError.
+ */
+export function serializeMessage(message: unknown, maxBytes: number, now: number): Entry {
   if (typeof message !== 'object' || message === null || Array.isArray(message)) {
     throw new InvalidMessageError('a message must be a plain object with a string `type`')
   }
@@ -48,7 +55,7 @@ export function serializeMessage(message: unknown, maxBytes: number): Entry {
     const bytes = Buffer.byteLength(json)
     if (bytes > maxBytes) throw new MessageTooLargeError(bytes, maxBytes)
   }
-  return { type, json, sentAt: Date.now() }
+  return { type, json, sentAt: now }
 }
 
 /** Parse an entry for a receiver: each call returns a fresh object. */
@@ -81,6 +88,21 @@ export function encodeWire(
   entry: Entry,
 ): string {
   return `${VERSION}${origin}|${stream}|${seq}|${entry.sentAt}|${target}|${entry.type.length}|${entry.type}${entry.json}`
+}
+
+/** The numbering of a payload only (no copy of its body); null if it is not one of ours. */
+export function decodeHeader(text: string): { origin: string; stream: number; seq: number } | null {
+  if (!text.startsWith(VERSION)) return null
+  const b = text.indexOf('|', VERSION.length)
+  const c = b < 0 ? -1 : text.indexOf('|', b + 1)
+  const d = c < 0 ? -1 : text.indexOf('|', c + 1)
+  if (d < 0) return null
+  const origin = text.slice(VERSION.length, b)
+  const stream = Number(text.slice(b + 1, c))
+  const seq = Number(text.slice(c + 1, d))
+  if (origin.length === 0 || !Number.isSafeInteger(stream) || !Number.isSafeInteger(seq))
+    return null
+  return { origin, stream, seq }
 }
 
 /** Decode a payload; null if it is not one of ours or is malformed (never throws). */

@@ -24,7 +24,8 @@ export interface ChannelLayerOptions {
   maxMessageBytes: number
   /**
    * Cross-process messages kept while Redis is unavailable, flushed once Redis is back and
-   * every topic is re-subscribed. Oldest dropped first at each bound (counted).
+   * every topic is re-subscribed — and, within the same bounds, every message sent, kept for
+   * receivers that missed it (gap repair). Oldest dropped first at each bound (counted).
    */
   outbox: {
     /** Messages. Default 10000. */
@@ -35,9 +36,10 @@ export interface ChannelLayerOptions {
     maxAgeMs: number
   }
   /**
-   * After an outage, cross-process publishes are held this long (then flushed in order) so
-   * that the other processes — which notice the recovery on their own probes, within about
-   * 250 ms — have re-subscribed before anything is sent, in ms. Default 400.
+   * After an outage, cross-process publishes wait this long before the outbox is flushed, in
+   * ms. Not needed for delivery: a process that re-subscribes after the flush asks for what it
+   * missed from this process' retention (the outbox's bounds). A short wait only saves that
+   * repair round trip when every process comes back at about the same time. Default 0.
    */
   settleMs: number
   /**
@@ -54,7 +56,7 @@ export const defaultChannelLayerOptions: Readonly<ChannelLayerOptions> = Object.
   groupExpirySeconds: 86_400,
   maxMessageBytes: 1024 * 1024,
   outbox: Object.freeze({ maxMessages: 10_000, maxBytes: 8 * 1024 * 1024, maxAgeMs: 30_000 }),
-  settleMs: 400,
+  settleMs: 0,
   maxInFlight: 2048,
 })
 

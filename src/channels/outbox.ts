@@ -4,8 +4,11 @@ export interface OutboxItem {
   readonly payload: string
   /** Publish order in this process: items are flushed in this order. */
   readonly order: number
-  /** When the message was first handed to the transport (ms): for the age bound. */
+  /** When the message was first handed to the transport (ms, Redis' clock): for the age bound. */
   readonly at: number
+  /** Its publisher stream and sequence number (kept for repair once published). */
+  readonly stream: number
+  readonly seq: number
 }
 
 export interface OutboxLimits {

@@ -70,7 +70,7 @@ const MARKER_RETRY_MS = 1000
  * remaining life, at least this long (ms) and at most MAX_DEFER_MS, jittered.
  */
 const MIN_DEFER_MS = 200
-const MAX_DEFER_MS = 5000
+const MAX_DEFER_MS = 1000
 /** A run whose lease renewals have not reached Redis for this many lease periods is asked to stop. */
 const LEASE_ABORT_PERIODS = 1.5
 
@@ -87,8 +87,11 @@ export class TaskWorker implements WorkerHandle {
   readonly #logLimiter: LogLimiter
   /** Jobs whose handler is running here. */
   readonly #running = new Set<string>()
-  /** Task ids whose handler has not returned yet here (past a timeout too), with the run's token. */
-  readonly #holding = new Map<string, string>()
+  /**
+   * Task ids whose handler has not returned yet here (past a timeout too): the run's token and
+   * a promise settled once that handler returned and its outcome was recorded.
+   */
+  readonly #holding = new Map<string, { token: string; ended: Promise<void> }>()
   /** Jobs whose handler finished, not yet reported completed or failed by BullMQ. */
   readonly #reporting = new Set<string>()
   /**
@@ -276,9 +279,17 @@ export class TaskWorker implements WorkerHandle {
       return null
     }
     // A run of this task id is still going here (a stalled copy handed out again, a retry of a
-    // try that ignored its timeout): wait for it without asking Redis.
+    // try that ignored its timeout): wait a little for its end; if it goes on, look again later.
     const local = this.#holding.get(id)
-    if (local !== undefined) return this.#defer(job, bullToken, claims?.leaseMs ?? MIN_DEFER_MS)
+    if (local !== undefined) {
+      if ((await within(local.ended, MAX_DEFER_MS)) === 'expired') {
+        return this.#defer(job, bullToken, MAX_DEFER_MS)
+      }
+      if ((this.#recentlyDone.get(id) ?? 0) > Date.now()) {
+        this.#stats.skippedDone++
+        return null
+      }
+    }
     const client =
       claims === null ? null : ((await this.#worker.getBackend().client) as unknown as Redis)
     const token = runToken()
@@ -327,10 +338,10 @@ export class TaskWorker implements WorkerHandle {
             },
             onError: (error) => this.#onError(error),
           })
-    this.#holding.set(id, token)
     // Until the handler itself returns — past its timeout too — the lease stays held: no retry
     // or copy of this task id starts beside it.
     const ended = current.settled.then((outcome) => this.#ended(id, token, keeper, client, outcome))
+    this.#holding.set(id, { token, ended })
     // Failed or timed out, this rejects: BullMQ may retry, and the retry waits for this try's end.
     const value = await current.result
     await ended
@@ -375,7 +386,7 @@ export class TaskWorker implements WorkerHandle {
         this.#keepMarker(id, expiresAt)
       }
     } finally {
-      if (this.#holding.get(id) === token) this.#holding.delete(id)
+      if (this.#holding.get(id)?.token === token) this.#holding.delete(id)
     }
   }
 

@@ -44,7 +44,15 @@ export class Peer {
     })
   }
 
-  static async start(t: AfterHook, env: { REDIS_URL: string; PREFIX: string }): Promise<Peer> {
+  static async start(
+    t: AfterHook,
+    env: {
+      REDIS_URL: string
+      PREFIX: string
+      CLOCK_OFFSET_MS?: string
+      RECOVERY_DELAY_MS?: string
+    },
+  ): Promise<Peer> {
     const child = fork(fixture, [], {
       execArgv: ['--import', 'tsx'],
       env: { ...process.env, ...env },

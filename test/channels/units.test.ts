@@ -4,11 +4,14 @@ import { describe, test } from 'node:test'
 import { decodeWire, encodeWire, serializeMessage } from '../../src/channels/message.js'
 import { assertChannelName, ownerOf } from '../../src/channels/names.js'
 import { Outbox } from '../../src/channels/outbox.js'
-import { PublisherSequences, ReceiverSequences } from '../../src/channels/sequence.js'
+import type { RangeTuple } from '../../src/channels/control.js'
+import type { WireMessage } from '../../src/channels/message.js'
+import { Reassembly } from '../../src/channels/repair.js'
+import { Retention } from '../../src/channels/retention.js'
 
 describe('wire format', () => {
   test('round-trips a message, including a type containing the separator', () => {
-    const entry = serializeMessage({ type: 'a|b', text: 'x|y', n: 1 }, 1024)
+    const entry = serializeMessage({ type: 'a|b', text: 'x|y', n: 1 }, 1024, Date.now())
     const wire = decodeWire(encodeWire('proc1', { stream: 3, seq: 42 }, 'room', entry))
     assert.deepEqual(wire, { origin: 'proc1', stream: 3, seq: 42, target: 'room', entry })
   })
@@ -42,24 +45,106 @@ describe('names', () => {
   })
 })
 
-describe('sequences', () => {
-  test('a receiver counts gaps, skips duplicates and follows a new stream', () => {
-    const publisher = new PublisherSequences()
-    const receiver = new ReceiverSequences()
-    const seen = (n: { stream: number; seq: number }) =>
-      receiver.observe('t', 'p', n.stream, n.seq, 0)
-    const numbers = Array.from({ length: 6 }, () => ({ ...publisher.next('t', 0) }))
-    assert.equal(seen(numbers[0]!), 'new')
-    assert.equal(seen(numbers[1]!), 'new')
-    assert.equal(seen(numbers[4]!), 'new') // 3 and 4 lost
-    assert.equal(receiver.gaps, 2)
-    assert.equal(seen(numbers[1]!), 'duplicate') // re-sent from an outbox
-    assert.equal(receiver.duplicates, 1)
-    publisher.prune(1) // idle: forgotten
-    const restarted = publisher.next('t', 2)
-    assert.equal(restarted.seq, 1)
-    assert.equal(seen(restarted), 'new', 'a new stream is not a duplicate')
-    assert.equal(receiver.gaps, 2)
+describe('reassembly (receiver side of gap repair)', () => {
+  const wire = (seq: number, stream = 1, origin = 'p'): WireMessage => ({
+    origin,
+    stream,
+    seq,
+    target: 'room',
+    entry: { type: 'm', json: `{"type":"m","n":${seq}}`, sentAt: 0 },
+  })
+  function setup(clean = true) {
+    const delivered: number[] = []
+    const requests: RangeTuple[] = []
+    const reassembly = new Reassembly({
+      deliver: (_topic, w) => delivered.push(w.seq),
+      request: (_origin, range) => requests.push(range),
+      topicInfo: () => ({ joinedAt: 100, clean }),
+    })
+    return { reassembly, delivered, requests }
+  }
+
+  test('in order, duplicates skipped; a gap is held, asked for, and filled in order', () => {
+    const { reassembly, delivered, requests } = setup()
+    reassembly.accept('t', wire(1), false)
+    reassembly.accept('t', wire(2), false)
+    reassembly.accept('t', wire(2), false) // re-sent from an outbox
+    reassembly.accept('t', wire(5), false) // 3 and 4 missing
+    assert.deepEqual(delivered, [1, 2])
+    assert.deepEqual(requests, [['t', 1, 2, 5, 0]])
+    reassembly.accept('t', wire(3), true)
+    reassembly.accept('t', wire(4), true)
+    reassembly.resent('p', [['t', 1, 2, 5, 0]])
+    assert.deepEqual(delivered, [1, 2, 3, 4, 5])
+    assert.equal(reassembly.counters.duplicates, 1)
+    assert.equal(reassembly.counters.lost, 0)
+    assert.equal(reassembly.counters.repaired, 2)
+  })
+
+  test('what the publisher no longer keeps is counted lost, and the rest goes on', () => {
+    const { reassembly, delivered } = setup()
+    reassembly.accept('t', wire(1), false)
+    reassembly.accept('t', wire(6), false)
+    reassembly.accept('t', wire(5), true) // 2, 3, 4 are gone
+    reassembly.resent('p', [['t', 1, 1, 6, 0]])
+    assert.deepEqual(delivered, [1, 5, 6])
+    assert.equal(reassembly.counters.lost, 3)
+  })
+
+  test('a heads notice reveals a tail that never arrived; a first contact after an interruption is repaired from join time', () => {
+    const { reassembly, delivered, requests } = setup(false)
+    reassembly.heads('p', [['t', 1, 3, 1]])
+    assert.deepEqual(requests, [['t', 1, 0, 4, 100]])
+    reassembly.accept('t', wire(2), true)
+    reassembly.accept('t', wire(3), true)
+    reassembly.resent('p', [['t', 1, 0, 4, 100]])
+    assert.deepEqual(delivered, [2, 3], 'seq 1 was sent before this process joined')
+    reassembly.heads('p', [['t', 1, 3, 1]])
+    assert.equal(requests.length, 1, 'up to date: nothing asked')
+  })
+
+  test('a new stream from the same publisher starts over; a late answer nobody waits for is dropped', () => {
+    const { reassembly, delivered } = setup()
+    reassembly.accept('t', wire(1), false)
+    reassembly.accept('t', wire(1, 2), false)
+    reassembly.accept('t', wire(7, 1), true)
+    assert.deepEqual(delivered, [1, 1])
+  })
+})
+
+describe('retention (sender side of gap repair)', () => {
+  const kept = (seq: number, at: number, topic = 't', payload = 'x'.repeat(10)) => ({
+    topic,
+    stream: 1,
+    seq,
+    payload,
+    at,
+  })
+
+  test('keeps per topic, drops the oldest at each bound, and answers ranges and heads', () => {
+    const retention = new Retention({ maxMessages: 4, maxBytes: 1000, maxAgeMs: 100 })
+    for (let seq = 1; seq <= 5; seq++) retention.keep(kept(seq, seq * 10))
+    retention.keep(kept(1, 55, 'u'))
+    assert.equal(retention.size, 4)
+    assert.deepEqual(retention.evicted, { count: 2, bytes: 0, age: 0 })
+    assert.deepEqual(
+      retention.range('t', 1, 3, 6, 0).map((m) => m.seq),
+      [4, 5],
+    )
+    assert.deepEqual(
+      retention.range('t', 0, 0, 0, 45).map((m) => m.seq),
+      [5],
+      'stream 0: any, filtered by time',
+    )
+    assert.deepEqual(retention.heads(), [
+      { topic: 't', stream: 1, seq: 5, first: 3 },
+      { topic: 'u', stream: 1, seq: 1, first: 1 },
+    ])
+    retention.expire(145) // older than 45 goes
+    assert.deepEqual(retention.heads(), [
+      { topic: 't', stream: 1, seq: 5, first: 5 },
+      { topic: 'u', stream: 1, seq: 1, first: 1 },
+    ])
   })
 })
 
@@ -69,6 +154,8 @@ describe('outbox', () => {
     payload,
     order,
     at,
+    stream: 1,
+    seq: order,
   })
 
   test('keeps publish order, also for a failed publish that comes back late', () => {

@@ -1,0 +1,144 @@
+// The channel layer against an adversary's schedule: a receiver that recovers after the sender
+// (whichever order), a receiver partitioned alone, the expiry sweep, and clocks that disagree.
+// Each case reproduces a break found by an outside review.
+import assert from 'node:assert/strict'
+import { describe, test } from 'node:test'
+import { createFailsoft } from '../../src/index.js'
+import { startProxy, startRedis, waitFor } from '../support/fault-kit.js'
+import { collect, FAST_HEALTH, makeLayer, receiveWithin, sleep, uniquePrefix } from './helpers.js'
+import { Peer } from './peer.js'
+
+process.on('unhandledRejection', (reason) => {
+  throw new Error(`unhandled rejection: ${String(reason)}`)
+})
+
+describe('channel layer under an adversary', () => {
+  test('outage messages arrive once, in order, at a receiver that recovers long after the sender', async (t) => {
+    const server = await startRedis(t)
+    const prefix = uniquePrefix()
+    const sender = await makeLayer(t, server.url, { prefix })
+    // The receiver reaches Redis through a proxy that stays cut off after Redis is back.
+    const proxy = await startProxy(t, server)
+    const receiver = await makeLayer(t, proxy.urlFor(server), { prefix })
+    const channel = await receiver.layer.newChannel()
+    await receiver.layer.groupAdd('room', channel)
+    const got = collect(receiver.layer, channel)
+    await sender.layer.groupSend('room', { type: 'before', n: -1 })
+    await waitFor(() => got.messages.length === 1, { message: 'live delivery first' })
+
+    await server.kill()
+    proxy.blackhole()
+    await waitFor(() => !sender.failsoft.health.available && !receiver.failsoft.health.available)
+    for (let n = 0; n < 10; n++) await sender.layer.groupSend('room', { type: 'outage', n })
+    await server.start()
+    await waitFor(() => sender.failsoft.health.available, { timeoutMs: 5000 })
+    await sleep(1500) // the sender has flushed its outbox long before the receiver is back
+    proxy.pass()
+    await waitFor(() => receiver.failsoft.health.available, { timeoutMs: 5000 })
+    await waitFor(() => got.messages.length >= 11, {
+      timeoutMs: 5000,
+      message: `the outage messages reach the late receiver (got ${got.messages.length - 1})`,
+    })
+    await sleep(300) // a duplicate would show by now
+    got.stop()
+    assert.deepEqual(
+      got.messages.slice(1).map((m) => m.n),
+      [...Array(10).keys()],
+      'each outage message once, in publisher order',
+    )
+  })
+
+  test('a receiver in another OS process whose recovery runs late gets every outage message', async (t) => {
+    const server = await startRedis(t)
+    const prefix = uniquePrefix()
+    const sender = await makeLayer(t, server.url, { prefix })
+    const peer = await Peer.start(t, {
+      REDIS_URL: server.url,
+      PREFIX: prefix,
+      RECOVERY_DELAY_MS: '1500',
+    })
+    await peer.join('room')
+    await sender.layer.groupSend('room', { type: 'before', n: -1 })
+    await waitFor(() => peer.received.length === 1, { message: 'live delivery first' })
+    await server.kill()
+    await waitFor(() => !sender.failsoft.health.available)
+    await sleep(300)
+    for (let n = 0; n < 10; n++) await sender.layer.groupSend('room', { type: 'outage', n })
+    await server.restart({ keepData: false })
+    await waitFor(() => peer.received.length >= 11, {
+      timeoutMs: 8000,
+      message: `every outage message reaches the peer (got ${peer.received.length - 1})`,
+    })
+    await sleep(300)
+    assert.deepEqual(
+      peer.received.slice(1).map((m) => m.message.n),
+      [...Array(10).keys()],
+    )
+  })
+
+  test('a receiver partitioned alone gets what was published live while it was away', async (t) => {
+    const server = await startRedis(t)
+    const prefix = uniquePrefix()
+    const sender = await makeLayer(t, server.url, { prefix })
+    const proxy = await startProxy(t, server)
+    const receiver = await makeLayer(t, proxy.urlFor(server), { prefix })
+    const channel = await receiver.layer.newChannel()
+    await receiver.layer.groupAdd('room', channel)
+    const got = collect(receiver.layer, channel)
+    proxy.blackhole()
+    await waitFor(() => !receiver.failsoft.health.available)
+    // The sender never saw an outage: these go straight to Redis, and nobody there hears them.
+    for (let n = 0; n < 5; n++) await sender.layer.groupSend('room', { type: 'live', n })
+    proxy.pass()
+    await waitFor(() => got.messages.length >= 5, {
+      timeoutMs: 5000,
+      message: `the messages published while it was cut off (got ${got.messages.length})`,
+    })
+    got.stop()
+    assert.deepEqual(
+      got.messages.map((m) => m.n),
+      [0, 1, 2, 3, 4],
+    )
+  })
+
+  test('the expiry sweep drops only the expired messages of a channel', async (t) => {
+    const { layer } = await makeLayer(t, null, { expirySeconds: 1 })
+    const channel = await layer.newChannel()
+    await layer.send(channel, { type: 'old' })
+    await sleep(700)
+    await layer.send(channel, { type: 'fresh' })
+    await sleep(900) // the old one expired, and the sweep (every 500 ms) has run
+    const message = await receiveWithin(layer, channel, 1000)
+    assert.equal(message.type, 'fresh')
+  })
+
+  test('clocks 5 s apart do not expire every message between two hosts', async (t) => {
+    const server = await startRedis(t)
+    const prefix = uniquePrefix()
+    const failsoft = createFailsoft({
+      redis: server.url,
+      prefix,
+      logger: false,
+      health: FAST_HEALTH,
+    })
+    t.after(() => failsoft.close())
+    const layer = failsoft.channels({ expirySeconds: 2 })
+    await failsoft.ready()
+    // The peer's clock is 5 s behind ours: its messages look 5 s old here.
+    const peer = await Peer.start(t, {
+      REDIS_URL: server.url,
+      PREFIX: prefix,
+      CLOCK_OFFSET_MS: '-5000',
+    })
+    const channel = await layer.newChannel()
+    await layer.groupAdd('room', channel)
+    await sleep(300)
+    await peer.groupSend('room', 3, 'skewed')
+    const got = collect(layer, channel)
+    await waitFor(() => got.messages.length === 3, {
+      timeoutMs: 3000,
+      message: `messages from a host 5 s behind arrive (expired: ${String(layer.status().expired)})`,
+    })
+    got.stop()
+  })
+})
