@@ -161,6 +161,15 @@ export class Cache {
   readonly #instanceId = randomUUID()
   readonly #defaultTtlMs: number | null
   readonly #maxStaleMs: number
+  /**
+   * How long a confirmation of the generation lasts here, in ms: an operation on Redis with no
+   * confirmation sent within it first asks again (a heartbeat). Another instance that moves
+   * the generation (clear(), a recovery's bump) waits for every instance marked within this
+   * window to use the new one; an instance silent for longer is not waited for — and, being
+   * unconfirmed, asks before its next operation. Hence: no read or write that starts after the
+   * move completed uses the old generation, in any process. 2.5 × generationCheckMs, ≥ 500.
+   */
+  readonly #fenceMs: number
   readonly #flights = new Map<string, Flight>()
   readonly #timer: NodeJS.Timeout | null = null
   readonly #subscriber: Redis | null = null
@@ -177,7 +186,9 @@ export class Cache {
   #closed = false
   #syncing: Promise<void> | null = null
   #syncFailedAt = -Infinity
-  #checking = false
+  #checking: Promise<void> | null = null
+  /** performance.now() at which the last generation confirmation was sent (see #fenceMs). */
+  #confirmedAt = -Infinity
   #busReady = false
   #busConnecting = false
   #sweeping = false
@@ -207,6 +218,7 @@ export class Cache {
     this.#monitor = context.monitor
     this.#defaultTtlMs = ttlToMs(options.defaultTtlSeconds)
     this.#maxStaleMs = options.memory.maxStaleSeconds * 1000
+    this.#fenceMs = Math.max(500, 2.5 * options.generationCheckMs)
     this.#memory = new MemoryStore({
       maxEntries: options.memory.maxEntries,
       maxBytes: options.memory.maxBytes,
@@ -474,6 +486,7 @@ export class Cache {
         this.#memory.clear()
         return
       }
+      await this.#awaitGeneration()
       try {
         await redis.sweep(this.#run)
       } catch (error) {
@@ -485,6 +498,30 @@ export class Cache {
     this.#fellBack()
     if (redis !== null) this.#journal.markCleared()
     this.#memory.clear()
+  }
+
+  /**
+   * After this instance moved the generation: wait until every other instance alive now uses
+   * it — they adopt it at their next check and say so at the one after (≤ 2 ×
+   * generationCheckMs) — or has been silent for `#fenceMs` (it then asks before its next
+   * operation). Bounded by `#fenceMs`; Redis failing meanwhile ends it (the others learn the
+   * generation when they recover).
+   */
+  async #awaitGeneration(): Promise<void> {
+    const redis = this.#redis
+    if (redis === null) return
+    const deadline = performance.now() + this.#fenceMs + PEER_POLL_MS
+    for (;;) {
+      let stale: number
+      try {
+        stale = (await redis.peers(0, 0, this.#fenceMs, this.#run)).stale
+      } catch (error) {
+        this.#background(error)
+        return
+      }
+      if (stale === 0 || performance.now() >= deadline || !this.#monitor.available) return
+      await new Promise((resolve) => setTimeout(resolve, PEER_POLL_MS))
+    }
   }
 
   status(): CacheStatus {
@@ -548,6 +585,12 @@ export class Cache {
    */
   #routeNow(): Route | Promise<Route> {
     const route = this.#route()
+    if (route === 'redis') {
+      // Not confirmed for a while (this process was stalled, or its checks failed): another
+      // instance may have moved the generation and stopped waiting for us. Ask first.
+      if (performance.now() - this.#confirmedAt <= this.#fenceMs) return route
+      return this.#beat().then(() => this.#route())
+    }
     if (route !== 'memory' || this.#redis === null || !this.#monitor.available) return route
     if (performance.now() - this.#syncFailedAt < SYNC_RETRY_MS) return route
     this.#syncing ??= this.#syncWhileUp().finally(() => {
@@ -720,7 +763,8 @@ export class Cache {
     this.#epoch++
     if (this.#subscriber !== null) await this.#connectBus()
     try {
-      await redis.sync(context.run)
+      const sentAt = performance.now()
+      this.#confirmed(sentAt, await redis.sync(context.run))
     } catch (error) {
       if (isConnectivityError(error)) throw error
       // A Redis that refuses the cache's commands (e.g. an ACL without EVAL) must not keep
@@ -738,7 +782,9 @@ export class Cache {
     this.#recovery = context
     await this.#reconcile(context.run, context.lateCommandsFenced)
     // Our outage writes are gone from Redis; other instances may still hold theirs.
-    const { at } = await redis.heartbeat(context.run)
+    const sentAt = performance.now()
+    const { at, changed } = await redis.heartbeat(context.run)
+    this.#confirmed(sentAt, changed)
     if (this.#options.peerWaitMs > 0) {
       const started = performance.now()
       this.#stopPeerWait()
@@ -757,42 +803,57 @@ export class Cache {
 
   /**
    * After a recovery: count the other instances alive before the outage that have not marked
-   * themselves clean since our own reconciliation; back on Redis for reads when there are
-   * none left, or at the deadline. A peer marks itself clean right after its own recovery
-   * step, and every `generationCheckMs` while it is on Redis.
+   * themselves clean since our own reconciliation, and those alive now that still use another
+   * generation (ours moved it, or another's recovery did); back on Redis for reads when both
+   * are none, or at the deadline. The generation is read in the same step, so the wait never
+   * ends on a peer's clean mark while this instance still holds the generation that peer
+   * replaced. A peer marks itself clean right after its own recovery step, and every
+   * `generationCheckMs` while it is on Redis.
    */
   #pollPeers(): void {
     const wait = this.#peerWait
     const redis = this.#redis
     if (wait === null || redis === null || this.#closed || !this.#monitor.available) return
-    const next = (unconfirmed: number): void => {
+    const next = (waitingFor: { unconfirmed: number; stale: number } | null): void => {
       if (this.#peerWait !== wait) return
-      if (unconfirmed === 0 || performance.now() >= wait.deadline) {
-        this.#endPeerWait(wait, unconfirmed)
+      const clean = waitingFor !== null && waitingFor.unconfirmed === 0 && waitingFor.stale === 0
+      if (clean || performance.now() >= wait.deadline) {
+        this.#endPeerWait(wait, clean ? null : (waitingFor ?? false))
       } else {
         wait.timer = setTimeout(() => this.#pollPeers(), PEER_POLL_MS)
       }
     }
-    redis.countUnconfirmed(wait.from, wait.before, this.#run).then(next, (error: unknown) => {
-      // An outage ends the wait through 'down'; anything else is retried until the deadline.
-      this.#background(error)
-      next(-1)
-    })
+    const sentAt = performance.now()
+    redis.peers(wait.from, wait.before, this.#fenceMs, this.#run).then(
+      (reply) => {
+        this.#confirmed(sentAt, reply.changed)
+        next(reply)
+      },
+      (error: unknown) => {
+        // An outage ends the wait through 'down'; anything else is retried until the deadline.
+        this.#background(error)
+        next(null)
+      },
+    )
   }
 
-  #endPeerWait(wait: PeerWait, unconfirmed: number): void {
+  #endPeerWait(
+    wait: PeerWait,
+    unconfirmed: { unconfirmed: number; stale: number } | null | false,
+  ): void {
     this.#stopPeerWait()
     // Copies made while waiting were never checked against the peers' reconciliation.
     this.#memory.clear()
     this.#epoch++
     this.#stats.peerWaits++
-    if (unconfirmed !== 0) {
+    if (unconfirmed !== null) {
       this.#stats.peerWaitTimeouts++
       this.#logger.warn(
         {
           namespace: this.namespace,
           peerWaitMs: this.#options.peerWaitMs,
-          unconfirmedPeers: unconfirmed < 0 ? null : unconfirmed,
+          unconfirmedPeers: unconfirmed === false ? null : unconfirmed.unconfirmed,
+          peersOnOlderGeneration: unconfirmed === false ? null : unconfirmed.stale,
         },
         'other instances of this cache have not confirmed their reconciliation; reading from Redis anyway',
       )
@@ -862,7 +923,8 @@ export class Cache {
     if (redis === null) return
     try {
       if (this.#subscriber !== null) await this.#connectBus()
-      await redis.sync(this.#run)
+      const sentAt = performance.now()
+      this.#confirmed(sentAt, await redis.sync(this.#run))
       this.#epoch++
       // Not a recovery: nothing can say whether an unsure write could still land.
       await this.#reconcile(this.#run, false)
@@ -882,27 +944,48 @@ export class Cache {
    */
   #tick(): void {
     const redis = this.#redis
-    if (this.#closed || redis === null || this.#checking || !this.#monitor.available) return
+    if (this.#closed || redis === null || this.#checking !== null || !this.#monitor.available)
+      return
     if (!redis.synced || !this.#journal.empty) {
       Promise.resolve(this.#routeNow()).catch((error: unknown) => this.#background(error))
       return
     }
-    this.#checking = true
-    const epoch = this.#epoch
-    const work = async (): Promise<void> => {
+    void this.#beat()
+  }
+
+  /**
+   * One generation check and clean mark (shared by the timer and by operations that need a
+   * fresh confirmation, see `#fenceMs`). Never rejects.
+   */
+  #beat(): Promise<void> {
+    const redis = this.#redis
+    if (redis === null) return Promise.resolve()
+    this.#checking ??= (async () => {
+      const epoch = this.#epoch
       if (this.#subscriber !== null && !this.#busReady) await this.#connectBus()
+      const sentAt = performance.now()
       const { changed, at } = await redis.heartbeat(this.#run)
       this.#lastCleanAt = at
-      if (changed || epoch !== this.#epoch) {
-        this.#epoch++
-        if (changed) this.#memory.clear()
-      }
-    }
-    work()
+      this.#confirmed(sentAt, changed)
+      if (epoch !== this.#epoch) this.#epoch++
+    })()
       .catch((error: unknown) => this.#background(error))
       .finally(() => {
-        this.#checking = false
+        this.#checking = null
       })
+    return this.#checking
+  }
+
+  /**
+   * A reply read the current generation (adopted if it moved) from a command sent at `sentAt`:
+   * until `sentAt + #fenceMs` this instance may use it without asking again.
+   */
+  #confirmed(sentAt: number, changed: boolean): void {
+    if (changed) {
+      this.#epoch++
+      this.#memory.clear()
+    }
+    if (sentAt > this.#confirmedAt) this.#confirmedAt = sentAt
   }
 
   /** After a generation bump, the old generation's keys are unreachable: remove them. */

@@ -62,7 +62,7 @@ export interface CacheOptions {
    * writes are reconciled in Redis — or for at most this long, in ms. Without it, a process
    * back first could read, from Redis, a value another process changed in its memory during
    * the outage and has not deleted in Redis yet. Writes go to Redis meanwhile. 0 turns the
-   * wait off. Default 500.
+   * wait off. Default 1000.
    */
   peerWaitMs: number
 }
@@ -85,7 +85,7 @@ export const defaultCacheOptions: Readonly<ResolvedCacheOptions> = Object.freeze
   }),
   journalMaxKeys: 100_000,
   generationCheckMs: 200,
-  peerWaitMs: 500,
+  peerWaitMs: 1000,
 })
 
 /** Longest TTL accepted, in seconds (a little over 68 years: Redis' PX fits it easily). */

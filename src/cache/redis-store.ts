@@ -130,17 +130,43 @@ return g
 /**
  * The periodic check and this instance's "clean" mark, in one round trip. Records the server's
  * time as the last moment this instance was on Redis with nothing left to reconcile (score of
- * its id in the members set), forgets members silent for longer than the prune age, and
- * returns the generation (false if missing) with that time. Other instances read the marks
- * when they recover (see `countUnconfirmed`). KEYS: generation, members. ARGV: instance id,
- * prune age ms. Returns {generation | false, server time ms}.
+ * its id in the members set) and the generation it uses (the `held` hash), forgets members
+ * silent for longer than the prune age, and returns the generation (false if missing) with
+ * that time. Other instances read the marks when they recover, and after they move the
+ * generation (see PEERS). KEYS: generation, members, held. ARGV: instance id, prune age ms,
+ * generation in use here ('' = none yet). Returns {generation | false, server time ms}.
  */
 const HEARTBEAT = script(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZADD', KEYS[2], now, ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[2]))
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
+local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[2]), 'LIMIT', 0, 100)
+for _, m in ipairs(gone) do
+  redis.call('ZREM', KEYS[2], m)
+  redis.call('HDEL', KEYS[3], m)
+end
 return {redis.call('GET', KEYS[1]), now}
+`)
+
+/**
+ * What the other instances of the namespace are up to, in one round trip: how many were alive
+ * before `before` (a mark in [from, before)) and have not marked themselves clean since; how
+ * many are alive now (a mark within `window` ms of the server's time) and still use another
+ * generation than the current one; and the current generation. KEYS: generation, members,
+ * held. ARGV: from, before, window ms, own id. Returns {unconfirmed, stale, generation | false}.
+ */
+const PEERS = script(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local g = redis.call('GET', KEYS[1])
+local unconfirmed = redis.call('ZCOUNT', KEYS[2], ARGV[1], '(' .. ARGV[2])
+local stale = 0
+local alive = redis.call('ZRANGEBYSCORE', KEYS[2], now - tonumber(ARGV[3]), '+inf')
+for _, m in ipairs(alive) do
+  if m ~= ARGV[4] and redis.call('HGET', KEYS[3], m) ~= g then stale = stale + 1 end
+end
+return {unconfirmed, stale, g}
 `)
 
 /** A TTL as the scripts and SET take it: whole ms, at least 1; 0 for no expiry. */
@@ -182,6 +208,8 @@ export class RedisStore implements CacheStore {
   readonly generationKey: string
   /** Sorted set: instance id → server time (ms) of its last clean mark. */
   readonly membersKey: string
+  /** Hash: instance id → the generation it used at its last mark. */
+  readonly heldKey: string
   readonly channel: string
   readonly #run: Runner
   readonly #bus: boolean
@@ -193,6 +221,7 @@ export class RedisStore implements CacheStore {
     this.instanceId = options.instanceId
     this.generationKey = `${options.base}:gen`
     this.membersKey = `${options.base}:members`
+    this.heldKey = `${options.base}:held`
     this.channel = `${options.base}:bus`
     this.#run = options.run
     this.#bus = options.bus
@@ -352,8 +381,8 @@ export class RedisStore implements CacheStore {
       evalScript(
         cork(redis),
         HEARTBEAT,
-        [this.generationKey, this.membersKey],
-        [this.instanceId, MEMBER_PRUNE_MS],
+        [this.generationKey, this.membersKey, this.heldKey],
+        [this.instanceId, MEMBER_PRUNE_MS, this.#generation ?? ''],
       ),
     )
     if (!Array.isArray(reply)) throw new Error('cache heartbeat: unexpected reply')
@@ -364,17 +393,41 @@ export class RedisStore implements CacheStore {
   }
 
   /**
-   * How many other instances of this namespace have a clean mark in [from, before): they were
-   * alive not long before this instance's outage and have not confirmed since `before` that
-   * their own outage writes are reconciled.
+   * The other instances: `unconfirmed` were alive just before this instance's outage (a clean
+   * mark in [from, before)) and have not confirmed since `before` that their own outage writes
+   * are reconciled; `stale` are alive now (marked within `windowMs`) and still use another
+   * generation than the current one. The current generation is adopted (`changed` as for
+   * `sync`), read in the same step, so that whatever ended a wait is seen with it.
    */
-  async countUnconfirmed(from: number, before: number, run: Runner = this.#run): Promise<number> {
-    return run((redis) => cork(redis).zcount(this.membersKey, from, `(${before}`))
+  async peers(
+    from: number,
+    before: number,
+    windowMs: number,
+    run: Runner = this.#run,
+  ): Promise<{ unconfirmed: number; stale: number; changed: boolean }> {
+    const reply = await run((redis) =>
+      evalScript(
+        cork(redis),
+        PEERS,
+        [this.generationKey, this.membersKey, this.heldKey],
+        [from, before, windowMs, this.instanceId],
+      ),
+    )
+    if (!Array.isArray(reply)) throw new Error('cache peers: unexpected reply')
+    const [unconfirmed, stale, generation] = reply as [unknown, unknown, unknown]
+    const changed = typeof generation === 'string' ? this.#adopt(generation) : await this.sync(run)
+    return { unconfirmed: Number(unconfirmed), stale: Number(stale), changed }
   }
 
   /** Best effort on close: this instance's clean mark is of no use to anyone else. */
   async leave(run: Runner = this.#run): Promise<void> {
-    await run((redis) => redis.zrem(this.membersKey, this.instanceId))
+    await run((redis) =>
+      redis
+        .pipeline()
+        .zrem(this.membersKey, this.instanceId)
+        .hdel(this.heldKey, this.instanceId)
+        .exec(),
+    )
   }
 
   /** O(1) invalidation of the whole namespace: a new random generation. */

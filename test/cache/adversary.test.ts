@@ -1,0 +1,119 @@
+// The cache against an adversary's schedule: a process whose recovery bumps the namespace
+// generation while another comes back first, or stays up; a clear() while others read.
+// Each case reproduces a break found by an outside review.
+import assert from 'node:assert/strict'
+import { describe, test } from 'node:test'
+import { createFailsoft, type Cache, type Failsoft } from '../../src/index.js'
+import { sleep, startProxy, startRedis, waitFor, type RedisServer } from '../support/fault-kit.js'
+import { guardUnhandled } from './helpers.js'
+
+guardUnhandled()
+
+const HEALTH = {
+  probeIntervalMs: 50,
+  heartbeatIntervalMs: 50,
+  heartbeatTimeoutMs: 100,
+  commandTimeoutMs: 100,
+}
+
+function instance(
+  t: { after(fn: () => unknown): void },
+  url: string,
+  prefix: string,
+): { failsoft: Failsoft; cache: Cache } {
+  const failsoft = createFailsoft({ redis: url, prefix, logger: false, health: HEALTH })
+  t.after(() => failsoft.close())
+  return { failsoft, cache: failsoft.cache({ namespace: 'ns' }) }
+}
+
+async function backOnRedis(cache: Cache, timeoutMs = 5000): Promise<void> {
+  await waitFor(() => cache.backend === 'redis' && !cache.status().peerWait.waiting, {
+    timeoutMs,
+    message: 'back on Redis, peer wait over',
+  })
+}
+
+describe('cache under an adversary', () => {
+  test("a generation bumped by another process's recovery is adopted before reading from Redis", async (t) => {
+    const server: RedisServer = await startRedis(t)
+    for (let round = 0; round < 5; round++) {
+      const prefix = `adv${round}x${process.pid}`
+      const proxyA = await startProxy(t, server)
+      const proxyB = await startProxy(t, server)
+      const a = instance(t, proxyA.urlFor(server), prefix)
+      const b = instance(t, proxyB.urlFor(server), prefix)
+      await Promise.all([a.failsoft.ready(), b.failsoft.ready()])
+      await backOnRedis(a.cache)
+      await backOnRedis(b.cache)
+      assert.equal(await a.cache.set('K', `old-${round}`), true)
+      assert.equal(await b.cache.get('K'), `old-${round}`)
+
+      proxyA.blackhole()
+      proxyB.blackhole()
+      await waitFor(() => a.cache.backend === 'memory' && b.cache.backend === 'memory')
+      // Acknowledged during the outage: nothing written before is to be served again.
+      await a.cache.clear()
+      // B comes back first and waits for A; A then bumps the generation in its recovery and
+      // marks itself clean — which ends B's wait.
+      proxyB.pass()
+      await waitFor(() => b.failsoft.health.available && b.cache.status().peerWait.waiting, {
+        message: 'B back, waiting for A',
+      })
+      proxyA.pass()
+      // The moment B's wait ends, B reads (before its next periodic generation check).
+      await waitFor(() => b.cache.backend === 'redis' && !b.cache.status().peerWait.waiting, {
+        timeoutMs: 5000,
+        intervalMs: 1,
+      })
+      assert.equal(
+        await b.cache.get('K'),
+        undefined,
+        `round ${round}: B never reads the cleared value`,
+      )
+      await backOnRedis(a.cache)
+      assert.equal(await a.cache.get('K'), undefined)
+      await a.failsoft.close()
+      await b.failsoft.close()
+    }
+  })
+
+  test('a clear() by another process while this one stays up is seen by every read that starts after it', async (t) => {
+    const server = await startRedis(t)
+    const prefix = `live${process.pid}`
+    const a = instance(t, server.url, prefix)
+    const b = instance(t, server.url, prefix)
+    await Promise.all([a.failsoft.ready(), b.failsoft.ready()])
+    await backOnRedis(a.cache)
+    await backOnRedis(b.cache)
+    for (let round = 0; round < 10; round++) {
+      await a.cache.set('K', `v${round}`)
+      assert.equal(await b.cache.get('K'), `v${round}`)
+      await a.cache.clear()
+      assert.equal(
+        await b.cache.get('K'),
+        undefined,
+        `round ${round}: read after the clear resolved`,
+      )
+      await sleep(20)
+    }
+  })
+
+  test('a process partitioned alone whose recovery bumps the generation: the others never read what it cleared', async (t) => {
+    const server = await startRedis(t)
+    const prefix = `solo${process.pid}`
+    const proxyA = await startProxy(t, server)
+    const a = instance(t, proxyA.urlFor(server), prefix)
+    const b = instance(t, server.url, prefix)
+    await Promise.all([a.failsoft.ready(), b.failsoft.ready()])
+    await backOnRedis(a.cache)
+    await backOnRedis(b.cache)
+    await b.cache.set('K', 'old')
+    proxyA.blackhole()
+    await waitFor(() => a.cache.backend === 'memory')
+    await a.cache.clear() // acknowledged to A's caller while only A is degraded
+    proxyA.pass()
+    await backOnRedis(a.cache)
+    // A is back on Redis: its clear is now everyone's.
+    assert.equal(await b.cache.get('K'), undefined)
+  })
+})
