@@ -85,6 +85,8 @@ const REFUSED_RETRY_MAX_MS = 2000
  */
 const TRANSIENT_REPLY =
   /^(OOM|BUSY|LOADING|TRYAGAIN|MASTERDOWN|READONLY|CLUSTERDOWN|NOREPLICAS|NOAUTH|WRONGPASS)\b/
+/** How often journals left by dead processes are looked for while Redis is up. */
+const ORPHAN_RESCAN_MS = 10_000
 /** Idempotency keys run inline during one outage, remembered to skip repeats. */
 const MAX_KEYED = 100_000
 const LOG_EVERY_MS = 10_000
@@ -173,6 +175,7 @@ export class TaskQueue {
   #refusal: { readonly since: number; attempt: number; error: Error } | null = null
   #errors = 0
   #draining: Promise<void> | null = null
+  #rescanTimer: NodeJS.Timeout | null = null
   #closed = false
 
   /** @internal Use `failsoft.tasks(options)`. */
@@ -253,6 +256,13 @@ export class TaskQueue {
       if (this.#monitor.state === 'down') this.#schedules.startLocal()
       // Created after Redis came up: recovery steps already ran without us.
       if (this.#monitor.available) this.#drainSoon()
+      // A process sharing the spool directory may die at any time: its journal is looked for
+      // again now and then, not only at a recovery or start-up.
+      this.#rescanTimer = setInterval(() => {
+        this.#journal?.rescan()
+        if (this.#monitor.available) this.#drainSoon(0)
+      }, ORPHAN_RESCAN_MS)
+      this.#rescanTimer.unref()
     }
   }
 
@@ -417,6 +427,7 @@ export class TaskQueue {
     if (this.#closed) return
     this.#closed = true
     this.#closeController.abort(new ClosedError('task queue'))
+    if (this.#rescanTimer !== null) clearInterval(this.#rescanTimer)
     for (const listener of this.#listeners) listener.dispose()
     this.#schedules.close()
     for (const timer of this.#deferred) clearTimeout(timer)

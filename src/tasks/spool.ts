@@ -56,6 +56,8 @@ export interface JobJournal {
   append(entry: SpoolEntry): Promise<void>
   /** Also true when journals left by dead processes may be waiting (file spool). */
   hasWork(): boolean
+  /** Look again for journals left by dead processes (file spool; nothing for memory). */
+  rescan(): void
   replay(send: ReplaySender, budget: ReplayBudget): Promise<ReplayOutcome>
   status(): Record<string, unknown>
   close(): Promise<void>
@@ -116,6 +118,10 @@ export class MemorySpool implements JobJournal {
 
   hasWork(): boolean {
     return this.#entries.length > 0
+  }
+
+  rescan(): void {
+    // Nothing outlives this process.
   }
 
   append(entry: SpoolEntry): Promise<void> {
@@ -188,7 +194,30 @@ interface LockInfo {
   pid: number
   boot: string
   token: string
+  /** The owner's start time (clock ticks since boot, /proc/<pid>/stat); absent when unknown. */
+  start?: string
+  /** The owner's host name: a lock from another host (a shared volume) is judged by its age. */
+  host?: string
 }
+
+const HOST = hostname()
+
+/**
+ * A process' start time, in clock ticks since boot (field 22 of /proc/<pid>/stat): with the PID,
+ * it names one process, even after the PID is reused. Null where /proc is not available.
+ */
+function startTime(pid: number): string | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    // The command name (field 2) is in parentheses and may hold spaces: count after it.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    return fields[19] ?? null
+  } catch {
+    return null
+  }
+}
+
+const START = startTime(process.pid)
 
 function isAlive(pid: number): boolean {
   try {
@@ -199,13 +228,26 @@ function isAlive(pid: number): boolean {
   }
 }
 
+/**
+ * The owner of a live lock touches it this often, and a lock written on another host (a spool
+ * directory on a shared volume, where its PID means nothing here) is stale once untouched for
+ * LOCK_STALE_MS.
+ */
+export const LOCK_TOUCH_MS = 10_000
+const LOCK_STALE_MS = 60_000
+
 /** A lock held by a process that no longer exists (or that ran before a reboot). */
 function isStale(lock: LockInfo | null, lockAgeMs: number): boolean {
   // An unreadable lock is either being written right now or was torn by a crash.
   if (lock === null) return lockAgeMs > 10_000
+  if (lock.host !== undefined && lock.host !== HOST) return lockAgeMs > LOCK_STALE_MS
   if (lock.boot !== BOOT) return true
   if (lock.pid === process.pid) return lock.token !== PROCESS_TOKEN
-  return !isAlive(lock.pid)
+  if (!isAlive(lock.pid)) return true
+  // Alive — but the PID may have been reused by another program since its owner died.
+  if (lock.start === undefined) return false
+  const start = startTime(lock.pid)
+  return start !== null && start !== lock.start
 }
 
 /** One journal file with its cursor and lock: `x.jsonl`, `x.jsonl.cursor`, `x.jsonl.lock`. */
@@ -242,7 +284,13 @@ class SlotFile {
   }
 
   async #lock(): Promise<boolean> {
-    const info: LockInfo = { pid: process.pid, boot: BOOT, token: PROCESS_TOKEN }
+    const info: LockInfo = {
+      pid: process.pid,
+      boot: BOOT,
+      token: PROCESS_TOKEN,
+      ...(START === null ? {} : { start: START }),
+      host: HOST,
+    }
     for (let attempt = 0; attempt < 2; attempt++) {
       try {
         const handle = await fs.open(this.#lockPath, 'wx')
@@ -344,6 +392,12 @@ class SlotFile {
     this.cursor = cursor
   }
 
+  /** Keep the lock's age fresh (see LOCK_TOUCH_MS). */
+  async touch(): Promise<void> {
+    const now = new Date()
+    await fs.utimes(this.#lockPath, now, now)
+  }
+
   /** Everything was handed over: start the file again from zero. */
   async reset(): Promise<void> {
     const file = this.#file
@@ -417,6 +471,7 @@ export class FileSpool implements JobJournal {
   /** Serializes file mutations: appends, the truncation after a full replay. */
   #io: Promise<void> = Promise.resolve()
   #orphansMayExist = true
+  #touchTimer: NodeJS.Timeout | null = null
   #replayed = 0
   #corrupt = 0
   #adopted = 0
@@ -445,6 +500,14 @@ export class FileSpool implements JobJournal {
 
   hasWork(): boolean {
     return this.pending > 0 || this.#orphansMayExist
+  }
+
+  /**
+   * Look for journals of dead processes again at the next replay: a process that dies while
+   * this one runs leaves its spool behind, and nobody else may be starting to adopt it.
+   */
+  rescan(): void {
+    this.#orphansMayExist = true
   }
 
   append(entry: SpoolEntry): Promise<void> {
@@ -514,6 +577,10 @@ export class FileSpool implements JobJournal {
           const slot = await SlotFile.claim(slotPath(this.#path, n))
           if (slot !== null) {
             this.#slot = slot
+            this.#touchTimer = setInterval(() => {
+              slot.touch().catch((error: unknown) => this.#onError(error, 'spool lock touch'))
+            }, LOCK_TOUCH_MS)
+            this.#touchTimer.unref()
             return slot
           }
         }
@@ -600,6 +667,7 @@ export class FileSpool implements JobJournal {
   async close(): Promise<void> {
     if (this.#closed) return
     this.#closed = true
+    if (this.#touchTimer !== null) clearInterval(this.#touchTimer)
     if (this.#flushing) await this.#flushing
     await this.#io
     const slot = this.#slot
