@@ -133,23 +133,26 @@ export class FailsoftKeyvStore extends EventEmitter {
 
   // ── Keyv's store contract ──────────────────────────────────────────────────────────────────
 
-  /** The value Keyv stored (its serialized string, or its object), or undefined. */
-  async get(key: string): Promise<unknown> {
+  /**
+   * The value Keyv stored (its serialized string, or its object), or undefined. `Value` is
+   * only what the caller expects (as in Keyv's own type for a store): nothing is checked.
+   */
+  async get<Value = unknown>(key: string): Promise<Value | undefined> {
     try {
       const text = await this.#cache().get<string>(key)
-      return text === undefined ? undefined : this.#decode(key, text)
+      return text === undefined ? undefined : (this.#decode(key, text) as Value | undefined)
     } catch (error) {
       this.#report(error)
       return undefined
     }
   }
 
-  async getMany(keys: string[]): Promise<unknown[]> {
+  async getMany<Value = unknown>(keys: string[]): Promise<Array<Value | undefined>> {
     if (!Array.isArray(keys)) {
       this.#report(new TypeError('failsoft/keyv: getMany expects an array of keys'))
       return []
     }
-    return Promise.all(keys.map((key) => this.get(key)))
+    return Promise.all(keys.map((key) => this.get<Value>(key)))
   }
 
   /**
