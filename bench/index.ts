@@ -66,6 +66,7 @@ function machine(): Record<string, string> {
     bentocache: versionOf('bentocache'),
     'cache-manager': versionOf('cache-manager'),
     '@keyv/redis': versionOf('@keyv/redis'),
+    keyv: versionOf('keyv'),
     'socket.io': versionOf('socket.io'),
     '@socket.io/redis-adapter': versionOf('@socket.io/redis-adapter'),
     '@socket.io/redis-streams-adapter': versionOf('@socket.io/redis-streams-adapter'),

@@ -1,6 +1,7 @@
 /**
  * Cache suite: failsoft's cache against raw ioredis + JSON, BentoCache (L2 only, L1+L2) and
- * cache-manager + @keyv/redis, in the same run, on real redis-server processes.
+ * cache-manager + @keyv/redis, in the same run, on real redis-server processes. cache-manager
+ * also runs on failsoft/keyv (failsoft's Keyv store), beside cache-manager + @keyv/redis.
  *
  * 1. Throughput with Redis up (1 KB JSON values): get and set, sequential and 64 concurrent.
  * 2. Per-operation latency while Redis is killed, frozen, and down for 20 s: every setup runs
@@ -16,6 +17,7 @@ import { redisDriver } from 'bentocache/drivers/redis'
 import { createCache as createCacheManager } from 'cache-manager'
 import KeyvRedis, { Keyv } from '@keyv/redis'
 import { createFailsoft, type Cache, type Failsoft } from '../../src/index.js'
+import { failsoftStore } from '../../src/keyv.js'
 import { RedisServer, sleep } from '../../test/support/fault-kit.js'
 import {
   median,
@@ -151,10 +153,32 @@ function cacheManagerSetup(name: string, memoryTier: boolean): Factory {
   }
 }
 
+/** cache-manager v7 on failsoft's Keyv store: what a cache-manager user migrates to. */
+function cacheManagerFailsoftSetup(name: string): Factory {
+  return async (url, namespace) => {
+    const failsoft: Failsoft = createFailsoft({ redis: url, prefix: namespace, logger: false })
+    await failsoft.ready()
+    const store = failsoftStore(failsoft)
+    const keyv = new Keyv({ store, namespace: 'bench' })
+    keyv.on('error', countError)
+    const cache = createCacheManager({ stores: [keyv] })
+    return {
+      name,
+      get: (key) => cache.get(key),
+      set: (key, value) => cache.set(key, value, TTL_SECONDS * 1000),
+      del: (key) => cache.del(key),
+      backend: () => store.cacheFor().backend,
+      close: () => failsoft.close(),
+    }
+  }
+}
+
 const RAW = 'ioredis + JSON'
 const FAILSOFT = 'failsoft'
 const FAILSOFT_L1 = "failsoft (memory mode 'l1')"
 const BENTO_L1L2 = 'BentoCache L1+L2'
+const CM_KEYV_REDIS = 'cache-manager + @keyv/redis'
+const CM_FAILSOFT = 'cache-manager + failsoft/keyv'
 
 const throughputSetups: Array<[string, Factory]> = [
   [RAW, ioredisSetup(RAW, {})],
@@ -162,7 +186,8 @@ const throughputSetups: Array<[string, Factory]> = [
   [FAILSOFT_L1, failsoftSetup(FAILSOFT_L1, 'l1')],
   ['BentoCache L2', bentoSetup('BentoCache L2', false, false)],
   [BENTO_L1L2, bentoSetup(BENTO_L1L2, true, false)],
-  ['cache-manager + @keyv/redis', cacheManagerSetup('cache-manager + @keyv/redis', false)],
+  [CM_KEYV_REDIS, cacheManagerSetup(CM_KEYV_REDIS, false)],
+  [CM_FAILSOFT, cacheManagerFailsoftSetup(CM_FAILSOFT)],
   [
     'cache-manager memory + @keyv/redis',
     cacheManagerSetup('cache-manager memory + @keyv/redis', true),
@@ -180,6 +205,7 @@ const faultSetups: Array<[string, Factory]> = [
     'cache-manager + @keyv/redis (defaults)',
     cacheManagerSetup('cache-manager + @keyv/redis (defaults)', false),
   ],
+  [CM_FAILSOFT, cacheManagerFailsoftSetup(CM_FAILSOFT)],
 ]
 
 // ── 1. throughput ──────────────────────────────────────────────────────────────────────────
@@ -646,6 +672,19 @@ const cacheSuite: Suite = async (ctx) => {
         ),
       ],
       notes: [
+        `cache-manager + failsoft/keyv against cache-manager + @keyv/redis, Redis up: ${(
+          [
+            ['get', 1],
+            ['get', 64],
+            ['set', 1],
+            ['set', 64],
+          ] as const
+        )
+          .map(
+            ([op, c]) =>
+              `${op} c${c} ${ratio(of(CM_FAILSOFT, op, c)?.opsPerSec ?? NaN, of(CM_KEYV_REDIS, op, c)?.opsPerSec ?? NaN)}`,
+          )
+          .join(', ')}.`,
         `Peers emitted ${emittedErrors} error events or late rejections (counted, not thrown to callers).`,
         'Fail-fast settings: ioredis enableOfflineQueue false, maxRetriesPerRequest 0, commandTimeout 250 ms, reconnect backoff capped at 1 s; BentoCache additionally l2CircuitBreakerDuration 1 s and timeout 250 ms.',
       ],
