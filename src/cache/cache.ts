@@ -6,6 +6,7 @@ import type { ComponentHandle, HealthMonitor, RecoveryContext } from '../health/
 import { loggableError, type Logger } from '../logger.js'
 import { isConnectivityError } from '../redis/connection.js'
 import { withDeadline } from '../util/async.js'
+import { sleep } from '../util/sleep.js'
 import { safeJsonParse } from '../util/json.js'
 import {
   InvalidKeyError,
@@ -520,7 +521,7 @@ export class Cache {
         return
       }
       if (stale === 0 || performance.now() >= deadline || !this.#monitor.available) return
-      await new Promise((resolve) => setTimeout(resolve, PEER_POLL_MS))
+      await sleep(PEER_POLL_MS)
     }
   }
 

@@ -1,6 +1,7 @@
 import type { HealthMonitor } from '../health/monitor.js'
 import type { RecoveryContext } from '../health/types.js'
 import { isConnectivityError } from '../redis/connection.js'
+import { sleep } from '../util/sleep.js'
 import {
   CONTROL_CHUNK,
   decodeControl,
@@ -524,7 +525,7 @@ export class CrossProcess {
   async drain(ms: number): Promise<void> {
     if (this.outbox.size === 0 || !this.#monitor.available) return
     this.#holding = true
-    await Promise.race([this.flush(), new Promise((resolve) => setTimeout(resolve, ms).unref())])
+    await Promise.race([this.flush(), sleep(ms, undefined, true)])
   }
 
   close(): void {

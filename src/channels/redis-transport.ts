@@ -1,4 +1,5 @@
 import type { Redis } from 'ioredis'
+import { isReplyError } from '../redis/replies.js'
 import { withDeadline } from '../util/async.js'
 import { RedisUnavailableError } from '../errors.js'
 import type { HealthMonitor, RecoveryContext } from '../health/monitor.js'
@@ -292,6 +293,6 @@ export class RedisTransport {
 }
 
 function asConnectivityError(error: unknown): Error {
-  if (error instanceof Error && error.name !== 'ReplyError') return error
+  if (error instanceof Error && !isReplyError(error)) return error
   return new RedisUnavailableError('a subscriber command failed', { cause: error })
 }

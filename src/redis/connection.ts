@@ -84,22 +84,7 @@ export function createConnection(
   return new Redis(options)
 }
 
-/**
- * Reply errors that mean "this server cannot serve right now" rather than "this command is
- * wrong": a server loading its data set, a busy script, a replica promoted away from us.
- */
-const UNAVAILABLE_REPLY =
-  /^(LOADING|BUSY|MASTERDOWN|TRYAGAIN|CLUSTERDOWN|READONLY|NOAUTH|WRONGPASS)\b/
-
-/**
- * True when an error says Redis (or the path to it) is unavailable, as opposed to a command
- * error such as WRONGTYPE or OOM, which concerns one command and says the server is alive.
- */
-export function isConnectivityError(error: unknown): boolean {
-  if (!(error instanceof Error)) return false
-  if (error.name === 'ReplyError') return UNAVAILABLE_REPLY.test(error.message)
-  return true
-}
+export { isConnectivityError } from './replies.js'
 
 /**
  * Close a connection now: pending commands are rejected at once ("Connection is closed") and

@@ -1,4 +1,5 @@
 import { asError } from '../util/async.js'
+import { sleep } from '../util/sleep.js'
 import { TaskTimeoutError } from '../errors.js'
 import { backoffDelay } from './options.js'
 import type { TaskContext, TaskDefinition } from './task.js'
@@ -154,17 +155,4 @@ export class InlineLimiter {
       else this.#running--
     }
   }
-}
-
-export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  if (ms <= 0 || signal?.aborted === true) return Promise.resolve()
-  return new Promise((resolve) => {
-    const done = (): void => {
-      clearTimeout(timer)
-      signal?.removeEventListener('abort', done)
-      resolve()
-    }
-    const timer = setTimeout(done, ms)
-    signal?.addEventListener('abort', done, { once: true })
-  })
 }

@@ -5,6 +5,7 @@ import { RedisTimeoutError, RedisUnavailableError } from '../errors.js'
 import type { Disposable } from '../health/events.js'
 import type { HealthMonitor } from '../health/monitor.js'
 import { dropConnection } from '../redis/connection.js'
+import { isReplyError } from '../redis/replies.js'
 import type { TaskQueueOptions } from './options.js'
 import type { TaskDefinition } from './task.js'
 
@@ -206,7 +207,7 @@ export class Producer {
           if (isRefusal(e)) {
             // Redis (or a BullMQ script) answered with an error: the job is not in Redis.
             // LOADING, BUSY, READONLY… mean Redis cannot serve: the monitor must know.
-            if (e.name === 'ReplyError') this.#monitor.reportFailure(e)
+            if (isReplyError(e)) this.#monitor.reportFailure(e)
             if (waiting) resolve({ kind: 'not-sent', error: e })
             return
           }
@@ -364,7 +365,7 @@ function retryOptions(definition: TaskDefinition): JobsOptions {
 /** Redis answered (a reply error, or a BullMQ script status): the job is not in Redis. */
 function isRefusal(error: unknown): boolean {
   if (!(error instanceof Error)) return false
-  if (error.name === 'ReplyError') return true
+  if (isReplyError(error)) return true
   const code = (error as { code?: unknown }).code
   return typeof code === 'number' && code < 0
 }

@@ -5,9 +5,10 @@ import type { FailsoftContext } from '../context.js'
 import type { Disposable } from '../health/events.js'
 import type { ComponentHandle, HealthMonitor, RecoveryContext, Runner } from '../health/monitor.js'
 import { loggableError, type Logger } from '../logger.js'
-import { isConnectivityError } from '../redis/connection.js'
+import { isConnectivityError, isRefusedForNow, isReplyError } from '../redis/replies.js'
 import { safeJsonParse } from '../util/json.js'
 import { asError } from '../util/async.js'
+import { sleep } from '../util/sleep.js'
 import { DONE, LeaseKeeper, runToken, TaskClaims } from './claims.js'
 import { InlineLimiter, runWithRetries, type RunOutcome } from './inline.js'
 import { KeyedRuns } from './keyed.js'
@@ -79,12 +80,6 @@ const REPLAY_BUDGET_MS = 1500
 /** Retry of recovery writes Redis refused for now (OOM…): first delay, doubling up to the cap. */
 const REFUSED_RETRY_MS = 250
 const REFUSED_RETRY_MAX_MS = 2000
-/**
- * Reply errors that concern Redis, not the job: it cannot take writes for now (memory full at
- * `maxmemory` with `noeviction`, a busy script, loading, a read-only or cut-off replica…).
- */
-const TRANSIENT_REPLY =
-  /^(OOM|BUSY|LOADING|TRYAGAIN|MASTERDOWN|READONLY|CLUSTERDOWN|NOREPLICAS|NOAUTH|WRONGPASS)\b/
 /** How often journals left by dead processes are looked for while Redis is up. */
 const ORPHAN_RESCAN_MS = 10_000
 /** Idempotency keys run inline during one outage, remembered to skip repeats. */
@@ -933,7 +928,7 @@ export class TaskQueue {
   /** True for an error about this job; about Redis (reported to the monitor if it must know), false. */
   #refusedForGood(error: unknown): boolean {
     if (isRefusedForNow(error)) return false
-    if (isReply(error)) return true
+    if (isReplyError(error)) return true
     // A BullMQ script status (negative code): Redis ran the script and it refused the job.
     const code = (error as { code?: unknown } | null)?.code
     if (typeof code === 'number' && code < 0) return true
@@ -961,7 +956,7 @@ export class TaskQueue {
     if (this.#draining !== null || this.#closed || this.#journal === null) return
     this.#draining = (async () => {
       // Let a burst of ambiguous enqueues land in the spool first.
-      await pause(delayMs, this.#closeController.signal)
+      await sleep(delayMs, this.#closeController.signal, true)
       const run = <T>(fn: (redis: import('ioredis').Redis) => Promise<T>): Promise<T> =>
         this.#monitor.run(fn)
       if (!this.#hasWork()) this.#refusal = null
@@ -1010,7 +1005,7 @@ export class TaskQueue {
 
   #onError(error: unknown, what: string): void {
     this.#errors++
-    if (isConnectivityError(error) && !isReply(error)) {
+    if (isConnectivityError(error) && !isReplyError(error)) {
       this.#logger.debug({ err: loggableError(error), what }, 'task queue connection error')
       return
     }
@@ -1067,28 +1062,4 @@ function workOption(
   if (value < min || value > max)
     throw invalidOption(option, `between ${min} and ${max}`, value, 'range')
   return value
-}
-
-function isReply(error: unknown): boolean {
-  return error instanceof Error && error.name === 'ReplyError'
-}
-
-/** Redis answered that it cannot take this write now (OOM, BUSY, LOADING…): retry it later. */
-function isRefusedForNow(error: unknown): boolean {
-  return isReply(error) && TRANSIENT_REPLY.test((error as Error).message)
-}
-
-/** A timer that does not keep the process alive and ends early on `signal`. */
-function pause(ms: number, signal: AbortSignal): Promise<void> {
-  if (signal.aborted) return Promise.resolve()
-  return new Promise((resolve) => {
-    const done = (): void => {
-      clearTimeout(timer)
-      signal.removeEventListener('abort', done)
-      resolve()
-    }
-    const timer = setTimeout(done, ms)
-    timer.unref()
-    signal.addEventListener('abort', done, { once: true })
-  })
 }

@@ -5,8 +5,9 @@ import type { Disposable } from '../health/events.js'
 import type { HealthMonitor } from '../health/monitor.js'
 import { LeaseLostError } from '../errors.js'
 import { loggableError, type Logger } from '../logger.js'
-import { isConnectivityError } from '../redis/connection.js'
+import { isConnectivityError, isOutOfMemory, isReplyError } from '../redis/replies.js'
 import { trimOldest } from '../util/bounded.js'
+import { sleep } from '../util/sleep.js'
 import { LeaseKeeper, runToken, type TaskClaims } from './claims.js'
 import { startTry, type RunOutcome } from './inline.js'
 import type { KeepJobs } from './options.js'
@@ -412,7 +413,7 @@ export class TaskWorker implements WorkerHandle {
     try {
       return await claims.claim(client, id, token)
     } catch (error) {
-      if (!(error instanceof Error && /\bOOM\b/.test(error.message))) throw error
+      if (!isOutOfMemory(error)) throw error
       const held = await client.get(claims.key(id))
       if (held === null) return { kind: 'claimed' }
       return held.startsWith('run:')
@@ -470,7 +471,7 @@ export class TaskWorker implements WorkerHandle {
   #onError(error: unknown): void {
     this.#stats.errors++
     // Connection errors are the outage itself, which the monitor already reports.
-    if (isConnectivityError(error) && !(error instanceof Error && error.name === 'ReplyError')) {
+    if (isConnectivityError(error) && !isReplyError(error)) {
       this.#deps.logger.debug({ err: loggableError(error) }, 'task worker connection error')
       return
     }
@@ -572,7 +573,7 @@ function within(promise: Promise<unknown>, ms: number): Promise<'done' | 'expire
 
 async function until(done: () => boolean, deadline: number, still: () => boolean): Promise<void> {
   while (!done() && Date.now() < deadline && still()) {
-    await new Promise((resolve) => setTimeout(resolve, 20))
+    await sleep(20)
   }
 }
 
