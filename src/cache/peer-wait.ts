@@ -1,0 +1,175 @@
+import type { Logger } from '../logger.js'
+import type { RedisStore, Runner } from './redis-store.js'
+import { sleep } from '../util/sleep.js'
+
+/**
+ * Other instances whose last clean mark is older than this instance's own last one (before its
+ * outage) by more than this were not alive then: they are not waited for after a recovery.
+ * Far longer than a clean mark's period (generationCheckMs) and than any outage worth waiting
+ * through; it only keeps long-dead instances out of the count.
+ */
+export const PEER_ALIVE_MS = 10_000
+/** While waiting for other instances, their marks are counted this often. */
+export const PEER_POLL_MS = 25
+
+export interface PeerWaitDeps {
+  readonly redis: RedisStore
+  readonly run: Runner
+  /** The fence window (see Cache): instances marked within it count as alive. */
+  readonly fenceMs: number
+  /** Longest wait after a recovery. */
+  readonly peerWaitMs: number
+  readonly namespace: string
+  readonly logger: Logger
+  /** A reply read the generation (adopted if it moved) from a command sent at `sentAt`. */
+  readonly confirmed: (sentAt: number, changed: boolean) => void
+  readonly background: (error: unknown) => void
+  /** Whether the monitor still says up (an outage ends any wait). */
+  readonly available: () => boolean
+}
+
+/** How a wait ended: when and how long it took, and whether peers were left unconfirmed. */
+export interface PeerWaitEnd {
+  readonly waitedMs: number
+  readonly downtimeMs: number
+  readonly timedOut: boolean
+}
+
+interface Waiting {
+  readonly from: number
+  readonly before: number
+  readonly started: number
+  readonly deadline: number
+  downtimeMs: number
+  timer: NodeJS.Timeout | null
+}
+
+/**
+ * The peer wait. When processes lose Redis together they do not come back together; until
+ * every instance alive just before the outage has deleted, in Redis, the keys it changed in
+ * memory meanwhile, Redis still holds their old values. After its own recovery an instance
+ * therefore keeps its reads off Redis until none of those instances is left unconfirmed (a
+ * clean mark in [from, before) and none since) and every instance alive now uses the current
+ * generation (another's recovery may have moved it) — or until `peerWaitMs`. The generation is
+ * read in the same script as the marks, so a wait never ends on a mark while this instance
+ * still holds the generation that mark's owner replaced.
+ */
+export class PeerWait {
+  readonly #deps: PeerWaitDeps
+  #waiting: Waiting | null = null
+  waits = 0
+  timeouts = 0
+
+  constructor(deps: PeerWaitDeps) {
+    this.#deps = deps
+  }
+
+  get waiting(): boolean {
+    return this.#waiting !== null
+  }
+
+  /**
+   * Start a wait after this instance's reconciliation marked it clean at server time `at`;
+   * `lastCleanAt` is its last mark before the outage (null if none).
+   */
+  begin(at: number, lastCleanAt: number | null): void {
+    this.stop()
+    const started = performance.now()
+    this.#waiting = {
+      from: (lastCleanAt ?? at) - PEER_ALIVE_MS,
+      before: at,
+      started,
+      deadline: started + this.#deps.peerWaitMs,
+      downtimeMs: 0,
+      timer: null,
+    }
+  }
+
+  /** The monitor is up: count the peers until the wait can end; `onEnd` is called once. */
+  poll(downtimeMs: number, onEnd: (end: PeerWaitEnd) => void): void {
+    const wait = this.#waiting
+    if (wait === null) return
+    wait.downtimeMs = downtimeMs
+    this.#poll(wait, onEnd)
+  }
+
+  stop(): void {
+    const wait = this.#waiting
+    if (wait === null) return
+    if (wait.timer !== null) clearTimeout(wait.timer)
+    this.#waiting = null
+  }
+
+  #poll(wait: Waiting, onEnd: (end: PeerWaitEnd) => void): void {
+    if (this.#waiting !== wait || !this.#deps.available()) return
+    const next = (waitingFor: { unconfirmed: number; stale: number } | null): void => {
+      if (this.#waiting !== wait) return
+      const clean = waitingFor !== null && waitingFor.unconfirmed === 0 && waitingFor.stale === 0
+      if (clean || performance.now() >= wait.deadline) {
+        this.#end(wait, clean ? null : (waitingFor ?? false), onEnd)
+      } else {
+        wait.timer = setTimeout(() => this.#poll(wait, onEnd), PEER_POLL_MS)
+      }
+    }
+    const sentAt = performance.now()
+    this.#deps.redis.peers(wait.from, wait.before, this.#deps.fenceMs, this.#deps.run).then(
+      (reply) => {
+        this.#deps.confirmed(sentAt, reply.changed)
+        next(reply)
+      },
+      (error: unknown) => {
+        // An outage ends the wait (stop); anything else is retried until the deadline.
+        this.#deps.background(error)
+        next(null)
+      },
+    )
+  }
+
+  #end(
+    wait: Waiting,
+    left: { unconfirmed: number; stale: number } | null | false,
+    onEnd: (end: PeerWaitEnd) => void,
+  ): void {
+    this.stop()
+    this.waits++
+    if (left !== null) {
+      this.timeouts++
+      this.#deps.logger.warn(
+        {
+          namespace: this.#deps.namespace,
+          peerWaitMs: this.#deps.peerWaitMs,
+          unconfirmedPeers: left === false ? null : left.unconfirmed,
+          peersOnOlderGeneration: left === false ? null : left.stale,
+        },
+        'other instances of this cache have not confirmed their reconciliation; reading from Redis anyway',
+      )
+    }
+    onEnd({
+      waitedMs: performance.now() - wait.started,
+      downtimeMs: wait.downtimeMs,
+      timedOut: left !== null,
+    })
+  }
+}
+
+/**
+ * After this instance moved the generation: wait until every other instance alive now uses it
+ * — they adopt it at their next check and say so at the one after (≤ 2 × generationCheckMs) —
+ * or has been silent for the fence window (it then asks before its next operation). Bounded by
+ * the fence window; Redis failing meanwhile ends it (the others learn the generation when they
+ * recover).
+ */
+export async function awaitGeneration(deps: PeerWaitDeps): Promise<void> {
+  const deadline = performance.now() + deps.fenceMs + PEER_POLL_MS
+  for (;;) {
+    let stale: number
+    try {
+      stale = (await deps.redis.peers(0, 0, deps.fenceMs, deps.run)).stale
+    } catch (error) {
+      deps.background(error)
+      return
+    }
+    if (stale === 0 || performance.now() >= deadline || !deps.available()) return
+    await sleep(PEER_POLL_MS)
+  }
+}
