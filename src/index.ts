@@ -67,6 +67,6 @@ export type {
   TaskQueueInput,
   TaskQueueOptions,
 } from './tasks/options.js'
-export type { WorkOptions, WorkerHandle } from './tasks/worker.js'
+export type { WorkOptions, WorkerHandle, WorkerStatus } from './tasks/worker.js'
 export type { ScheduleOptions, ScheduleResult } from './tasks/scheduler.js'
 export type { FailsoftErrorCode } from './errors.js'

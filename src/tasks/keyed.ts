@@ -1,4 +1,5 @@
-import type { LeaseKeeper } from './claims.js'
+import type { Runner } from '../health/types.js'
+import { DONE, LeaseKeeper, runToken, type TaskClaims } from './claims.js'
 
 /** One idempotency key run inline in this process. */
 export interface KeyedRun {
@@ -107,6 +108,49 @@ export class KeyedRuns {
 
   close(): void {
     for (const run of this.#runs.values()) run.keeper?.stop()
+  }
+
+  /**
+   * DONE markers of the keys that succeeded while Redis could not take them — before any
+   * replay, so a replayed or queued copy of the key is skipped. A marker Redis refuses (OOM…)
+   * stays to be written and the refusal is thrown (the replay waits for it).
+   */
+  async writeMarkers(run: Runner, claims: TaskClaims, ttlMs: number): Promise<void> {
+    const ids = this.pendingMarkers()
+    if (ids.length === 0) return
+    const results = await run((redis) => {
+      const pipeline = redis.pipeline()
+      for (const id of ids) pipeline.set(claims.key(id), DONE, 'PX', ttlMs)
+      return pipeline.exec()
+    })
+    let refused: unknown = null
+    ids.forEach((id, i) => {
+      const error = results?.[i]?.[0]
+      if (error === null || error === undefined) this.markerWritten(id)
+      else refused ??= error
+    })
+    if (refused !== null) throw refused
+  }
+
+  /**
+   * Give every running key that holds no lease yet its lease in Redis (a recovery step, or a
+   * run started while up), so a worker anywhere defers a queued copy of the key until the run
+   * ends. A key Redis says is done or held ran elsewhere too while this process could not see
+   * it (both were cut off from each other): reported through `onConflict`, nothing else to do.
+   */
+  async takeLeases(
+    run: Runner,
+    claims: TaskClaims,
+    keep: (id: string, token: string) => LeaseKeeper,
+    onConflict: (id: string, redis: 'done' | 'busy') => void,
+  ): Promise<void> {
+    for (const [id, entry] of this.unleased()) {
+      const token = runToken()
+      const outcome = await run((redis) => claims.claim(redis, id, token))
+      if (entry.state !== 'running' || entry.keeper !== null) continue
+      if (outcome.kind !== 'claimed') onConflict(id, outcome.kind)
+      entry.keeper = keep(id, token)
+    }
   }
 
   #trim(): void {

@@ -1,15 +1,14 @@
-import { LogLimiter } from '../util/log-limiter.js'
 import { ClosedError, InlineBusyError, UnknownTaskError, invalidOption } from '../errors.js'
-import type { Redis } from 'ioredis'
 import type { FailsoftContext } from '../context.js'
 import type { Disposable } from '../health/events.js'
-import type { ComponentHandle, HealthMonitor, RecoveryContext, Runner } from '../health/monitor.js'
+import type { ComponentHandle, HealthMonitor } from '../health/monitor.js'
 import { loggableError, type Logger } from '../logger.js'
-import { isConnectivityError, isRefusedForNow, isReplyError } from '../redis/replies.js'
+import { isConnectivityError, isReplyError } from '../redis/replies.js'
 import { safeJsonParse } from '../util/json.js'
+import { LogLimiter } from '../util/log-limiter.js'
 import { asError } from '../util/async.js'
-import { sleep } from '../util/sleep.js'
-import { DONE, LeaseKeeper, runToken, TaskClaims } from './claims.js'
+import { CatchUp } from './catch-up.js'
+import { TaskClaims } from './claims.js'
 import { InlineLimiter, runWithRetries, type RunOutcome } from './inline.js'
 import { KeyedRuns } from './keyed.js'
 import {
@@ -20,14 +19,15 @@ import {
   type TaskQueueInput,
   type TaskQueueOptions,
 } from './options.js'
-import { Producer, type OutgoingJob } from './producer.js'
+import { Producer } from './producer.js'
 import {
   Schedules,
   type ScheduleEntry,
   type ScheduleOptions,
   type ScheduleResult,
 } from './scheduler.js'
-import { FileSpool, MemorySpool, type JobJournal, type SpooledJob } from './spool.js'
+import { MemorySpool, type JobJournal } from './spool.js'
+import { FileSpool } from './spool-file.js'
 import {
   Task,
   prepareJob,
@@ -37,86 +37,16 @@ import {
   type TaskDefinition,
   type TaskHandler,
 } from './task.js'
+import type { TaskCounts, TaskQueueStatus } from './status.js'
 import { TaskWorker, type WorkOptions, type WorkerHandle } from './worker.js'
 
-/** Counts since the queue was created, by what became of each dispatch. */
-export interface TaskCounts {
-  queued: number
-  inlineOk: number
-  inlineFailed: number
-  spooled: number
-  replayed: number
-  deferred: number
-  dropped: number
-  duplicate: number
-  rejected: number
-  /** Enqueues sent without an answer (then spooled under the same id). */
-  ambiguous: number
-  /**
-   * Spooled jobs Redis refused for good on replay (an error about that job, not about Redis:
-   * logged at ERROR with their id, not retried).
-   */
-  replayRefused: number
-  /**
-   * Enqueues sent without an answer that the spool could not keep a copy of either
-   * (`mode: 'unconfirmed'`): each runs at most once — once if its first add landed.
-   */
-  unconfirmed: number
-  /**
-   * Keyed inline runs that Redis, once it answered, said another run completed or held
-   * (both ran while this process was cut off from it).
-   */
-  keyedConflicts: number
-  /**
-   * Rounds of recovery writes (markers, schedulers, spool replay) stopped because Redis
-   * refused writes for now (OOM at maxmemory…): nothing is skipped, they are retried.
-   */
-  writesDeferred: number
-  localPeriodicRuns: number
-}
+export type { TaskCounts, TaskQueueStatus } from './status.js'
 
-/** Replay budget per recovery round: the monitor runs another round while work remains. */
-const REPLAY_BUDGET_MS = 1500
-/** Retry of recovery writes Redis refused for now (OOM…): first delay, doubling up to the cap. */
-const REFUSED_RETRY_MS = 250
-const REFUSED_RETRY_MAX_MS = 2000
 /** How often journals left by dead processes are looked for while Redis is up. */
 const ORPHAN_RESCAN_MS = 10_000
 /** Idempotency keys run inline during one outage, remembered to skip repeats. */
 const MAX_KEYED = 100_000
 const LOG_EVERY_MS = 10_000
-
-const registry = new WeakMap<FailsoftContext, Map<string, TaskQueue>>()
-
-/**
- * `failsoft.tasks(options)`: one per queue name and instance — a second call with the same
- * queue returns the same object.
- */
-export function taskQueue(context: FailsoftContext, input?: TaskQueueInput): TaskQueue {
-  context.assertOpen()
-  let byName = registry.get(context)
-  if (byName === undefined) {
-    byName = new Map()
-    registry.set(context, byName)
-  }
-  const name = input?.queue ?? 'default'
-  const existing = byName.get(name)
-  if (existing !== undefined && !existing.closed) {
-    const extra = Object.keys(input ?? {}).filter((k) => k !== 'queue')
-    if (extra.length > 0) {
-      throw invalidOption(
-        extra[0] ?? 'options',
-        `unset: queue "${name}" already exists on this instance (options apply when it is created)`,
-        input,
-        'range',
-      )
-    }
-    return existing
-  }
-  const queue = new TaskQueue(context, input)
-  byName.set(name, queue)
-  return queue
-}
 
 /**
  * Background tasks on BullMQ that still run when Redis is down. `define` tasks, `dispatch`
@@ -167,9 +97,9 @@ export class TaskQueue {
     localPeriodicRuns: 0,
   }
   /** Redis refuses writes for now (OOM…): the recovery writes left wait for a retry while up. */
-  #refusal: { readonly since: number; attempt: number; error: Error } | null = null
   #errors = 0
-  #draining: Promise<void> | null = null
+  /** What the queue owes Redis after an outage (null: memory-only). */
+  readonly #catchUp: CatchUp | null = null
   #rescanTimer: NodeJS.Timeout | null = null
   #closed = false
 
@@ -221,9 +151,9 @@ export class TaskQueue {
       fallback: this.#memoryOnly
         ? 'in-process runs (memory-only)'
         : 'inline runs, the spool or drops, per task',
-      recover: (ctx) => this.#recover(ctx),
-      needsRecovery: () => this.#needsRecovery(),
-      status: () => this.status() as unknown as Record<string, unknown>,
+      recover: (ctx) => this.#catchUp?.recover(ctx) ?? Promise.resolve(),
+      needsRecovery: () => this.#catchUp?.needsRecovery() ?? false,
+      status: () => this.status(),
       close: () => this.close(),
     })
     this.#logger = this.#handle.logger
@@ -232,6 +162,25 @@ export class TaskQueue {
       logger: this.#logger,
       runLocal: (entry) => this.#runLocalPeriodic(entry),
     })
+    if (this.#producer !== null && this.#journal !== null) {
+      this.#catchUp = new CatchUp({
+        monitor: this.#monitor,
+        producer: this.#producer,
+        journal: this.#journal,
+        schedules: this.#schedules,
+        keyed: this.#keyed,
+        claims: this.#claims,
+        definitions: this.#definitions,
+        options: this.options,
+        counts: this.#counts,
+        logger: this.#logger,
+        logLimiter: this.#logLimiter,
+        workers: () => this.#workers,
+        closed: () => this.#closed,
+        closeSignal: this.#closeController.signal,
+        onError,
+      })
+    }
     if (this.#memoryOnly) {
       this.#schedules.setMemoryOnly()
       this.#schedules.startLocal()
@@ -245,17 +194,17 @@ export class TaskQueue {
         this.#monitor.on('up', () => {
           this.#schedules.stopLocal()
           // The recovery step left writes Redis refused for now: retry them while up.
-          if (this.#refusal !== null) this.#drainSoon(this.#refusalDelay())
+          this.#catchUp?.up()
         }),
       )
       if (this.#monitor.state === 'down') this.#schedules.startLocal()
       // Created after Redis came up: recovery steps already ran without us.
-      if (this.#monitor.available) this.#drainSoon()
+      if (this.#monitor.available) this.#catchUp?.drainSoon()
       // A process sharing the spool directory may die at any time: its journal is looked for
       // again now and then, not only at a recovery or start-up.
       this.#rescanTimer = setInterval(() => {
         this.#journal?.rescan()
-        if (this.#monitor.available) this.#drainSoon(0)
+        if (this.#monitor.available) this.#catchUp?.drainSoon(0)
       }, ORPHAN_RESCAN_MS)
       this.#rescanTimer.unref()
     }
@@ -370,7 +319,7 @@ export class TaskQueue {
     const entry = this.#schedules.add({ id, name, everyMs, args, definition })
     if (!this.#monitor.available) return { id, state: 'pending' }
     try {
-      await this.#upsertSchedule(entry, (fn) => this.#monitor.run(fn))
+      await this.#catchUp?.upsertSchedule(entry, (fn) => this.#monitor.run(fn))
       entry.synced = true
       return { id, state: 'scheduled' }
     } catch (error) {
@@ -385,7 +334,7 @@ export class TaskQueue {
     if (!this.#schedules.delete(id)) return false
     if (this.#monitor.available) {
       try {
-        await this.#removeSchedule(id, (fn) => this.#monitor.run(fn))
+        await this.#catchUp?.removeSchedule(id, (fn) => this.#monitor.run(fn))
         this.#schedules.removed(id)
       } catch (error) {
         this.#onError(error, 'unschedule')
@@ -435,7 +384,7 @@ export class TaskQueue {
     }
     this.#keyed.close()
     await Promise.all([...this.#workers].map((w) => w.close()))
-    if (this.#draining) await this.#draining.catch(() => undefined)
+    await this.#catchUp?.draining?.catch(() => undefined)
     await this.#producer?.close()
     await this.#journal?.close().catch((error: unknown) => this.#onError(error, 'spool close'))
     this.#handle.dispose()
@@ -556,7 +505,7 @@ export class TaskQueue {
     }
     this.#counts.spooled++
     // Spooled while Redis is up (an ambiguous enqueue): hand it over without waiting for an outage.
-    if (this.#monitor.available) this.#drainSoon()
+    if (this.#monitor.available) this.#catchUp?.drainSoon()
     return { mode: 'spooled', id: job.id }
   }
 
@@ -579,7 +528,7 @@ export class TaskQueue {
     if (job.keyed) {
       this.#keyed.start(job.id)
       // Inline while Redis is up (an enqueue it refused): take the key's lease now.
-      if (this.#monitor.available) await this.#leaseKeyed((fn) => this.#monitor.run(fn))
+      if (this.#monitor.available) await this.#catchUp?.takeLeases((fn) => this.#monitor.run(fn))
     }
     const release = await slot
     let outcome: RunOutcome & { settled: Promise<RunOutcome> }
@@ -629,58 +578,18 @@ export class TaskQueue {
     }
     // Memory-only: no marker to write, the key is remembered here for doneTtlMs.
     this.#keyed.succeeded(id, this.options.doneTtlMs, this.#claims !== null)
-    if (this.#claims !== null && this.#monitor.available) this.#drainSoon(0)
+    if (this.#claims !== null && this.#monitor.available) this.#catchUp?.drainSoon(0)
   }
 
   /** Resolves once a succeeded key's marker is written, or at once when it cannot be now. */
   async #keyedWritten(id: string): Promise<void> {
-    if (!this.#monitor.available || this.#claims === null) return
+    const catchUp = this.#catchUp
+    if (!this.#monitor.available || catchUp === null) return
     if (this.#keyed.get(id)?.markerPending !== true) return
     try {
-      await this.#writeMarkers((fn) => this.#monitor.run(fn))
+      await catchUp.writeMarkers((fn) => this.#monitor.run(fn))
     } catch (error) {
       this.#onError(error, 'marker')
-    }
-  }
-
-  /**
-   * Give every keyed inline run that holds no lease yet its lease in Redis (a recovery step,
-   * or a run started while up), so a worker anywhere defers a queued copy of the key until the
-   * run ends. A key Redis says is done or held already ran elsewhere while this process could
-   * not see it (both were cut off from each other): counted and logged, nothing else to do.
-   */
-  async #leaseKeyed(run: Runner): Promise<void> {
-    const claims = this.#claims
-    if (claims === null) return
-    for (const [id, entry] of this.#keyed.unleased()) {
-      const token = runToken()
-      const outcome = await run((redis) => claims.claim(redis, id, token))
-      if (entry.state !== 'running' || entry.keeper !== null) continue
-      if (outcome.kind !== 'claimed') {
-        this.#counts.keyedConflicts++
-        this.#logLimiter.log(
-          'keyed-conflict',
-          'warn',
-          { id, redis: outcome.kind },
-          'a keyed task ran inline while Redis says another run of it completed or runs elsewhere',
-        )
-      }
-      entry.keeper = new LeaseKeeper({
-        claims,
-        id,
-        token,
-        run: (fn) => this.#monitor.run(fn),
-        // Inline runs are not stopped when Redis is away: nobody else may take the key then.
-        abortAfterMs: null,
-        onLost: (reason) =>
-          this.#logLimiter.log(
-            'lease-lost',
-            'warn',
-            { id, reason },
-            'an inline keyed task lost its lease',
-          ),
-        onError: (error) => this.#onError(error, 'lease'),
-      })
     }
   }
 
@@ -744,258 +653,6 @@ export class TaskQueue {
     }
   }
 
-  // ── recovery ───────────────────────────────────────────────────────────────────────────────
-
-  /**
-   * Before the state flips to 'up': the workers reconnecting, the producer connected, the "done" markers of inline runs
-   * written (before any replay, so a replayed copy of the same id is skipped), schedulers
-   * re-created if Redis lost them, then the spool handed over in order.
-   */
-  async #recover(ctx: RecoveryContext): Promise<void> {
-    const producer = this.#producer
-    if (this.#closed || producer === null) return
-    // First, so the workers are fetching again while the rest of the recovery runs.
-    for (const worker of this.#workers) worker.revive()
-    const deadline = Date.now() + REPLAY_BUDGET_MS
-    await producer.prepare(REPLAY_BUDGET_MS)
-    if (ctx.reset) this.#schedules.invalidate()
-    await this.#catchUp(ctx.run, deadline, ctx.signal)
-  }
-
-  #needsRecovery(): boolean {
-    if (this.#closed || this.#producer === null) return false
-    // Redis refuses writes for now (OOM…): that is no reason to keep every component on its
-    // fallback; the writes left are retried while up.
-    if (this.#refusal !== null) return false
-    return this.#hasWork()
-  }
-
-  #hasWork(): boolean {
-    return (
-      // Keyed inline runs: markers to write, leases to take. hasWork(): this process's spool,
-      // or journals of dead processes not yet looked at.
-      (this.#claims !== null && this.#keyed.needsRedis) ||
-      this.#schedules.needsSync() ||
-      (this.#journal?.hasWork() ?? false)
-    )
-  }
-
-  /**
-   * The writes Redis must get back, in this order: "done" markers, schedulers, the spool.
-   * A refusal for now (OOM…) stops them where they are — nothing is skipped, the spool's
-   * cursor stays on the refused job — and they are retried while Redis is up.
-   */
-  async #catchUp(
-    run: <T>(fn: (redis: import('ioredis').Redis) => Promise<T>) => Promise<T>,
-    deadline: number,
-    signal: AbortSignal | undefined,
-  ): Promise<void> {
-    try {
-      await this.#writeMarkers(run)
-      await this.#leaseKeyed(run)
-      await this.#schedules.sync(
-        (entry) => this.#upsertSchedule(entry, run),
-        (id) => this.#removeSchedule(id, run),
-      )
-      await this.#replay(run, deadline, signal)
-    } catch (error) {
-      // LOADING, BUSY, READONLY…: Redis cannot serve at all — the monitor must know (the
-      // recovery step fails and is retried; while up, the state goes down).
-      if (isConnectivityError(error)) this.#monitor.reportFailure(error)
-      if (!isRefusedForNow(error) || isConnectivityError(error)) throw error
-      // OOM: Redis serves reads, and keeps refusing writes until memory is freed.
-      this.#counts.writesDeferred++
-      const first = this.#refusal === null
-      if (first) this.#refusal = { since: Date.now(), attempt: 0, error: asError(error) }
-      else if (this.#refusal !== null) this.#refusal.error = asError(error)
-      this.#logLimiter.log(
-        'refused',
-        'warn',
-        {
-          err: loggableError(error),
-          spooled: this.#journal?.pending ?? 0,
-          markers: this.#keyed.pendingCount,
-          retryMaxMs: REFUSED_RETRY_MAX_MS,
-        },
-        'Redis refuses writes for now: spooled tasks stay in the spool and are retried',
-      )
-      return
-    }
-    if (this.#refusal !== null) {
-      this.#logger.info(
-        { refusedForMs: Date.now() - this.#refusal.since, retries: this.#refusal.attempt },
-        'Redis accepts writes again: spooled tasks handed over',
-      )
-      this.#refusal = null
-    }
-  }
-
-  #refusalDelay(): number {
-    const attempt = this.#refusal === null ? 0 : this.#refusal.attempt++
-    return Math.min(REFUSED_RETRY_MAX_MS, REFUSED_RETRY_MS * 2 ** Math.min(attempt, 10))
-  }
-
-  /**
-   * DONE markers of keyed inline runs that succeeded while Redis could not take them — before
-   * any replay, so a replayed or queued copy of the key is skipped.
-   */
-  async #writeMarkers(run: Runner): Promise<void> {
-    const claims = this.#claims
-    const ids = this.#keyed.pendingMarkers()
-    if (claims === null || ids.length === 0) return
-    const ttl = this.options.doneTtlMs
-    const results = await run((redis) => {
-      const pipeline = redis.pipeline()
-      for (const id of ids) pipeline.set(claims.key(id), DONE, 'PX', ttl)
-      return pipeline.exec()
-    })
-    // A pipeline resolves with one [error, reply] per command: a marker refused (OOM…) stays
-    // to be written, and the replay waits for it.
-    let refused: unknown = null
-    ids.forEach((id, i) => {
-      const error = results?.[i]?.[0]
-      if (error === null || error === undefined) this.#keyed.markerWritten(id)
-      else refused ??= error
-    })
-    if (refused !== null) throw refused
-  }
-
-  async #replay(
-    run: <T>(fn: () => Promise<T>) => Promise<T>,
-    deadline: number,
-    signal: AbortSignal | undefined,
-  ): Promise<void> {
-    const journal = this.#journal
-    const producer = this.#producer
-    if (journal === null || producer === null || !journal.hasWork()) return
-    const timeoutMs = Math.max(this.options.enqueueTimeoutMs, 1000)
-    const outcome = await journal.replay((batch) => this.#handOver(batch, run, timeoutMs), {
-      deadline,
-      signal,
-    })
-    if (outcome.corrupt > 0) {
-      this.#logger.error(
-        { corrupt: outcome.corrupt },
-        'spool lines could not be read and were skipped',
-      )
-    }
-    if (outcome.replayed > 0) {
-      this.#logger.info(
-        { replayed: outcome.replayed, remaining: journal.pending, done: outcome.done },
-        'spooled tasks handed to the queue',
-      )
-    }
-  }
-
-  /**
-   * One replay batch, in order. Any failure about Redis — the connection, or a refusal for
-   * now such as OOM — rejects, which leaves the batch in the spool (its cursor does not move)
-   * for a later try. Only a job Redis refuses for a reason of its own is logged at ERROR and
-   * skipped, so that one bad record cannot keep the spool stuck for ever.
-   */
-  async #handOver(
-    batch: readonly SpooledJob[],
-    run: <T>(fn: () => Promise<T>) => Promise<T>,
-    timeoutMs: number,
-  ): Promise<void> {
-    const producer = this.#producer
-    if (producer === null) return
-    const jobs = batch.map((job) => this.#replayJob(job))
-    try {
-      await producer.addBatch(jobs, run, timeoutMs)
-      this.#counts.replayed += jobs.length
-      return
-    } catch (error) {
-      if (!this.#refusedForGood(error)) throw error
-    }
-    // Some job of the batch is refused: find it, one by one (re-adding the ones before it
-    // is harmless, BullMQ ignores a job id it already has).
-    for (const job of jobs) {
-      try {
-        await producer.addBatch([job], run, timeoutMs)
-        this.#counts.replayed++
-      } catch (error) {
-        if (!this.#refusedForGood(error)) throw error
-        this.#counts.replayRefused++
-        this.#logger.error(
-          { err: loggableError(error), id: job.id, task: job.name },
-          'a spooled task was refused by Redis and skipped',
-        )
-      }
-    }
-  }
-
-  /** True for an error about this job; about Redis (reported to the monitor if it must know), false. */
-  #refusedForGood(error: unknown): boolean {
-    if (isRefusedForNow(error)) return false
-    if (isReplyError(error)) return true
-    // A BullMQ script status (negative code): Redis ran the script and it refused the job.
-    const code = (error as { code?: unknown } | null)?.code
-    if (typeof code === 'number' && code < 0) return true
-    return false
-  }
-
-  #replayJob(job: SpooledJob): OutgoingJob {
-    return {
-      id: job.id,
-      // A replay may re-send a job whose first add landed: BullMQ ignores it while it exists.
-      idIsJobId: true,
-      name: job.name,
-      args: job.args,
-      delayMs: job.due > 0 ? Math.max(0, job.due - Date.now()) : 0,
-      definition: this.#definitions.get(job.name),
-    }
-  }
-
-  /**
-   * Hand the spool over in the background while Redis is up (ambiguous enqueues, a late
-   * start, tasks spooled because Redis refused them), and retry the recovery writes Redis
-   * refused for now (OOM…) with a backoff of at most REFUSED_RETRY_MAX_MS.
-   */
-  #drainSoon(delayMs = 50): void {
-    if (this.#draining !== null || this.#closed || this.#journal === null) return
-    this.#draining = (async () => {
-      // Let a burst of ambiguous enqueues land in the spool first.
-      await sleep(delayMs, this.#closeController.signal, true)
-      const run = <T>(fn: (redis: import('ioredis').Redis) => Promise<T>): Promise<T> =>
-        this.#monitor.run(fn)
-      if (!this.#hasWork()) this.#refusal = null
-      while (!this.#closed && this.#monitor.available && this.#hasWork()) {
-        await this.#producer?.prepare(REPLAY_BUDGET_MS)
-        await this.#catchUp(run, Date.now() + REPLAY_BUDGET_MS, undefined)
-        if (this.#refusal !== null) break
-      }
-    })()
-      .catch((error: unknown) => this.#onError(error, 'spool drain'))
-      .finally(() => {
-        this.#draining = null
-        if (this.#refusal !== null && !this.#closed && this.#monitor.available) {
-          this.#drainSoon(this.#refusalDelay())
-        }
-      })
-  }
-
-  async #upsertSchedule(
-    entry: ScheduleEntry,
-    run: <T>(fn: () => Promise<T>) => Promise<T>,
-  ): Promise<void> {
-    const producer = this.#producer
-    if (producer === null) return
-    await producer.upsertScheduler(
-      entry.id,
-      entry.name,
-      entry.everyMs,
-      entry.args,
-      entry.definition,
-      run,
-      Math.max(this.options.enqueueTimeoutMs, 1000),
-    )
-  }
-
-  async #removeSchedule(id: string, run: <T>(fn: () => Promise<T>) => Promise<T>): Promise<void> {
-    await this.#producer?.removeScheduler(id, run, Math.max(this.options.enqueueTimeoutMs, 1000))
-  }
-
   // ── helpers ────────────────────────────────────────────────────────────────────────────────
 
   #assertOpen(): void {
@@ -1018,29 +675,28 @@ export class TaskQueue {
   }
 }
 
-/** `tasks.status()` / the component's entry in `failsoft.status()`. */
-export interface TaskQueueStatus {
-  queue: string
-  mode: 'redis' | 'memory-only'
-  tasks: string[]
-  counts: TaskCounts
-  inline: { running: number; waiting: number; concurrency: number; maxWaiting: number }
-  spool: Record<string, unknown> | null
-  /** Jobs in this process's spool, waiting for Redis. */
-  spoolDepth: number
-  /** "Done" markers of inline runs waiting to be written to Redis. */
-  markersPending: number
-  /** Markers forgotten because more than 100000 keyed inline runs waited for Redis. */
-  markersLost: number
-  producer: string
-  workers: Array<Record<string, unknown>>
-  schedules: Array<Record<string, unknown>>
-  errors: number
-}
-
 const idleWorker: WorkerHandle = {
   close: () => Promise.resolve(),
-  status: () => ({ running: false, reason: 'memory-only: tasks run in process' }),
+  status: () => ({
+    running: false,
+    reason: 'memory-only: tasks run in process',
+    inProgress: 0,
+    concurrency: 0,
+    markersPending: 0,
+    connections: [],
+    completed: 0,
+    failed: 0,
+    skippedDone: 0,
+    deferred: 0,
+    leasesLost: 0,
+    unknownTask: 0,
+    errors: 0,
+    markerErrors: 0,
+    markersRetried: 0,
+    markersDropped: 0,
+    reconnectKicks: 0,
+    socketsDropped: 0,
+  }),
 }
 
 /** Inline runs get the same JSON copy a worker would (no shared references, no Dates). */

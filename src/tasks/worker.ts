@@ -36,7 +36,37 @@ export interface WorkerHandle {
    * (those jobs are taken again by a worker once their lock expires).
    */
   close(options?: { timeoutMs?: number }): Promise<void>
-  status(): Record<string, unknown>
+  status(): WorkerStatus
+}
+
+/** `worker.status()`: JSON-safe; counters since the worker started. */
+export interface WorkerStatus {
+  /** Taking jobs now. */
+  running: boolean
+  /** Why it does not (a memory-only instance has no queue). */
+  reason?: string
+  /** Handlers running now. */
+  inProgress: number
+  concurrency: number
+  /** Completed tasks whose "done" marker Redis refused, kept to be written again. */
+  markersPending: number
+  /** ioredis status of each of the worker's connections. */
+  connections: string[]
+  completed: number
+  failed: number
+  /** Copies completed without running: the task was done already. */
+  skippedDone: number
+  /** Copies put back to wait: another run of the task held its lease. */
+  deferred: number
+  /** Runs whose lease was lost (their ctx.signal aborted with LeaseLostError). */
+  leasesLost: number
+  unknownTask: number
+  errors: number
+  markerErrors: number
+  markersRetried: number
+  markersDropped: number
+  reconnectKicks: number
+  socketsDropped: number
 }
 
 interface WorkerDeps {
@@ -535,7 +565,7 @@ export class TaskWorker implements WorkerHandle {
     }
   }
 
-  status(): Record<string, unknown> {
+  status(): WorkerStatus {
     return {
       running: this.#closing === null && this.#worker.isRunning(),
       inProgress: this.#running.size,

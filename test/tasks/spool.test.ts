@@ -5,13 +5,8 @@ import { spawnSync } from 'node:child_process'
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { describe, test } from 'node:test'
-import {
-  FileSpool,
-  MemorySpool,
-  encodeEntry,
-  type JobJournal,
-  type SpooledJob,
-} from '../../src/tasks/spool.js'
+import { FileSpool } from '../../src/tasks/spool-file.js'
+import { MemorySpool, encodeEntry, type JobJournal, type SpooledJob } from '../../src/tasks/spool.js'
 import { tempDir } from './helpers.js'
 
 const entry = (n: number) => ({
