@@ -10,6 +10,7 @@ import {
 import type { RedisTarget } from '../redis/target.js'
 import { asError, withDeadline } from '../util/async.js'
 import { RedisClock } from './clock.js'
+import { Components, warnFallback } from './components.js'
 import { TypedEvents, type Disposable } from './events.js'
 import { EarlierSockets } from './fence.js'
 import { Heartbeat } from './heartbeat.js'
@@ -41,12 +42,6 @@ export type {
   Runner,
 } from './types.js'
 
-interface Registered {
-  readonly registration: ComponentRegistration
-  readonly logger: Logger
-  fallbackOps: number
-}
-
 const now = (): number => Date.now()
 
 /** Delay before the next probe when one timed out (it has waited its deadline already). */
@@ -72,7 +67,6 @@ export class HealthMonitor implements Health {
   readonly clock = new RedisClock()
   readonly #timings: HealthTimings
   readonly #logger: Logger
-  readonly #rootLogger: Logger
   readonly #events: TypedEvents<HealthEvents>
   readonly #epochKey: string
   readonly #connectionPrefix: string
@@ -84,7 +78,7 @@ export class HealthMonitor implements Health {
   readonly #command: Redis | null = null
   readonly #health: Redis | null = null
   readonly #extra = new Set<Redis>()
-  readonly #components: Registered[] = []
+  readonly #components: Components
 
   /** What the connections say. 'up' means connected, not yet that components use Redis. */
   #redis: HealthState = 'starting'
@@ -101,7 +95,6 @@ export class HealthMonitor implements Health {
   /** Whether the last probe could close every earlier command socket (see RecoveryContext). */
   #lateCommandsFenced = true
   #fenceFailures = 0
-  #outageFallbackOps = 0
   #transitions = { down: 0, up: 0, reset: 0 }
   #lastTransition: { to: HealthState; at: number } | null = null
   /** Bumped on every Redis failure: anything started before it is stale. */
@@ -132,8 +125,8 @@ export class HealthMonitor implements Health {
   }) {
     this.target = options.target
     this.#timings = options.timings
-    this.#rootLogger = options.logger
     this.#logger = options.logger.child({ component: 'health' })
+    this.#components = new Components(options.logger)
     this.#events = new TypedEvents<HealthEvents>((event, error) =>
       this.#logger.error(
         { err: loggableError(error), event },
@@ -312,33 +305,11 @@ export class HealthMonitor implements Health {
   }
 
   register(registration: ComponentRegistration): ComponentHandle {
-    if (this.#components.some((c) => c.registration.name === registration.name)) {
-      throw new RangeError(
-        `failsoft: a component named "${registration.name}" is already registered`,
-      )
-    }
-    const entry: Registered = {
-      registration,
-      logger: this.#rootLogger.child({ component: registration.name }),
-      fallbackOps: 0,
-    }
-    this.#components.push(entry)
-    if (this.#state === 'down' && this.target !== null) this.#warnFallback(entry)
-    const countFallback = (count: number): void => {
-      entry.fallbackOps += count
-      this.#outageFallbackOps += count
-    }
-    return {
-      logger: entry.logger,
-      get fallbackOps() {
-        return entry.fallbackOps
-      },
-      recordFallback: (count = 1) => countFallback(count),
-      dispose: () => {
-        const index = this.#components.indexOf(entry)
-        if (index >= 0) this.#components.splice(index, 1)
-      },
-    }
+    return this.#components.add(registration, (logger) => {
+      if (this.#state === 'down' && this.target !== null) {
+        warnFallback(logger, registration, this.#forced)
+      }
+    })
   }
 
   status(): RedisStatus {
@@ -357,7 +328,7 @@ export class HealthMonitor implements Health {
         this.#lastTransition === null
           ? null
           : { to: this.#lastTransition.to, at: new Date(this.#lastTransition.at).toISOString() },
-      fallbackOps: this.#components.reduce((sum, c) => sum + c.fallbackOps, 0),
+      fallbackOps: this.#components.fallbackOps,
       rttMs: this.#rtt.srttMs === null ? null : Math.round(this.#rtt.srttMs * 100) / 100,
       commandDeadlineMs: this.commandDeadlineMs,
       clockOffsetMs: this.clock.offsetMs,
@@ -365,15 +336,7 @@ export class HealthMonitor implements Health {
   }
 
   componentStatuses(): Record<string, { backend: 'redis' | 'memory'; fallbackOps: number }> {
-    const out: Record<string, { backend: 'redis' | 'memory'; fallbackOps: number }> = {}
-    for (const c of this.#components) {
-      out[c.registration.name] = {
-        backend: this.available ? 'redis' : 'memory',
-        fallbackOps: c.fallbackOps,
-        ...c.registration.status?.(),
-      }
-    }
-    return out
+    return this.#components.statuses(this.available)
   }
 
   async close(): Promise<void> {
@@ -386,13 +349,7 @@ export class HealthMonitor implements Health {
     // Components may still send a last command while they close (the channel layer hands its
     // outbox over, the cache removes its clean mark): the connections stay open until then.
     this.#componentsClosing = true
-    for (const entry of [...this.#components].reverse()) {
-      try {
-        await entry.registration.close?.()
-      } catch (error) {
-        entry.logger.error({ err: loggableError(error) }, 'component failed to close cleanly')
-      }
-    }
+    await this.#components.closeAll()
     this.#componentsClosing = false
     const connections = [...this.#extra, this.#health, this.#command].filter(
       (c): c is Redis => c !== null,
@@ -489,7 +446,7 @@ export class HealthMonitor implements Health {
     this.#state = 'down'
     this.#since = now()
     this.#error = error
-    this.#outageFallbackOps = 0
+    this.#components.outageFallbackOps = 0
     this.#transitions.down++
     this.#lastTransition = { to: 'down', at: this.#since }
     if (!forced) {
@@ -504,17 +461,10 @@ export class HealthMonitor implements Health {
           : 'Redis unavailable; serving from fallbacks',
       )
     }
-    for (const entry of this.#components) this.#warnFallback(entry)
+    this.#components.warnFallbacks(this.#forced)
     this.#startSummary()
     this.#resolveReady()
     this.#events.emit('down', { error, at: this.#since, forced })
-  }
-
-  #warnFallback(entry: Registered): void {
-    entry.logger.warn(
-      { fallback: entry.registration.fallback, forced: this.#forced },
-      `${entry.registration.name} is using its fallback: ${entry.registration.fallback}`,
-    )
   }
 
   #startSummary(): void {
@@ -525,7 +475,7 @@ export class HealthMonitor implements Health {
         this.#logger.warn(
           {
             downForMs: now() - this.#since,
-            fallbackOps: this.#outageFallbackOps,
+            fallbackOps: this.#components.outageFallbackOps,
             forced: this.#forced,
             err: loggableError(this.#error, this.target?.secrets),
           },
@@ -706,7 +656,7 @@ export class HealthMonitor implements Health {
       for (let round = 0; ; round++) {
         await this.#runRound(reset, downtimeMs, generation)
         if (!this.#eligible() || generation !== this.#generation) return
-        const dirty = this.#components.some((c) => c.registration.needsRecovery?.() === true)
+        const dirty = this.#components.dirty()
         if (!dirty) break
         if (round >= MAX_RECOVERY_ROUNDS) {
           throw new Error(`components kept needing recovery after ${MAX_RECOVERY_ROUNDS} rounds`)
@@ -746,7 +696,7 @@ export class HealthMonitor implements Health {
     }
     try {
       await runRecoverySteps(
-        this.#components.map((c) => c.registration),
+        this.#components.registrations(),
         context,
         controller,
         this.#timings.recoveryTimeoutMs,
@@ -760,7 +710,7 @@ export class HealthMonitor implements Health {
 
   #goUp(wasStarting: boolean, downtimeMs: number, reset: boolean): void {
     const at = now()
-    const fallbackOps = this.#outageFallbackOps
+    const fallbackOps = this.#components.outageFallbackOps
     // The components dealt with whatever could still land; until the next outage nothing can.
     this.#lateCommandsFenced = true
     this.#pendingReset = false
