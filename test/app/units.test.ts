@@ -1,11 +1,15 @@
 // Pure pieces of the reference app: configuration, the local embedding, the impact score and
 // the secret scrubbing of status messages. No Redis, no server.
 import assert from 'node:assert/strict'
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { describe, test } from 'node:test'
 import { ConfigError, defaultDatabasePath, loadConfig } from '../../app/config.js'
 import { impactScore } from '../../app/db.js'
 import { DIMENSIONS, embed, nearest, similarity, tokenize } from '../../app/embedding.js'
 import { redactSecrets } from '../../app/status.js'
+import { findChromium } from './helpers.js'
 
 describe('configuration', () => {
   test('defaults: port 3000, local Redis, database under app/data, worker on', () => {
@@ -92,5 +96,23 @@ describe('status messages', () => {
     )
     assert.equal(redactSecrets('bad password=hunter2 here'), 'bad password=[redacted] here')
     assert.equal(redactSecrets('x'.repeat(1000)).length, 300)
+  })
+})
+
+describe('the browser tests find Chromium', () => {
+  test('on PATH under any of its usual names, or at CHROMIUM_PATH; null when absent', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'failsoft-chromium-'))
+    try {
+      const fake = join(dir, 'chromium-browser')
+      writeFileSync(fake, '#!/bin/sh\n')
+      assert.equal(findChromium({ PATH: dir }), null, 'not executable: not a browser')
+      chmodSync(fake, 0o755)
+      assert.equal(findChromium({ PATH: `/nonexistent:${dir}` }), fake)
+      assert.equal(findChromium({ PATH: '', CHROMIUM_PATH: fake }), fake)
+      assert.equal(findChromium({ PATH: dir, CHROMIUM_PATH: join(dir, 'missing') }), null)
+      assert.equal(findChromium({ PATH: '/nonexistent' }), null)
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
   })
 })
