@@ -62,7 +62,7 @@ const child = spawn(
 )
 // The output passes through as it comes; its counts are repeated as the very last line (with
 // --test-force-exit the runner's own summary may not end the output), for CI to read.
-const counts = { pass: null, fail: null, skipped: null }
+const counts = { pass: null, fail: null, cancelled: null, skipped: null }
 /** Skipped tests whose reason does not start with "optional:" (TAP: `ok N - name # SKIP why`). */
 const requiredSkips = []
 let pending = ''
@@ -71,7 +71,7 @@ child.stdout.on('data', (chunk) => {
   const lines = (pending + chunk.toString('utf8')).split('\n')
   pending = lines.pop() ?? ''
   for (const line of lines) {
-    const match = /^# (pass|fail|skipped) (\d+)$/.exec(line)
+    const match = /^# (pass|fail|cancelled|skipped) (\d+)$/.exec(line)
     if (match) counts[match[1]] = Number(match[2])
     const skip = /^\s*ok \d+ - (.*?) # SKIP\s*(.*)$/.exec(line)
     if (skip && !/^optional:/i.test(skip[2]))
@@ -87,7 +87,10 @@ child.on('exit', (code, signal) => {
     for (const name of requiredSkips) console.log(`  skipped: ${name}`)
   }
   if (counts.pass === null) console.log(`no test counts reported; runner exit ${signal ?? code}`)
-  else
-    console.log(`${counts.pass} passed, ${counts.fail ?? 0} failed, ${counts.skipped ?? 0} skipped`)
+  else {
+    // A cancelled test (its file timed out, a hook failed) did not pass: it counts as failed.
+    const failedCount = (counts.fail ?? 0) + (counts.cancelled ?? 0)
+    console.log(`${counts.pass} passed, ${failedCount} failed, ${counts.skipped ?? 0} skipped`)
+  }
   process.exit(failed ? 1 : 0)
 })
