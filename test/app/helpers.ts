@@ -308,8 +308,10 @@ export async function spawnApp(
       for (const line of output.split('\n')) {
         if (!line.includes(wanted)) continue
         clearTimeout(timer)
-        const record = JSON.parse(line) as { url?: string }
-        resolve(record.url ?? '')
+        // A JSON line, or a LOG_FORMAT=pretty one (`… url=http://127.0.0.1:PORT …`).
+        let url = /\burl=(\S+)/.exec(line)?.[1] ?? ''
+        if (line.startsWith('{')) url = (JSON.parse(line) as { url?: string }).url ?? ''
+        resolve(url)
         return
       }
     }
