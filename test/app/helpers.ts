@@ -148,10 +148,15 @@ export interface HttpResult<T = Record<string, unknown>> {
 /** fetch + JSON, never throws on an HTTP error status. */
 export async function http<T = Record<string, unknown>>(
   url: string,
-  init: { method?: string; body?: unknown; headers?: Record<string, string>; raw?: string } = {},
+  init: {
+    method?: string
+    body?: unknown
+    headers?: Record<string, string>
+    raw?: string | Uint8Array
+  } = {},
 ): Promise<HttpResult<T>> {
   const headers: Record<string, string> = { ...init.headers }
-  let body: string | undefined = init.raw
+  let body: string | Uint8Array | undefined = init.raw
   if (init.body !== undefined) {
     headers['content-type'] ??= 'application/json'
     body = JSON.stringify(init.body)
