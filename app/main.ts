@@ -109,7 +109,7 @@ export async function startApp(options: StartOptions = {}): Promise<RunningApp> 
       return {}
     })
     projectRoutes(router, { db, cache, tasks })
-    impactRoutes(router, { db, tasks })
+    impactRoutes(router, { db, tasks, failsoft })
     contentRoutes(router, { db, tasks })
     pollRoutes(router, { db })
     statusRoutes(router, { hub, failsoft, adminToken: config.adminToken, logger })

@@ -23,7 +23,14 @@ export interface StatusPayload {
     forced: boolean
     mode: string
     error: string | null
+    /**
+     * How this process started: on Redis, on the fallbacks (Redis unreachable) or memory-only;
+     * null until failsoft's first decision. A start is not a transition.
+     */
+    start: { on: 'redis' | 'fallback' | 'memory-only'; at: string } | null
+    /** The last transition after the start (null if there was none). */
     lastTransition: { to: string; at: string } | null
+    /** Transitions after the start (failsoft's own counts include its first decision). */
     transitions: { down: number; up: number; reset: number }
   }
   components: Array<{ name: string; backend: string; fallbackOps: number }>
@@ -34,7 +41,9 @@ export interface StatusPayload {
     skippedFull: number
     expired: number
     undeliverable: number
+    /** Cross-process messages waiting in the outbox for Redis, and the age of the oldest. */
     buffered: number
+    bufferedOldestMs: number
   }
   tasks: {
     counts: Record<string, number>
@@ -71,10 +80,26 @@ export class StatusHub {
   readonly #timer: NodeJS.Timeout
   #last = ''
   #scheduled = false
+  /** failsoft's first decision ('up' or 'down'), once seen; null before (or if unknown). */
+  #start: { to: 'up' | 'down'; at: string } | null = null
 
   constructor(deps: StatusDeps) {
     this.#deps = deps
     const health = deps.failsoft.health
+    if (health.state === 'starting') {
+      // The first transition is the start's decision: the panel shows it as the start.
+      const first = (to: 'up' | 'down') => (event: { at: number }) => {
+        if (this.#start === null) this.#start = { to, at: new Date(event.at).toISOString() }
+        up.dispose()
+        down.dispose()
+      }
+      const up = health.once('up', first('up'))
+      const down = health.once('down', first('down'))
+      this.#disposers.push(
+        () => up.dispose(),
+        () => down.dispose(),
+      )
+    }
     for (const event of ['down', 'up', 'reset'] as const) {
       const disposable = health.on(event, () => this.pushSoon())
       this.#disposers.push(() => disposable.dispose())
@@ -90,10 +115,22 @@ export class StatusHub {
     const redis = status.redis
     const transitions = (redis.transitions ?? {}) as Record<string, unknown>
     const last = redis.lastTransition as { to: string; at: string } | null | undefined
+    const memoryOnly = redis.mode === 'memory-only'
+    // failsoft counts its first decision (starting → up/down) as a transition; the panel
+    // shows it as the start instead.
+    const start = this.#start
+    const counts = {
+      down: num(transitions.down) - (start?.to === 'down' ? 1 : 0),
+      up: num(transitions.up) - (start?.to === 'up' ? 1 : 0),
+      reset: num(transitions.reset),
+    }
+    const lastAfterStart = last && counts.down + counts.up > 0 ? { to: last.to, at: last.at } : null
     const channel = layer.status()
+    const outbox = (channel.outbox ?? {}) as Record<string, unknown>
     const queueStatus = queue.status()
-    const counts: Record<string, number> = {}
-    for (const [key, value] of Object.entries(queueStatus.counts)) counts[key] = num(value)
+    tasks.refreshSpooled(queueStatus.spoolDepth)
+    const taskCounts: Record<string, number> = {}
+    for (const [key, value] of Object.entries(queueStatus.counts)) taskCounts[key] = num(value)
     return {
       type: 'status',
       process: processName,
@@ -105,12 +142,13 @@ export class StatusHub {
         forced: redis.forced === true,
         mode: typeof redis.mode === 'string' ? redis.mode : 'redis',
         error: redis.error === null ? null : redactSecrets(String(redis.error)),
-        lastTransition: last ? { to: last.to, at: last.at } : null,
-        transitions: {
-          down: num(transitions.down),
-          up: num(transitions.up),
-          reset: num(transitions.reset),
-        },
+        start: memoryOnly
+          ? { on: 'memory-only', at: redis.since }
+          : start === null
+            ? null
+            : { on: start.to === 'up' ? 'redis' : 'fallback', at: start.at },
+        lastTransition: lastAfterStart,
+        transitions: counts,
       },
       components: Object.entries(status.components).map(([name, component]) => ({
         name,
@@ -124,10 +162,11 @@ export class StatusHub {
         skippedFull: num(channel.skippedFull),
         expired: num(channel.expired),
         undeliverable: num(channel.undeliverable),
-        buffered: num((channel.outbox as Record<string, unknown> | undefined)?.size),
+        buffered: num(outbox.size),
+        bufferedOldestMs: num(outbox.oldestAgeMs),
       },
       tasks: {
-        counts,
+        counts: taskCounts,
         spoolDepth: queueStatus.spoolDepth,
         workers: queueStatus.workers.length,
       },
