@@ -1,5 +1,6 @@
 import { resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { resolveLogFormat, type LogFormat } from './log-format.js'
 
 /** Everything the reference app reads from its environment, resolved once at start-up. */
 export interface AppConfig {
@@ -38,6 +39,11 @@ export interface AppConfig {
   wsMessagesPerSecond: number
   /** pino level (`LOG_LEVEL`, default 'info'). */
   logLevel: string
+  /**
+   * `LOG_FORMAT`: 'json' (pino's JSON lines), 'pretty' (one readable line per record) or 'auto'
+   * (the default): pretty when stdout is a terminal, JSON otherwise (a pipe, a file).
+   */
+  logFormat: LogFormat
   /** Faster health timings (`FAST_HEALTH=1`): used by the tests only. */
   fastHealth: boolean
 }
@@ -45,6 +51,9 @@ export interface AppConfig {
 const appDir = fileURLToPath(new URL('.', import.meta.url))
 
 export const defaultDatabasePath = resolve(appDir, 'data', 'app.db')
+
+/** Where `npm start` connects when REDIS_URL is unset: whatever Redis listens there. */
+export const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379'
 
 export class ConfigError extends Error {
   override readonly name = 'ConfigError'
@@ -69,8 +78,11 @@ function flag(env: NodeJS.ProcessEnv, name: string, fallback: boolean): boolean 
 }
 
 /** Read the configuration from the environment; throws ConfigError naming a bad variable. */
-export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
-  const rawRedis = env.REDIS_URL ?? 'redis://127.0.0.1:6379'
+export function loadConfig(
+  env: NodeJS.ProcessEnv = process.env,
+  stdoutIsTTY: boolean | undefined = process.stdout.isTTY,
+): AppConfig {
+  const rawRedis = env.REDIS_URL || DEFAULT_REDIS_URL
   const redisUrl = /^(none|memory)$/i.test(rawRedis) ? null : rawRedis
   if (redisUrl !== null && !/^rediss?:\/\//.test(redisUrl)) {
     // Never echo the value: it may hold a password.
@@ -96,6 +108,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
       )
     }
   }
+  const logFormat = resolveLogFormat(env.LOG_FORMAT, stdoutIsTTY)
+  if (logFormat === null) {
+    throw new ConfigError(`LOG_FORMAT must be auto, pretty or json, got "${env.LOG_FORMAT}"`)
+  }
   return {
     port: integer(env, 'PORT', 3000, 0, 65_535),
     host: env.HOST || '0.0.0.0',
@@ -110,6 +126,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     bodyLimitBytes: integer(env, 'BODY_LIMIT_BYTES', 64 * 1024, 1024, 10 * 1024 * 1024),
     wsMessagesPerSecond: integer(env, 'WS_RATE_LIMIT', 10, 1, 1000),
     logLevel: env.LOG_LEVEL || 'info',
+    logFormat,
     fastHealth: flag(env, 'FAST_HEALTH', false),
   }
 }

@@ -386,6 +386,13 @@ export class AppDatabase {
       .run(run.taskId, run.task, run.attempt, run.mode, run.process, now())
   }
 
+  /** The first recorded run of a task id (by any process sharing the database), if any. */
+  taskRun(taskId: string): { mode: string; process: string } | undefined {
+    return this.#db
+      .prepare('SELECT mode, process FROM task_runs WHERE task_id = ? ORDER BY id LIMIT 1')
+      .get(taskId) as { mode: string; process: string } | undefined
+  }
+
   /** False when this task id already wrote its email (a retried or replayed job). */
   insertOutbox(email: Omit<OutboxEmail, 'id' | 'createdAt'>): boolean {
     const result = this.#db

@@ -236,6 +236,8 @@ export function safeParse(text: string): unknown {
   return JSON.parse(text, (key, value: unknown) => (key === '__proto__' ? undefined : value))
 }
 
+const UTF8 = new TextDecoder('utf-8', { fatal: true })
+
 async function readJson(req: IncomingMessage, limit: number): Promise<unknown> {
   const type = req.headers['content-type'] ?? ''
   if (!/^application\/json\s*(;|$)/i.test(type)) {
@@ -254,7 +256,14 @@ async function readJson(req: IncomingMessage, limit: number): Promise<unknown> {
     }
     chunks.push(chunk)
   }
-  const text = Buffer.concat(chunks).toString('utf8')
+  let text: string
+  try {
+    // Strict: a lenient decode turns bytes that are not UTF-8 (or a surrogate encoded in
+    // UTF-8, ED A0 80) into U+FFFD, which would then be stored as if the client had sent it.
+    text = UTF8.decode(Buffer.concat(chunks))
+  } catch {
+    throw new HttpError(400, 'invalid_encoding', 'the body is not valid UTF-8')
+  }
   try {
     return safeParse(text)
   } catch {
@@ -293,6 +302,8 @@ export interface TextRule {
 // eslint-disable-next-line no-control-regex
 const CONTROL = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]/
 const LINE_BREAK = /[\r\n\u2028\u2029]/
+/** A UTF-16 surrogate not part of a pair (JSON's "\ud800" escape): no character at all. */
+const LONE_SURROGATE = /\p{Cs}/u
 
 /** A string field, trimmed, `min`..`max` characters (code points). */
 export function text(value: unknown, field: string, rule: TextRule): string {
@@ -311,6 +322,14 @@ export function text(value: unknown, field: string, rule: TextRule): string {
   }
   if (CONTROL.test(trimmed) || (rule.singleLine === true && LINE_BREAK.test(trimmed))) {
     throw new HttpError(400, 'invalid_characters', `${field} contains control characters`, field)
+  }
+  if (LONE_SURROGATE.test(trimmed)) {
+    throw new HttpError(
+      400,
+      'invalid_characters',
+      `${field} contains an unpaired UTF-16 surrogate (not a character)`,
+      field,
+    )
   }
   return trimmed
 }

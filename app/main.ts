@@ -12,7 +12,13 @@ import { loadConfig, type AppConfig } from './config.js'
 import { chatAndPollConsumer, originVerifier, pollRoutes } from './consumers.js'
 import { Router, sendJson, sendText, staticFiles } from './http.js'
 import { createMetrics } from './metrics.js'
-import { createLogger, createServices, defaultProcessName, type Services } from './services.js'
+import {
+  createLogger,
+  createServices,
+  defaultProcessName,
+  logStartTarget,
+  type Services,
+} from './services.js'
 import { StatusHub, statusRoutes } from './status.js'
 
 /**
@@ -55,8 +61,9 @@ export function resolveConfig(options: StartOptions): AppConfig {
 
 export async function startApp(options: StartOptions = {}): Promise<RunningApp> {
   const config = resolveConfig(options)
-  const logger = createLogger(config.logLevel, options.logger)
+  const logger = createLogger(config.logLevel, options.logger, config.logFormat)
   const processName = options.processName ?? defaultProcessName('web')
+  logStartTarget(config, logger, processName, 'reference app')
   const services = createServices(config, logger, processName)
   const { db, failsoft, cache, queue, tasks } = services
   const layer = failsoft.channels({ capacity: 100, expirySeconds: 60 })
@@ -102,7 +109,7 @@ export async function startApp(options: StartOptions = {}): Promise<RunningApp> 
       return {}
     })
     projectRoutes(router, { db, cache, tasks })
-    impactRoutes(router, { db, tasks })
+    impactRoutes(router, { db, tasks, failsoft })
     contentRoutes(router, { db, tasks })
     pollRoutes(router, { db })
     statusRoutes(router, { hub, failsoft, adminToken: config.adminToken, logger })

@@ -23,7 +23,14 @@ export interface StatusPayload {
     forced: boolean
     mode: string
     error: string | null
+    /**
+     * How this process started: on Redis, on the fallbacks (Redis unreachable) or memory-only;
+     * null until failsoft's first decision. A start is not a transition.
+     */
+    start: { on: 'redis' | 'fallback' | 'memory-only'; at: string } | null
+    /** The last transition after the start (null if there was none). */
     lastTransition: { to: string; at: string } | null
+    /** Transitions after the start (failsoft's own counts include its first decision). */
     transitions: { down: number; up: number; reset: number }
   }
   components: Array<{ name: string; backend: string; fallbackOps: number }>
@@ -34,7 +41,9 @@ export interface StatusPayload {
     skippedFull: number
     expired: number
     undeliverable: number
+    /** Cross-process messages waiting in the outbox for Redis, and the age of the oldest. */
     buffered: number
+    bufferedOldestMs: number
   }
   tasks: {
     counts: Record<string, number>
@@ -71,10 +80,26 @@ export class StatusHub {
   readonly #timer: NodeJS.Timeout
   #last = ''
   #scheduled = false
+  /** failsoft's first decision ('up' or 'down'), once seen; null before (or if unknown). */
+  #start: { to: 'up' | 'down'; at: string } | null = null
 
   constructor(deps: StatusDeps) {
     this.#deps = deps
     const health = deps.failsoft.health
+    if (health.state === 'starting') {
+      // The first transition is the start's decision: the panel shows it as the start.
+      const first = (to: 'up' | 'down') => (event: { at: number }) => {
+        if (this.#start === null) this.#start = { to, at: new Date(event.at).toISOString() }
+        up.dispose()
+        down.dispose()
+      }
+      const up = health.once('up', first('up'))
+      const down = health.once('down', first('down'))
+      this.#disposers.push(
+        () => up.dispose(),
+        () => down.dispose(),
+      )
+    }
     for (const event of ['down', 'up', 'reset'] as const) {
       const disposable = health.on(event, () => this.pushSoon())
       this.#disposers.push(() => disposable.dispose())
@@ -90,10 +115,22 @@ export class StatusHub {
     const redis = status.redis
     const transitions = (redis.transitions ?? {}) as Record<string, unknown>
     const last = redis.lastTransition as { to: string; at: string } | null | undefined
+    const memoryOnly = redis.mode === 'memory-only'
+    // failsoft counts its first decision (starting → up/down) as a transition; the panel
+    // shows it as the start instead.
+    const start = this.#start
+    const counts = {
+      down: num(transitions.down) - (start?.to === 'down' ? 1 : 0),
+      up: num(transitions.up) - (start?.to === 'up' ? 1 : 0),
+      reset: num(transitions.reset),
+    }
+    const lastAfterStart = last && counts.down + counts.up > 0 ? { to: last.to, at: last.at } : null
     const channel = layer.status()
+    const outbox = (channel.outbox ?? {}) as Record<string, unknown>
     const queueStatus = queue.status()
-    const counts: Record<string, number> = {}
-    for (const [key, value] of Object.entries(queueStatus.counts)) counts[key] = num(value)
+    tasks.refreshSpooled(queueStatus.spoolDepth)
+    const taskCounts: Record<string, number> = {}
+    for (const [key, value] of Object.entries(queueStatus.counts)) taskCounts[key] = num(value)
     return {
       type: 'status',
       process: processName,
@@ -105,12 +142,13 @@ export class StatusHub {
         forced: redis.forced === true,
         mode: typeof redis.mode === 'string' ? redis.mode : 'redis',
         error: redis.error === null ? null : redactSecrets(String(redis.error)),
-        lastTransition: last ? { to: last.to, at: last.at } : null,
-        transitions: {
-          down: num(transitions.down),
-          up: num(transitions.up),
-          reset: num(transitions.reset),
-        },
+        start: memoryOnly
+          ? { on: 'memory-only', at: redis.since }
+          : start === null
+            ? null
+            : { on: start.to === 'up' ? 'redis' : 'fallback', at: start.at },
+        lastTransition: lastAfterStart,
+        transitions: counts,
       },
       components: Object.entries(status.components).map(([name, component]) => ({
         name,
@@ -124,10 +162,11 @@ export class StatusHub {
         skippedFull: num(channel.skippedFull),
         expired: num(channel.expired),
         undeliverable: num(channel.undeliverable),
-        buffered: num((channel.outbox as Record<string, unknown> | undefined)?.size),
+        buffered: num(outbox.size),
+        bufferedOldestMs: num(outbox.oldestAgeMs),
       },
       tasks: {
-        counts,
+        counts: taskCounts,
         spoolDepth: queueStatus.spoolDepth,
         workers: queueStatus.workers.length,
       },
@@ -180,15 +219,105 @@ export function bearerMatches(req: IncomingMessage, token: string): boolean {
   return timingSafeEqual(digest(header.slice('Bearer '.length)), digest(token))
 }
 
-/** Failed attempts tolerated per minute before the switch answers 429 (guessing is slow). */
-const MAX_FAILURES_PER_MINUTE = 10
+/**
+ * Failed attempts at the operator switch, per minute: at most `perClient` from one client
+ * address (an IPv6 client by its /64, which one host can rotate through), and `global` from
+ * all of them together — far higher, so that a guesser is slowed down without locking the
+ * operator out, and a guess from many addresses still meets a ceiling. Memory is bounded:
+ * addresses without a failure in the window are forgotten, and past `maxClients` tracked
+ * addresses a new one is held to the global ceiling only.
+ */
+export interface FailureLimits {
+  perClient: number
+  global: number
+  windowMs: number
+  maxClients: number
+}
+
+export const DEFAULT_FAILURE_LIMITS: FailureLimits = {
+  perClient: 10,
+  global: 1000,
+  windowMs: 60_000,
+  maxClients: 10_000,
+}
+
+/** The key failures are counted under: an IPv4 address, or the /64 of an IPv6 one. */
+export function clientKey(address: string | undefined): string {
+  if (address === undefined || address === '') return 'unknown'
+  const v4 = /^(?:::ffff:)?(\d{1,3}(?:\.\d{1,3}){3})$/i.exec(address)
+  if (v4?.[1] !== undefined) return v4[1]
+  const [head = '', tail = ''] = address.toLowerCase().split('%')[0]!.split('::')
+  const left = head === '' ? [] : head.split(':')
+  const right = tail === '' ? [] : tail.split(':')
+  const groups = address.includes('::')
+    ? [...left, ...Array<string>(Math.max(0, 8 - left.length - right.length)).fill('0'), ...right]
+    : left
+  return `${groups
+    .slice(0, 4)
+    .map((g) => g.replace(/^0+(?=.)/, ''))
+    .join(':')}::/64`
+}
+
+export class FailureLimiter {
+  readonly #limits: FailureLimits
+  readonly #clients = new Map<string, number[]>()
+  #all: number[] = []
+
+  constructor(limits: FailureLimits = DEFAULT_FAILURE_LIMITS) {
+    this.#limits = limits
+  }
+
+  /** Seconds until `key` may try again; 0 when it may try now. */
+  retryAfter(key: string, now = Date.now()): number {
+    this.#prune(now)
+    const { perClient, global, windowMs } = this.#limits
+    const own = this.#clients.get(key) ?? []
+    let until = 0
+    if (own.length >= perClient) until = own[own.length - perClient]! + windowMs
+    if (this.#all.length >= global) {
+      until = Math.max(until, this.#all[this.#all.length - global]! + windowMs)
+    }
+    return until === 0 ? 0 : Math.max(1, Math.ceil((until - now) / 1000))
+  }
+
+  fail(key: string, now = Date.now()): void {
+    this.#all.push(now)
+    const own = this.#clients.get(key)
+    if (own !== undefined) own.push(now)
+    else if (this.#clients.size < this.#limits.maxClients) this.#clients.set(key, [now])
+  }
+
+  get trackedClients(): number {
+    return this.#clients.size
+  }
+
+  #prune(now: number): void {
+    const since = now - this.#limits.windowMs
+    if (this.#all.length > 0 && this.#all[0]! <= since)
+      this.#all = this.#all.filter((t) => t > since)
+    for (const [key, times] of this.#clients) {
+      if (times[times.length - 1]! <= since) this.#clients.delete(key)
+      else if (times[0]! <= since)
+        this.#clients.set(
+          key,
+          times.filter((t) => t > since),
+        )
+    }
+  }
+}
 
 export function statusRoutes(
   router: Router,
-  deps: { hub: StatusHub; failsoft: Failsoft; adminToken: string | null; logger: Logger },
+  deps: {
+    hub: StatusHub
+    failsoft: Failsoft
+    adminToken: string | null
+    logger: Logger
+    failureLimits?: FailureLimits
+  },
 ): void {
   const { hub, failsoft, adminToken, logger } = deps
-  let failures: number[] = []
+  const failures = new FailureLimiter(deps.failureLimits)
 
   router.get('/api/status', () => ({ body: hub.snapshot() }))
 
@@ -196,22 +325,20 @@ export function statusRoutes(
     if (adminToken === null) {
       throw new HttpError(403, 'admin_disabled', 'the operator switch is disabled (no ADMIN_TOKEN)')
     }
-    const now = Date.now()
-    failures = failures.filter((at) => now - at < 60_000)
-    if (failures.length >= MAX_FAILURES_PER_MINUTE) {
+    const client = clientKey(req.socket.remoteAddress)
+    const wait = failures.retryAfter(client)
+    if (wait > 0) {
       throw new HttpError(
         429,
         'too_many_attempts',
         'too many failed attempts; retry later',
         undefined,
-        {
-          'retry-after': '60',
-        },
+        { 'retry-after': String(wait) },
       )
     }
     if (!bearerMatches(req, adminToken)) {
-      failures.push(now)
-      logger.warn({ path: '/api/admin/fallback' }, 'operator switch: authentication failed')
+      failures.fail(client)
+      logger.warn({ path: '/api/admin/fallback', client }, 'operator switch: authentication failed')
       throw new HttpError(401, 'unauthorized', 'a valid admin token is required', undefined, {
         'www-authenticate': 'Bearer',
       })

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto'
 import type { Cache, DispatchOptions, DispatchResult, TaskContext, TaskQueue } from 'failsoft'
 import type { Logger } from 'pino'
 import { impactScore, type AppDatabase, type Project } from './db.js'
@@ -29,13 +30,23 @@ export interface EmbedArgs {
 export interface DispatchRecord {
   task: string
   id: string
-  /** 'queued' | 'inline' | 'spooled' | 'deferred' | 'dropped' | 'duplicate' | 'rejected' */
-  mode: DispatchResult['mode']
-  /** Inline runs only: whether the handler succeeded. */
+  /**
+   * What failsoft did: 'queued' | 'inline' | 'spooled' | 'deferred' | 'dropped' | 'duplicate'
+   * | 'rejected' — or 'local': the app ran it in this process without the queue (a manual
+   * compost batch while Redis is unavailable, see `compostNow`).
+   */
+  mode: DispatchResult['mode'] | 'local'
+  /** Inline and local runs only: whether the handler succeeded. */
   ok?: boolean
   error?: string
   at: string
   process: string
+  /**
+   * A spooled job that left this process's spool (handed to the queue once Redis was back),
+   * and, once a run of it is recorded (by any process), where it ran.
+   */
+  handedOver?: boolean
+  ran?: { mode: string; process: string }
 }
 
 export interface TaskDeps {
@@ -58,7 +69,7 @@ export class AppTasks {
   constructor(queue: TaskQueue, deps: TaskDeps) {
     this.queue = queue
     this.#deps = deps
-    const { db, cache, logger, processName } = deps
+    const { db, processName } = deps
     // Every completed run is recorded, so a task that ran twice is visible (see recordTaskRun).
     const audited =
       <A, R>(handler: (args: A, ctx: TaskContext) => R | Promise<R>) =>
@@ -93,29 +104,11 @@ export class AppTasks {
 
     queue.define<CompostArgs, { projects: number; durationMs: number }>(
       'compost',
-      audited(async (_args: CompostArgs, ctx) => {
-        const started = performance.now()
-        const projects = db.listProjects()
-        const now = Date.now()
-        db.setImpactScores(projects.map((p) => ({ id: p.id, score: impactScore(p, now) })))
-        await invalidateProjects(
-          cache,
-          projects.map((p) => p.id),
-        )
-        const durationMs = Math.round((performance.now() - started) * 10) / 10
-        db.insertBatchRun({
-          taskId: ctx.id,
-          mode: ctx.mode,
-          process: processName,
-          projects: projects.length,
-          durationMs,
-        })
-        logger.info({ projects: projects.length, mode: ctx.mode, durationMs }, 'compost batch ran')
-        return { projects: projects.length, durationMs }
-      }),
-      // A batch is not for a request path: while Redis is down a manual run waits in the spool
-      // for a worker. The periodic run recomputes from the database (idempotent), so each
-      // replica may run it locally during an outage.
+      audited((_args: CompostArgs, ctx) => this.#compost(ctx.id, ctx.mode)),
+      // A batch is not for a request path: while Redis is down a dispatched run waits in the
+      // spool for a worker (the manual button runs it here instead: compostNow). The periodic
+      // run recomputes from the database (idempotent), so each replica may run it locally
+      // during an outage.
       { fallback: 'spool', whileDown: 'local', timeoutMs: 60_000 },
     )
 
@@ -133,6 +126,74 @@ export class AppTasks {
       }),
       { attempts: 2, backoff: { type: 'fixed', delayMs: 200 }, timeoutMs: 10_000 },
     )
+  }
+
+  /** Recompute every impact score and record the run (`taskId` unique per run). */
+  async #compost(taskId: string, mode: string): Promise<{ projects: number; durationMs: number }> {
+    const { db, cache, logger, processName } = this.#deps
+    const started = performance.now()
+    const projects = db.listProjects()
+    const now = Date.now()
+    db.setImpactScores(projects.map((p) => ({ id: p.id, score: impactScore(p, now) })))
+    await invalidateProjects(
+      cache,
+      projects.map((p) => p.id),
+    )
+    const durationMs = Math.round((performance.now() - started) * 10) / 10
+    db.insertBatchRun({ taskId, mode, process: processName, projects: projects.length, durationMs })
+    logger.info({ projects: projects.length, mode, durationMs }, 'compost batch ran')
+    return { projects: projects.length, durationMs }
+  }
+
+  /**
+   * "Recompute now": a compost batch on the queue while Redis is available; while it is not,
+   * run here and now (mode 'local') rather than spooled until Redis is back — a process whose
+   * Redis never returns would otherwise never run it. The batch recomputes from the database
+   * (idempotent), as the periodic run does locally during an outage.
+   */
+  async compostNow(available: boolean): Promise<DispatchRecord> {
+    if (available) return this.compost({ reason: 'manual' })
+    const id = `local-${randomUUID()}`
+    const record: DispatchRecord = {
+      task: 'compost',
+      id,
+      mode: 'local',
+      at: new Date().toISOString(),
+      process: this.#deps.processName,
+    }
+    try {
+      await this.#compost(id, 'local')
+      this.#deps.db.recordTaskRun({
+        taskId: id,
+        task: 'compost',
+        attempt: 1,
+        mode: 'local',
+        process: this.#deps.processName,
+      })
+      record.ok = true
+    } catch (error) {
+      record.ok = false
+      record.error = error instanceof Error ? error.message : String(error)
+      this.#deps.logger.warn({ err: error }, 'local compost batch failed')
+    }
+    this.#remember(record)
+    return record
+  }
+
+  /**
+   * Bring the spooled records up to date: handed over once this process's spool is empty
+   * (each process has its own spool, replayed in order), and where they ran once a run is
+   * recorded in the shared database. Called before the status is built.
+   */
+  refreshSpooled(spoolDepth: number): void {
+    for (const record of this.#recent) {
+      if (record.mode !== 'spooled' || record.ran !== undefined) continue
+      const run = this.#deps.db.taskRun(record.id)
+      if (run !== undefined) {
+        record.handedOver = true
+        record.ran = run
+      } else if (spoolDepth === 0) record.handedOver = true
+    }
   }
 
   sendEmail(args: EmailArgs, options?: DispatchOptions): Promise<DispatchRecord> {
@@ -161,9 +222,9 @@ export class AppTasks {
     this.#deps.logger.info({ everyMs, state: result.state }, 'compost batch scheduled')
   }
 
-  /** Newest first. */
+  /** Newest first (copies: the status payload must not change under a pending push). */
   recent(): DispatchRecord[] {
-    return [...this.#recent]
+    return this.#recent.map((record) => ({ ...record }))
   }
 
   onDispatch(listener: (record: DispatchRecord) => void): () => void {
@@ -186,6 +247,11 @@ export class AppTasks {
     } else if (result.mode === 'rejected') {
       record.error = result.error.message
     }
+    this.#remember(record)
+    return record
+  }
+
+  #remember(record: DispatchRecord): void {
     this.#recent.unshift(record)
     if (this.#recent.length > RECENT) this.#recent.length = RECENT
     for (const listener of this.#listeners) {
@@ -195,6 +261,5 @@ export class AppTasks {
         this.#deps.logger.error({ err: error }, 'a dispatch listener threw')
       }
     }
-    return record
   }
 }

@@ -1,7 +1,13 @@
 import type { WorkerHandle } from 'failsoft'
 import { runAsMain } from './cli.js'
 import { resolveConfig, type StartOptions } from './main.js'
-import { createLogger, createServices, defaultProcessName, type Services } from './services.js'
+import {
+  createLogger,
+  createServices,
+  defaultProcessName,
+  logStartTarget,
+  type Services,
+} from './services.js'
 
 /**
  * Worker-only mode (`npm run worker`): no HTTP server, just a task worker for the app's
@@ -21,8 +27,9 @@ export async function startWorker(
 ): Promise<RunningWorker> {
   const { concurrency = 8, ...rest } = options
   const config = resolveConfig(rest)
-  const logger = createLogger(config.logLevel, options.logger)
+  const logger = createLogger(config.logLevel, options.logger, config.logFormat)
   const processName = options.processName ?? defaultProcessName('worker')
+  logStartTarget(config, logger, processName, 'task worker')
   const services = createServices(config, logger, processName)
   let worker: WorkerHandle
   try {

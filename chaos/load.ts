@@ -49,7 +49,7 @@ export interface DispatchSample {
   app: string
   kind: TaskKind
   id: string
-  /** queued | inline | spooled | deferred | dropped | duplicate | rejected (the app's answer). */
+  /** queued | inline | spooled | deferred | dropped | duplicate | rejected | local (the app's answer). */
   mode: string
   /** Inline runs: whether the handler succeeded. */
   ok?: boolean

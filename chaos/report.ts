@@ -185,7 +185,8 @@ export const MEMORY_GROWTH_LIMIT = 1.3
 /** Fewer requests than this in an outage window: no p99 worth the name. */
 const MIN_OUTAGE_SAMPLES = 50
 
-const ACCEPTED = new Set(['queued', 'inline', 'spooled', 'deferred'])
+// 'local': the app's "Recompute now" while Redis is unavailable (the batch ran in the process).
+const ACCEPTED = new Set(['queued', 'inline', 'spooled', 'deferred', 'local'])
 const REFUSED = new Set(['dropped', 'rejected'])
 
 export function percentile(values: number[], p: number): number | null {
@@ -280,7 +281,7 @@ export function buildReport(input: RunInput): ChaosReport {
     d.kind === 'email' || d.kind === 'welcome' || d.kind === 'compost'
   const verdict = (d: DispatchSample): 'executed' | 'twice' | 'lost' | 'refused' | 'failed' => {
     if (REFUSED.has(d.mode)) return 'refused'
-    if (d.mode === 'inline' && d.ok === false) return 'failed'
+    if ((d.mode === 'inline' || d.mode === 'local') && d.ok === false) return 'failed'
     const rows = executions.byId.get(d.id) ?? 0
     const bySubject = d.subject === undefined ? 0 : (executions.bySubject.get(d.subject) ?? 0)
     if (rows > 1 || bySubject > 1) return 'twice'
@@ -655,7 +656,13 @@ const perApp = (values: Record<string, unknown>): string =>
     .join(' / ')
 
 function modes(m: Record<string, number>): string {
-  const short: Record<string, string> = { queued: 'q', inline: 'i', spooled: 's', deferred: 'd' }
+  const short: Record<string, string> = {
+    queued: 'q',
+    inline: 'i',
+    spooled: 's',
+    deferred: 'd',
+    local: 'l',
+  }
   const parts = Object.entries(m).map(([k, v]) => `${v}${short[k] ?? ` ${k}`}`)
   return parts.length === 0 ? '–' : parts.join(' ')
 }
@@ -726,7 +733,7 @@ export function renderMarkdown(report: ChaosReport, apps: string[]): string {
     "(the app's `x-cache` header). Chat losses count (message, receiver) pairs: every message",
     'should reach all chat clients in the room, on both processes. Tasks = notification emails,',
     'welcome emails and manual compost runs, checked by task id (and, for emails, by unique',
-    'subject) in the SQLite file; modes q/i/s/d = queued / inline / spooled / deferred.',
+    'subject) in the SQLite file; modes q/i/s/d/l = queued / inline / spooled / deferred / local.',
     '`stale outage` = older-than-acknowledged project versions served from the memory fallback',
     'while Redis was out (expected: each process has its own memory); `after` = stale answers',
     'from Redis or the database (the target). `detect` = first status sample showing the process',

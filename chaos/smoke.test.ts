@@ -1,7 +1,6 @@
-// The chaos harness's own check (≈ 30 s, so it is NOT part of `npm test`, which only runs
-// test/ and app/): one short kill under load, then the report must show that every measurement
-// actually measured something. Run it with
-//   npm run build && node --import tsx --test chaos/smoke.test.ts
+// The chaos harness's own check (≈ 15 s on 2 cores; part of `npm test`): one short kill under
+// load, then the report must show that every measurement actually measured something. Alone:
+//   npm run build && npm run test:only -- chaos
 // It asserts the harness, not failsoft's targets: those are the chaos run's job.
 import assert from 'node:assert/strict'
 import { test } from 'node:test'

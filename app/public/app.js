@@ -43,19 +43,53 @@ const SOURCE_LABEL = {
 const MODE_LABEL = {
   queued: 'queued on Redis',
   inline: 'ran inline',
+  local: 'ran here',
   spooled: 'spooled',
   deferred: 'deferred',
   dropped: 'dropped',
-  duplicate: 'duplicate',
+  duplicate: 'already done',
   rejected: 'rejected',
 }
+const MODE_TITLE = {
+  queued: 'Redis accepted the job; a worker runs it.',
+  inline: 'Redis was unavailable: it ran in the request, in this process.',
+  local:
+    'Redis was unavailable: the batch ran in this process now instead of waiting in the spool for Redis.',
+  spooled:
+    'Redis was unavailable: written to the durable spool, handed to the queue once Redis is back.',
+  deferred: 'Memory-only, delayed: runs in this process when due.',
+  dropped: 'Redis was unavailable and this task drops while it is: it will not run.',
+  duplicate:
+    'Not run again: this idempotency key already ran in this process (for an embedding, this version of the project — same id and last edit — is already embedded).',
+  rejected: 'Not accepted: nothing will run.',
+}
+
+/** Memory-only is a mode, not an outage: "memory" and "inline" are then the normal case. */
+const memoryOnly = () => Boolean(state.status && state.status.redis.mode === 'memory-only')
 
 function modeBadge(record) {
   const failed = record.ok === false || record.mode === 'rejected'
+  let label = MODE_LABEL[record.mode] || record.mode
+  let title = record.error || MODE_TITLE[record.mode] || ''
+  let settled = ''
+  if (record.mode === 'spooled' && record.ran) {
+    label = `spooled → ran (${record.ran.mode})`
+    title = `Handed from the spool to the queue once Redis was back; ran on ${record.ran.process}.`
+    settled = ' settled'
+  } else if (record.mode === 'spooled' && record.handedOver) {
+    label = 'spooled → handed over'
+    title = 'Handed from the spool to the queue once Redis was back; a worker runs it.'
+    settled = ' settled'
+  }
+  const neutral = memoryOnly() && record.mode === 'inline' ? ' neutral' : ''
   return h(
     'span',
-    { class: `badge mode-${record.mode}${failed ? ' failed' : ''}`, title: record.error || '' },
-    MODE_LABEL[record.mode] || record.mode,
+    {
+      class: `badge mode-${record.mode}${failed ? ' failed' : ''}${settled}${neutral}`,
+      title,
+      'data-mode': record.mode,
+    },
+    label,
     failed ? ' ✗' : '',
   )
 }
@@ -197,30 +231,56 @@ function fact(dl, term, value) {
   dl.append(h('dt', {}, term), h('dd', {}, value))
 }
 
+function startText(start) {
+  if (!start) return '—'
+  const where = {
+    redis: 'on Redis',
+    fallback: 'without Redis (unreachable)',
+    'memory-only': 'memory-only',
+  }[start.on]
+  return `${where || start.on} at ${time(start.at)}`
+}
+
 function renderStatus() {
   const status = state.status
   if (!status) return
+  const mem = memoryOnly()
   const view = statusView(status)
   const box = $('status-redis')
   box.dataset.state = view.state
   delete box.dataset.stale
   $('status-title').textContent = view.title
+  // Memory-only: failsoft's "error" only says that Redis is not configured, which the title says.
   $('status-detail').textContent =
-    status.redis.error && !status.redis.available
+    status.redis.error && !status.redis.available && !mem && !status.redis.forced
       ? `${view.detail} (${status.redis.error})`
       : view.detail
   $('status-since').textContent = `${time(status.redis.since)} (${ago(status.redis.since)})`
+  $('status-start').textContent = startText(status.redis.start)
   const last = status.redis.lastTransition
   $('status-last').textContent = last
     ? `${last.to === 'up' ? 'back on Redis' : last.to} at ${time(last.at)}`
-    : '—'
+    : mem
+      ? '— (no Redis: nothing to switch)'
+      : 'none since the start'
   const t = status.redis.transitions
-  $('status-transitions').textContent = `down ${t.down} · up ${t.up} · reset ${t.reset}`
-  $('status-fallback-ops').textContent = String(status.fallbackOps)
+  $('status-transitions').textContent = mem ? '—' : `down ${t.down} · up ${t.up} · reset ${t.reset}`
+  $('status-fallback-ops').textContent = mem
+    ? '— (memory-only: nothing falls back)'
+    : String(status.fallbackOps)
 
   const rows = $('status-components')
   clear(rows)
   for (const c of status.components) {
+    const backend = mem
+      ? { cls: 'local', text: 'in-process', title: 'Memory-only mode: this is its normal backend.' }
+      : c.backend === 'redis'
+        ? { cls: 'redis', text: 'Redis', title: '' }
+        : {
+            cls: 'memory',
+            text: 'memory (fallback)',
+            title: 'Redis is unavailable: the fallback serves.',
+          }
     rows.append(
       h(
         'tr',
@@ -231,11 +291,11 @@ function renderStatus() {
           {},
           h(
             'span',
-            { class: `backend backend-${c.backend}` },
-            c.backend === 'redis' ? 'Redis' : 'memory',
+            { class: `backend backend-${backend.cls}`, title: backend.title },
+            backend.text,
           ),
         ),
-        h('td', { class: 'num' }, String(c.fallbackOps)),
+        h('td', { class: 'num' }, mem ? '—' : String(c.fallbackOps)),
       ),
     )
   }
@@ -243,17 +303,36 @@ function renderStatus() {
   const more = $('status-more')
   clear(more)
   const ch = status.channels
-  fact(more, 'Channel layer', ch.backend === 'redis' ? 'Redis (all processes)' : 'in-process only')
-  fact(more, 'WebSocket clients', String(ch.websocketClients))
-  fact(more, 'Buffered for Redis', `${ch.buffered} message(s)`)
-  fact(more, 'Dropped', `${ch.skippedFull} full · ${ch.expired} expired`)
   const k = status.tasks.counts
-  fact(
-    more,
-    'Tasks',
-    `${k.queued} queued · ${k.inlineOk + k.inlineFailed} inline · ${k.spooled} spooled`,
-  )
-  fact(more, 'Spool depth', `${status.tasks.spoolDepth} job(s)`)
+  if (mem) {
+    fact(more, 'Channel layer', 'in-process (memory-only: one process)')
+    fact(more, 'WebSocket clients', String(ch.websocketClients))
+    fact(more, 'Dropped', `${ch.skippedFull} full · ${ch.expired} expired`)
+    fact(more, 'Tasks', `${k.inlineOk + k.inlineFailed} run in-process · ${k.deferred} deferred`)
+  } else {
+    fact(
+      more,
+      'Channel layer',
+      ch.backend === 'redis' ? 'Redis (all processes)' : 'in-process only',
+    )
+    fact(more, 'WebSocket clients', String(ch.websocketClients))
+    const oldest = Math.round(ch.bufferedOldestMs / 1000)
+    fact(
+      more,
+      'Buffered for Redis',
+      ch.buffered === 0
+        ? '0 messages'
+        : `${ch.buffered} message(s), oldest ${oldest} s` +
+            (oldest > 30 ? ' (past the 30 s bound: dropped, not sent, when Redis is back)' : ''),
+    )
+    fact(more, 'Dropped', `${ch.skippedFull} full · ${ch.expired} expired`)
+    fact(
+      more,
+      'Tasks',
+      `${k.queued} queued · ${k.inlineOk + k.inlineFailed} inline · ${k.spooled} spooled`,
+    )
+    fact(more, 'Spool depth', `${status.tasks.spoolDepth} job(s)`)
+  }
 
   const list = $('status-dispatches')
   clear(list)
@@ -275,7 +354,146 @@ function renderStatus() {
     ? 'Force every component onto its fallback, e.g. before Redis maintenance.'
     : 'Disabled: start the app with ADMIN_TOKEN set.'
   for (const el of $('admin-form').querySelectorAll('input, button')) el.disabled = !enabled
+  drawTimeline()
 }
+
+// ── timeline: the last minutes of the status stream, sampled once a second ─────────────────
+
+const TIMELINE_SECONDS = 300
+const SVG_NS = 'http://www.w3.org/2000/svg'
+const STATE_COLOR = {
+  up: '#1f8a4c',
+  down: '#b54708',
+  forced: '#6941c6',
+  memory: '#98a2b3',
+  starting: '#d0d5dd',
+  stale: '#e4e7ec',
+}
+const timeline = { samples: [], lastOps: null }
+
+function svg(tag, attrs, ...children) {
+  const el = document.createElementNS(SVG_NS, tag)
+  for (const [key, value] of Object.entries(attrs || {})) el.setAttribute(key, String(value))
+  for (const child of children) el.append(child instanceof Node ? child : String(child))
+  return el
+}
+
+/** One sample per second from the last status received (the page keeps no other history). */
+function sampleTimeline() {
+  const status = state.status
+  if (!status) return
+  const now = Date.now()
+  const socketOpen = state.socket && state.socket.readyState === WebSocket.OPEN
+  const ops = status.fallbackOps
+  const previous = timeline.samples[timeline.samples.length - 1]
+  // failsoft's fallbackOps counts the current outage: a drop means a new count started.
+  let rate = 0
+  if (previous && timeline.lastOps !== null) {
+    const delta = ops >= timeline.lastOps ? ops - timeline.lastOps : ops
+    rate = delta / Math.max(0.001, (now - previous.t) / 1000)
+  }
+  timeline.lastOps = ops
+  timeline.samples.push({
+    t: now,
+    state: socketOpen ? statusView(status).state : 'stale',
+    rate: memoryOnly() ? 0 : rate,
+    outbox: status.channels.buffered,
+    spool: status.tasks.spoolDepth,
+  })
+  while (timeline.samples.length > 0 && now - timeline.samples[0].t > TIMELINE_SECONDS * 1000)
+    timeline.samples.shift()
+  drawTimeline()
+}
+
+function drawTimeline() {
+  const box = $('status-timeline')
+  if (!box) return
+  const samples = timeline.samples
+  const W = 300
+  const now = samples.length > 0 ? samples[samples.length - 1].t : Date.now()
+  // The last 5 minutes; a younger page shows what it has, over at least one minute.
+  const span = samples.length > 0 ? (now - samples[0].t) / 1000 : 0
+  const windowSeconds = Math.min(TIMELINE_SECONDS, Math.max(60, Math.ceil(span / 60) * 60))
+  const x = (t) => Math.max(0, W - ((now - t) / 1000) * (W / windowSeconds))
+  const root = svg('svg', {
+    id: 'timeline-svg',
+    viewBox: `0 0 ${W} 130`,
+    width: '100%',
+    role: 'img',
+    'aria-label':
+      'Redis state, fallback operations per second, outbox and spool depth over the last 5 minutes',
+    'data-samples': samples.length,
+  })
+  // State band: one rect per run of samples in the same state.
+  const band = svg('g', { 'data-series': 'state' })
+  for (let i = 0; i < samples.length;) {
+    let j = i
+    while (j + 1 < samples.length && samples[j + 1].state === samples[i].state) j++
+    const x0 = x(samples[i].t)
+    const x1 = j + 1 < samples.length ? x(samples[j + 1].t) : W
+    band.append(
+      svg('rect', {
+        x: x0.toFixed(1),
+        y: 0,
+        width: Math.max(1, x1 - x0).toFixed(1),
+        height: 12,
+        fill: STATE_COLOR[samples[i].state] || STATE_COLOR.starting,
+        'data-state': samples[i].state,
+      }),
+    )
+    i = j + 1
+  }
+  root.append(band)
+  const mem = memoryOnly()
+  const series = [
+    { key: 'rate', label: 'fallback ops/s', color: '#b54708', unit: '' },
+    { key: 'outbox', label: 'outbox (messages)', color: '#2f6fdb', unit: '' },
+    { key: 'spool', label: 'spool (jobs)', color: '#6941c6', unit: '' },
+  ]
+  series.forEach((s, row) => {
+    const top = 18 + row * 38
+    const height = 26
+    const values = samples.map((sample) => sample[s.key])
+    const max = Math.max(1, ...values)
+    const current = values.length > 0 ? values[values.length - 1] : 0
+    const shown = s.key === 'rate' ? current.toFixed(current < 10 ? 1 : 0) : String(current)
+    const peak = Math.max(0, ...values)
+    const group = svg('g', {
+      'data-series': s.key,
+      'data-value': current,
+      'data-peak': Math.round(peak * 10) / 10,
+    })
+    group.append(
+      svg('line', { x1: 0, x2: W, y1: top + height, y2: top + height, stroke: '#e3e6eb' }),
+      svg(
+        'text',
+        { x: 0, y: top + 6, 'font-size': 9, fill: '#667085' },
+        mem
+          ? `${s.label}: none (memory-only)`
+          : `${s.label}: ${shown}${s.unit} (max ${Math.round(max)})`,
+      ),
+    )
+    if (samples.length > 1) {
+      const points = samples
+        .map(
+          (sample) =>
+            `${x(sample.t).toFixed(1)},${(top + height - (sample[s.key] / max) * (height - 8)).toFixed(1)}`,
+        )
+        .join(' ')
+      group.append(svg('polyline', { points, fill: 'none', stroke: s.color, 'stroke-width': 1.5 }))
+    }
+    root.append(group)
+  })
+  root.append(
+    svg('text', { x: 0, y: 128, 'font-size': 8, fill: '#98a2b3' }, `−${windowSeconds / 60} min`),
+  )
+  root.append(
+    svg('text', { x: W, y: 128, 'font-size': 8, fill: '#98a2b3', 'text-anchor': 'end' }, 'now'),
+  )
+  box.replaceChildren(root)
+}
+
+setInterval(sampleTimeline, 1000)
 
 setInterval(() => {
   if (state.status)
@@ -338,10 +556,15 @@ function errorBox(error) {
 
 function cacheBadge(source) {
   if (!source) return null
+  const label =
+    source === 'memory' && memoryOnly() ? 'memory (memory-only mode)' : SOURCE_LABEL[source]
   return h(
     'span',
-    { class: `badge cache-${source}`, title: 'x-cache response header' },
-    `served from ${SOURCE_LABEL[source] || source}`,
+    {
+      class: `badge cache-${source}${memoryOnly() ? ' neutral' : ''}`,
+      title: 'x-cache response header',
+    },
+    `served from ${label || source}`,
   )
 }
 
@@ -412,6 +635,14 @@ async function projectView(id) {
     try {
       const r = await api('POST', `/api/projects/${id}/embed`)
       notes.replaceChildren(dispatchLine([r.data.dispatch]))
+      if (r.data.dispatch.mode === 'duplicate')
+        notes.append(
+          h(
+            'p',
+            { class: 'muted' },
+            'Already embedded: the embedding task is keyed by the project and its last edit, and this version ran already (after the edit). Edit the project to embed it again.',
+          ),
+        )
       loadSimilar(id, similar)
     } catch (error) {
       notes.replaceChildren(errorBox(error))
@@ -840,7 +1071,7 @@ async function tasksView() {
       h(
         'p',
         { class: 'muted' },
-        'Recomputed periodically by the compost task; while Redis is down a manual run is spooled and each process runs the periodic batch locally.',
+        'Recomputed periodically by the compost task. While Redis is unavailable, "Recompute now" runs the batch here, in this process (it recomputes from the database: running it again later changes nothing), and each process runs the periodic batch locally.',
       ),
       h(
         'div',

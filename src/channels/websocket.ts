@@ -340,7 +340,24 @@ export interface ChannelWebSocketCounters {
   handlerErrors: number
   originRefused: number
   forwarded: number
+  /**
+   * Client connections that ended with a TCP reset or a broken pipe (ECONNRESET, EPIPE…): a
+   * tab closed, a network lost. Normal for a WebSocket endpoint: counted, logged at debug.
+   */
+  clientResets: number
+  /** Other errors on a client's socket: counted, logged at WARNING (at most one line per second). */
+  socketErrors: number
 }
+
+/** Socket error codes that only mean the client went away. */
+const CLIENT_GONE = new Set([
+  'ECONNRESET',
+  'EPIPE',
+  'ECONNABORTED',
+  'ETIMEDOUT',
+  'ERR_STREAM_PREMATURE_CLOSE',
+  'ERR_STREAM_DESTROYED',
+])
 
 /**
  * WebSocket endpoint (on `ws`) whose connections are channel-layer consumers: each gets its
@@ -375,6 +392,8 @@ export class ChannelWebSocketServer {
     handlerErrors: 0,
     originRefused: 0,
     forwarded: 0,
+    clientResets: 0,
+    socketErrors: 0,
   }
 
   constructor(layer: ChannelLayer, internals: LayerInternals, options: ChannelWebSocketOptions) {
@@ -426,7 +445,7 @@ export class ChannelWebSocketServer {
       refuse(socket, 503, 'Service Unavailable')
       return true
     }
-    socket.on('error', (error: unknown) => this.#logError(error, 'upgrade socket error'))
+    socket.on('error', (error: unknown) => this.#onSocketError(error))
     const accept = (): void =>
       this.#wss.handleUpgrade(request, socket, head, (ws) => this.#onConnection(ws, request))
     const verify = this.#verifyOrigin
@@ -759,7 +778,23 @@ export class ChannelWebSocketServer {
     }
   }
 
-  #logError(error: unknown, message: string, level: 'error' | 'debug' = 'error'): void {
+  /**
+   * An error on a client's TCP socket. A reset or a broken pipe is a client going away (a tab
+   * closed): counted and logged at debug. Anything else is the client's connection failing,
+   * not the service: a WARNING. ERROR stays for what breaks the service (Redis, a hook).
+   */
+  #onSocketError(error: unknown): void {
+    const code = (error as { code?: unknown } | null)?.code
+    if (typeof code === 'string' && CLIENT_GONE.has(code)) {
+      this.counters.clientResets++
+      this.#logError(error, 'client connection reset', 'debug')
+      return
+    }
+    this.counters.socketErrors++
+    this.#logError(error, 'client socket error', 'warn')
+  }
+
+  #logError(error: unknown, message: string, level: 'error' | 'warn' | 'debug' = 'error'): void {
     if (level === 'debug') {
       this.#logger.debug({ err: loggableError(error) }, message)
       return
@@ -767,7 +802,7 @@ export class ChannelWebSocketServer {
     this.#errorsSinceLog++
     const now = Date.now()
     if (now - this.#lastErrorLog < 1000) return
-    this.#logger.error({ err: loggableError(error), errors: this.#errorsSinceLog }, message)
+    this.#logger[level]({ err: loggableError(error), errors: this.#errorsSinceLog }, message)
     this.#lastErrorLog = now
     this.#errorsSinceLog = 0
   }

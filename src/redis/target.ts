@@ -31,15 +31,23 @@ export function parseRedisTarget(input: string | RedisOptions | undefined): Redi
 }
 
 function fromUrl(raw: string): RedisTarget {
+  // A URL may carry a password, and its host is not for logs either: an error about it says
+  // what is wrong, never what was received.
   let url: URL
   try {
     url = new URL(raw)
   } catch {
-    // Never echo the raw string: it may carry a password.
-    throw invalidOption('redis', 'a valid redis:// or rediss:// URL', redactUrl(raw))
+    throw invalidUrl(raw, whyUnparsable(raw))
   }
   if (url.protocol !== 'redis:' && url.protocol !== 'rediss:') {
-    throw invalidOption('redis', 'a URL with the redis: or rediss: scheme', `${url.protocol}//…`)
+    // Only a scheme written as such (before '://') is shown; 'host:6379' parses as scheme 'host:'.
+    const scheme = /^([a-z][a-z0-9+.-]{0,19}):\/\//i.exec(raw)?.[1]
+    throw invalidUrl(
+      raw,
+      scheme === undefined
+        ? 'it does not start with redis:// or rediss:// (a host:port needs the scheme in front)'
+        : `its scheme is "${scheme.toLowerCase()}:", not redis: or rediss:`,
+    )
   }
   const options: RedisOptions = { host: url.hostname.replace(/^\[(.*)\]$/, '$1') || '127.0.0.1' }
   options.port = url.port ? Number(url.port) : 6379
@@ -47,8 +55,9 @@ function fromUrl(raw: string): RedisTarget {
   if (url.password) options.password = decodeURIComponent(url.password)
   const dbText = url.pathname.replace(/^\//, '') || url.searchParams.get('db') || '0'
   const db = Number(dbText)
-  if (!Number.isInteger(db) || db < 0)
-    throw invalidOption('redis', 'a URL whose path is a database number', dbText, 'range')
+  if (!/^[0-9]+$/.test(dbText) || !Number.isSafeInteger(db)) {
+    throw invalidUrl(raw, 'its path must be a database number (/0, /1 …)', 'range')
+  }
   options.db = db
   const tls = url.protocol === 'rediss:'
   if (tls) options.tls = { servername: options.host }
@@ -76,7 +85,40 @@ function fromOptions(options: RedisOptions): RedisTarget {
   }
 }
 
-/** Strip credentials from anything that looks like a URL (for error messages). */
-export function redactUrl(text: string): string {
-  return text.replace(/(\w+:\/\/)([^@/\s]*)@/g, '$1[redacted]@')
+/**
+ * The error for a `redis` URL that cannot be used: it names the option and what is wrong, and
+ * describes the value only by its length (the URL's credentials and host are never echoed).
+ */
+function invalidUrl(
+  raw: string,
+  reason: string,
+  kind: 'type' | 'range' = 'type',
+): TypeError | RangeError {
+  const message =
+    `failsoft: option \`redis\` must be a redis:// or rediss:// URL, but ${reason}; ` +
+    `received a string of ${raw.length} characters (not shown: a URL may hold a password)`
+  const error = kind === 'range' ? new RangeError(message) : new TypeError(message)
+  Object.assign(error, { code: 'FAILSOFT_INVALID_OPTION', option: 'redis' })
+  return error
+}
+
+/** Why `new URL` refused it, found without echoing any part of it. */
+function whyUnparsable(raw: string): string {
+  if (raw.trim() === '') return 'it is empty'
+  if (raw !== raw.trim() || /\s/.test(raw)) return 'it contains spaces'
+  const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(raw)
+  if (scheme === null) return 'it does not start with redis:// or rediss://'
+  const rest = raw.slice(scheme[0].length)
+  const at = rest.lastIndexOf('@')
+  const userinfo = at < 0 ? '' : rest.slice(0, at)
+  if (/[#/?@[\]]/.test(userinfo)) {
+    return 'its username or password holds a character that must be percent-encoded (# / ? @ [ ])'
+  }
+  const authority = (at < 0 ? rest : rest.slice(at + 1)).split(/[/?#]/, 1)[0] ?? ''
+  if (authority.startsWith('[') && !authority.includes(']')) return 'its IPv6 host lacks its "]"'
+  const port = /^(?:\[[^\]]*\]|[^:]*):(.*)$/.exec(authority)?.[1]
+  if (port !== undefined && port !== '' && !(/^[0-9]{1,5}$/.test(port) && Number(port) <= 65535)) {
+    return 'its port is not a number between 1 and 65535'
+  }
+  return 'it is not a valid URL'
 }

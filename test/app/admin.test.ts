@@ -1,8 +1,10 @@
 // The operator switch (forced fallback behind ADMIN_TOKEN) and what must never leak: the admin
 // token and the Redis password stay out of the status payload and the logs.
 import assert from 'node:assert/strict'
+import { request } from 'node:http'
 import { describe, test } from 'node:test'
 import { waitFor } from '../support/fault-kit.js'
+import { clientKey, FailureLimiter } from '../../app/status.js'
 import { captureLogs, http, redis, startTestApp, WsClient } from './helpers.js'
 
 process.on('unhandledRejection', (reason) => {
@@ -92,7 +94,76 @@ describe('operator switch', () => {
     for (let i = 0; i < 10; i++) assert.equal((await attempt()).status, 401)
     const blocked = await attempt()
     assert.equal(blocked.status, 429)
-    assert.equal(blocked.headers.get('retry-after'), '60')
+    const wait = Number(blocked.headers.get('retry-after'))
+    assert.ok(wait >= 1 && wait <= 60, `retry-after ${wait}`)
+  })
+
+  test('the lock-out is per client address: a guesser does not lock the operator out', async (t) => {
+    const app = await startTestApp(t, { redisUrl: null, adminToken: TOKEN })
+    const { port } = new URL(app.url)
+    // From another loopback address (Linux routes all of 127.0.0.0/8 to lo).
+    const from = (localAddress: string, token: string) =>
+      new Promise<number>((resolve, reject) => {
+        const body = JSON.stringify({ force: false })
+        const req = request(
+          {
+            host: '127.0.0.1',
+            port,
+            localAddress,
+            method: 'POST',
+            path: '/api/admin/fallback',
+            headers: {
+              authorization: `Bearer ${token}`,
+              'content-type': 'application/json',
+              'content-length': Buffer.byteLength(body),
+            },
+          },
+          (res) => {
+            res.resume()
+            res.on('end', () => resolve(res.statusCode ?? 0))
+          },
+        )
+        req.on('error', reject)
+        req.end(body)
+      })
+    for (let i = 0; i < 10; i++)
+      assert.equal(await from('127.0.0.2', 'wrong-guess-0123456789'), 401)
+    assert.equal(
+      await from('127.0.0.2', 'wrong-guess-0123456789'),
+      429,
+      'the guesser is locked out',
+    )
+    assert.equal(await from('127.0.0.2', TOKEN), 429, 'even with the right token, for now')
+    assert.equal(await from('127.0.0.1', TOKEN), 200, 'the operator, elsewhere, is not')
+    assert.equal(await from('127.0.0.3', 'wrong-guess-0123456789'), 401, 'nor another client')
+  })
+
+  test('a global ceiling, far above the per-client limit, holds many addresses together', () => {
+    const limiter = new FailureLimiter({
+      perClient: 3,
+      global: 10,
+      windowMs: 60_000,
+      maxClients: 4,
+    })
+    const t0 = 1_000_000
+    for (let i = 0; i < 3; i++) limiter.fail('10.0.0.1', t0)
+    assert.ok(limiter.retryAfter('10.0.0.1', t0) > 0, 'per client')
+    assert.equal(limiter.retryAfter('10.0.0.2', t0), 0, 'another client may try')
+    for (let i = 0; i < 7; i++) limiter.fail(`10.0.1.${i}`, t0 + 1000)
+    assert.equal(limiter.trackedClients, 4, 'bounded memory: past maxClients, global only')
+    assert.equal(limiter.retryAfter('10.0.0.99', t0 + 1000), 59, 'the global ceiling')
+    assert.equal(limiter.retryAfter('10.0.0.99', t0 + 61_000), 0, 'a minute later, open again')
+    assert.equal(limiter.trackedClients, 0, 'old failures are forgotten')
+  })
+
+  test('failures are counted per IPv4 address and per IPv6 /64', () => {
+    assert.equal(clientKey('::ffff:192.0.2.7'), '192.0.2.7')
+    assert.equal(clientKey('192.0.2.7'), '192.0.2.7')
+    assert.equal(clientKey('2001:db8:a:b:1:2:3:4'), '2001:db8:a:b::/64')
+    assert.equal(clientKey('2001:db8:a:b::9'), '2001:db8:a:b::/64')
+    assert.equal(clientKey('2001:db8::1'), '2001:db8:0:0::/64')
+    assert.equal(clientKey('::1'), '0:0:0:0::/64')
+    assert.equal(clientKey(undefined), 'unknown')
   })
 })
 

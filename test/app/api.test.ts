@@ -190,6 +190,42 @@ describe('validation', () => {
     }
   })
 
+  test('a lone UTF-16 surrogate or bytes that are not UTF-8 are refused, never stored as U+FFFD', async (t) => {
+    const app = await startTestApp(t, { redisUrl: null })
+    const raw = (body: string | Uint8Array, path = '/api/projects', method = 'POST') =>
+      http<ErrorBody & ProjectBody>(`${app.url}${path}`, {
+        method,
+        raw: body,
+        headers: { 'content-type': 'application/json' },
+      })
+    // The JSON escapes of a lone high and a lone low surrogate.
+    for (const escape of ['\\ud800', '\\udfff', 'ab\\ud83d']) {
+      const res = await raw(`{"title":"Lone ${escape} surrogate"}`)
+      assert.equal(res.status, 400, `${escape}: ${JSON.stringify(res.body)}`)
+      assert.deepEqual([res.body.error.code, res.body.error.field], ['invalid_characters', 'title'])
+    }
+    const patched = await raw('{"owner":"Bad \\udc00 owner"}', '/api/projects/1', 'PATCH')
+    assert.deepEqual([patched.status, patched.body.error.field], [400, 'owner'])
+    // A surrogate encoded in UTF-8 (ED A0 80, which a lenient decoder turns into three U+FFFD),
+    // and a byte that is never UTF-8.
+    for (const bytes of [[0xed, 0xa0, 0x80], [0xff]]) {
+      const body = Buffer.concat([
+        Buffer.from('{"title":"Bad '),
+        Buffer.from(bytes),
+        Buffer.from(' title"}'),
+      ])
+      const res = await raw(body)
+      assert.equal(res.status, 400, JSON.stringify(res.body))
+      assert.equal(res.body.error.code, 'invalid_encoding')
+    }
+    // A real pair (an emoji) is fine, and nothing refused was stored.
+    const ok = await raw('{"title":"Compost \\ud83c\\udf31 club"}')
+    assert.equal(ok.status, 201)
+    assert.equal(ok.body.project.title, 'Compost \u{1f331} club')
+    const list = await http<ListBody>(`${app.url}/api/projects`)
+    assert.ok(list.body.projects.every((p) => !p.title.includes('\ufffd')))
+  })
+
   test('a __proto__ key in a body pollutes nothing', async (t) => {
     const app = await startTestApp(t, { redisUrl: null })
     const res = await http<ProjectBody>(`${app.url}/api/projects`, {

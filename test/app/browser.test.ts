@@ -3,13 +3,21 @@
 // 2 s while same-process chat keeps working; Redis restarts, the panels show Redis again and
 // cross-process chat resumes. A screenshot of each phase goes to test-artifacts/app-e2e/.
 import assert from 'node:assert/strict'
-import { existsSync, mkdirSync } from 'node:fs'
+import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { describe, test } from 'node:test'
 import { chromium, type Browser, type Page } from 'playwright-core'
-import { defer, redis, repoRoot, spawnApp, tempDir, uniquePrefix } from './helpers.js'
-
-const CHROMIUM = '/usr/bin/chromium'
+import {
+  CHROMIUM,
+  CHROMIUM_ARGS,
+  CHROMIUM_MISSING,
+  defer,
+  redis,
+  repoRoot,
+  spawnApp,
+  tempDir,
+  uniquePrefix,
+} from './helpers.js'
 const artifacts = join(repoRoot, 'test-artifacts', 'app-e2e')
 
 process.on('unhandledRejection', (reason) => {
@@ -53,7 +61,7 @@ const panel = (page: Page, state: 'up' | 'down', timeout: number) =>
 describe('the reference app in a browser', () => {
   test(
     'two processes, one room: crossing, degraded within 2 s, in-process chat, recovery',
-    { skip: existsSync(CHROMIUM) ? false : `${CHROMIUM} is absent (Debian package chromium)` },
+    { skip: CHROMIUM === null ? CHROMIUM_MISSING : false },
     async (t) => {
       mkdirSync(artifacts, { recursive: true })
       const server = await redis(t)
@@ -67,16 +75,8 @@ describe('the reference app in a browser', () => {
       const two = await spawnApp(t, { ...common, SPOOL_PATH: join(dir, 'spool-2.jsonl') })
 
       const browser = await chromium.launch({
-        executablePath: CHROMIUM,
-        args: [
-          '--no-sandbox',
-          '--disable-gpu',
-          '--disable-background-networking',
-          '--disable-quic',
-          '--no-first-run',
-          '--disable-component-update',
-          '--disable-sync',
-        ],
+        executablePath: CHROMIUM as string,
+        args: CHROMIUM_ARGS,
       })
       defer(t, () => browser.close())
       const problems: string[] = []

@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { accessSync, constants, mkdtempSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { delimiter, join } from 'node:path'
 import { Writable } from 'node:stream'
 import { fileURLToPath } from 'node:url'
 import { pino, type Logger } from 'pino'
@@ -15,6 +15,51 @@ import {
 } from '../support/fault-kit.js'
 
 export const repoRoot = fileURLToPath(new URL('../../', import.meta.url))
+
+// ── headless Chromium for the browser tests ─────────────────────────────────────────────────
+
+const CHROMIUM_NAMES = ['chromium', 'chromium-browser', 'google-chrome', 'google-chrome-stable']
+
+function executable(path: string): boolean {
+  try {
+    accessSync(path, constants.X_OK)
+    return statSync(path).isFile()
+  } catch {
+    return false
+  }
+}
+
+/**
+ * The Chromium the browser tests drive: `CHROMIUM_PATH` if set, else the first of chromium,
+ * chromium-browser, google-chrome, google-chrome-stable found on PATH; null if none is.
+ */
+export function findChromium(env: NodeJS.ProcessEnv = process.env): string | null {
+  if (env.CHROMIUM_PATH) return executable(env.CHROMIUM_PATH) ? env.CHROMIUM_PATH : null
+  const dirs = (env.PATH ?? '').split(delimiter).filter(Boolean)
+  for (const name of CHROMIUM_NAMES) {
+    for (const dir of dirs) {
+      const candidate = join(dir, name)
+      if (executable(candidate)) return candidate
+    }
+  }
+  return null
+}
+
+export const CHROMIUM = findChromium()
+/** The skip reason when no Chromium is found (a failure under CI: scripts/run-tests.mjs). */
+export const CHROMIUM_MISSING = process.env.CHROMIUM_PATH
+  ? `CHROMIUM_PATH=${process.env.CHROMIUM_PATH} is not an executable file`
+  : `no ${CHROMIUM_NAMES.join(' / ')} on PATH (Debian package chromium; or set CHROMIUM_PATH)`
+
+export const CHROMIUM_ARGS = [
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-background-networking',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-component-update',
+  '--disable-sync',
+]
 
 let counter = 0
 export const uniquePrefix = (): string => `apptest-${process.pid}-${++counter}`
@@ -103,10 +148,15 @@ export interface HttpResult<T = Record<string, unknown>> {
 /** fetch + JSON, never throws on an HTTP error status. */
 export async function http<T = Record<string, unknown>>(
   url: string,
-  init: { method?: string; body?: unknown; headers?: Record<string, string>; raw?: string } = {},
+  init: {
+    method?: string
+    body?: unknown
+    headers?: Record<string, string>
+    raw?: string | Uint8Array
+  } = {},
 ): Promise<HttpResult<T>> {
   const headers: Record<string, string> = { ...init.headers }
-  let body: string | undefined = init.raw
+  let body: string | Uint8Array | undefined = init.raw
   if (init.body !== undefined) {
     headers['content-type'] ??= 'application/json'
     body = JSON.stringify(init.body)
@@ -263,8 +313,10 @@ export async function spawnApp(
       for (const line of output.split('\n')) {
         if (!line.includes(wanted)) continue
         clearTimeout(timer)
-        const record = JSON.parse(line) as { url?: string }
-        resolve(record.url ?? '')
+        // A JSON line, or a LOG_FORMAT=pretty one (`… url=http://127.0.0.1:PORT …`).
+        let url = /\burl=(\S+)/.exec(line)?.[1] ?? ''
+        if (line.startsWith('{')) url = (JSON.parse(line) as { url?: string }).url ?? ''
+        resolve(url)
         return
       }
     }

@@ -83,7 +83,13 @@ describe('two app processes on one Redis', () => {
       RUN_WORKER: '0',
       SPOOL_PATH: join(dir, 'web.jsonl'),
     })
-    await spawnApp(t, { ...common, SPOOL_PATH: join(dir, 'worker.jsonl') }, 'worker')
+    const worker = await spawnApp(t, { ...common, SPOOL_PATH: join(dir, 'worker.jsonl') }, 'worker')
+    // Its first log line says which Redis it uses, as the web process's does.
+    const first = JSON.parse(worker.output().split('\n')[0] ?? '') as { msg: string }
+    assert.match(
+      first.msg,
+      new RegExp(`^task worker starting: Redis at 127\\.0\\.0\\.1:${server.port}/0`),
+    )
     const sent = await http<{ dispatch: { id: string; mode: string } }>(
       `${web.url}/api/notifications`,
       {

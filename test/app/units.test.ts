@@ -1,11 +1,17 @@
 // Pure pieces of the reference app: configuration, the local embedding, the impact score and
 // the secret scrubbing of status messages. No Redis, no server.
 import assert from 'node:assert/strict'
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { describe, test } from 'node:test'
 import { ConfigError, defaultDatabasePath, loadConfig } from '../../app/config.js'
 import { impactScore } from '../../app/db.js'
 import { DIMENSIONS, embed, nearest, similarity, tokenize } from '../../app/embedding.js'
+import { prettyLine, resolveLogFormat } from '../../app/log-format.js'
+import { logStartTarget, redisTargetLabel } from '../../app/services.js'
 import { redactSecrets } from '../../app/status.js'
+import { captureLogs, findChromium } from './helpers.js'
 
 describe('configuration', () => {
   test('defaults: port 3000, local Redis, database under app/data, worker on', () => {
@@ -92,5 +98,81 @@ describe('status messages', () => {
     )
     assert.equal(redactSecrets('bad password=hunter2 here'), 'bad password=[redacted] here')
     assert.equal(redactSecrets('x'.repeat(1000)).length, 300)
+  })
+})
+
+describe('the browser tests find Chromium', () => {
+  test('on PATH under any of its usual names, or at CHROMIUM_PATH; null when absent', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'failsoft-chromium-'))
+    try {
+      const fake = join(dir, 'chromium-browser')
+      writeFileSync(fake, '#!/bin/sh\n')
+      assert.equal(findChromium({ PATH: dir }), null, 'not executable: not a browser')
+      chmodSync(fake, 0o755)
+      assert.equal(findChromium({ PATH: `/nonexistent:${dir}` }), fake)
+      assert.equal(findChromium({ PATH: '', CHROMIUM_PATH: fake }), fake)
+      assert.equal(findChromium({ PATH: dir, CHROMIUM_PATH: join(dir, 'missing') }), null)
+      assert.equal(findChromium({ PATH: '/nonexistent' }), null)
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+})
+
+describe('log output', () => {
+  test('LOG_FORMAT: pretty on a terminal, JSON on a pipe, unless set; anything else refused', () => {
+    assert.equal(resolveLogFormat(undefined, true), 'pretty')
+    assert.equal(resolveLogFormat(undefined, false), 'json')
+    assert.equal(resolveLogFormat('auto', undefined), 'json')
+    assert.equal(resolveLogFormat('json', true), 'json')
+    assert.equal(resolveLogFormat('pretty', false), 'pretty')
+    assert.equal(loadConfig({}, true).logFormat, 'pretty')
+    assert.equal(loadConfig({}, false).logFormat, 'json')
+    assert.throws(
+      () => loadConfig({ LOG_FORMAT: 'yaml' }),
+      /LOG_FORMAT must be auto, pretty or json/,
+    )
+  })
+
+  test('a pretty line: time, level, component, message, then the other fields', () => {
+    const at = new Date(2026, 0, 2, 3, 4, 5, 67)
+    const line = JSON.stringify({
+      level: 50,
+      time: at.getTime(),
+      pid: 1,
+      hostname: 'h',
+      name: 'failsoft-app',
+      lib: 'failsoft',
+      component: 'health',
+      err: { type: 'Error', message: 'connect ECONNREFUSED 127.0.0.1:6379', stack: 'x' },
+      target: '127.0.0.1:6379/0',
+      msg: 'Redis unavailable',
+    })
+    assert.equal(
+      prettyLine(line, false),
+      '03:04:05.067 ERROR [health] Redis unavailable  err="connect ECONNREFUSED 127.0.0.1:6379" target=127.0.0.1:6379/0\n',
+    )
+    assert.ok(prettyLine(line, true).includes('\x1b[31mERROR\x1b[0m'), 'the level in red')
+    assert.equal(prettyLine('not json', false), 'not json\n')
+  })
+
+  test('the start line shows host:port/db of REDIS_URL, never its credentials', () => {
+    assert.equal(redisTargetLabel('redis://u:secret@cache.example:6380/2'), 'cache.example:6380/2')
+    assert.equal(redisTargetLabel('rediss://cache.example'), 'cache.example:6379/0')
+    assert.equal(redisTargetLabel('redis://[::1]:7000'), '[::1]:7000/0')
+    assert.equal(redisTargetLabel('redis://u:p#w@host:1'), null)
+  })
+
+  test('the start line of plain `npm start` says it uses the default Redis', () => {
+    const logs = captureLogs()
+    logStartTarget(loadConfig({}), logs.logger, 'web-1', 'reference app')
+    logStartTarget(loadConfig({ REDIS_URL: 'none' }), logs.logger, 'web-1', 'reference app')
+    assert.deepEqual(
+      logs.records().map((r) => r.msg),
+      [
+        'reference app starting: Redis at 127.0.0.1:6379/0 (the default: REDIS_URL is unset), every key under "failsoft-app:"',
+        'reference app starting without Redis (memory-only: REDIS_URL=none, no socket is opened)',
+      ],
+    )
   })
 })

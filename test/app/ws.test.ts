@@ -54,6 +54,9 @@ describe('WebSocket safety', () => {
     await client.next((m) => m.type === 'error' && m.code === 'invalid_room')
     client.send({ type: 'chat.join', room: 'ok', name: 'a\nb' })
     await client.next((m) => m.type === 'error' && m.code === 'invalid_characters')
+    const from = client.messages.length
+    client.socket.send('{"type":"chat.join","room":"ok","name":"lone \\ud800"}')
+    await client.next((m) => m.type === 'error' && m.code === 'invalid_characters', { from })
     await joinRoom(client, 'ok', 'mallory')
     client.send({ type: 'chat.message', text: 'x'.repeat(501) })
     await client.next((m) => m.type === 'error' && m.code === 'invalid_length')
