@@ -49,6 +49,7 @@ const MODE_LABEL = {
   dropped: 'dropped',
   duplicate: 'already done',
   rejected: 'rejected',
+  unconfirmed: 'unconfirmed',
 }
 const MODE_TITLE = {
   queued: 'Redis accepted the job; a worker runs it.',
@@ -62,6 +63,8 @@ const MODE_TITLE = {
   duplicate:
     'Not run again: this idempotency key already ran in this process (for an embedding, this version of the project — same id and last edit — is already embedded).',
   rejected: 'Not accepted: nothing will run.',
+  unconfirmed:
+    'Sent to Redis without an answer, and the spool was full: it runs once if Redis took it, otherwise never.',
 }
 
 /** Memory-only is a mode, not an outage: "memory" and "inline" are then the normal case. */

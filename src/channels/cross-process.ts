@@ -311,7 +311,7 @@ export class CrossProcess {
     let flushed = 0
     try {
       while (this.#monitor.available && !this.#closed) {
-        const batch = this.outbox.peek(FLUSH_BATCH)
+        const batch = this.outbox.peek(FLUSH_BATCH, this.#monitor.clock.now())
         if (batch.length === 0) {
           this.#holding = false
           break
@@ -516,6 +516,9 @@ export class CrossProcess {
 
   /** Periodic: expire kept messages, forget idle publishers. */
   sweep(idleBefore: number): void {
+    // Messages past the outbox's age bound are dropped (and counted) now, not only at the
+    // next flush: during a long outage they must not count as waiting.
+    this.outbox.peek(0, this.#monitor.clock.now())
     this.retention.expire(this.#monitor.clock.now())
     this.#publisherSeq.prune(idleBefore)
     this.#reassembly.prune(performance.now() - (Date.now() - idleBefore))
@@ -523,6 +526,7 @@ export class CrossProcess {
 
   /** Publishes still buffered (closing: handed to Redis if it answers, within `ms`). */
   async drain(ms: number): Promise<void> {
+    this.outbox.peek(0, this.#monitor.clock.now())
     if (this.outbox.size === 0 || !this.#monitor.available) return
     this.#holding = true
     await Promise.race([this.flush(), sleep(ms, undefined, true)])

@@ -6,7 +6,12 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { describe, test } from 'node:test'
 import { FileSpool } from '../../src/tasks/spool-file.js'
-import { MemorySpool, encodeEntry, type JobJournal, type SpooledJob } from '../../src/tasks/spool.js'
+import {
+  MemorySpool,
+  encodeEntry,
+  type JobJournal,
+  type SpooledJob,
+} from '../../src/tasks/spool.js'
 import { tempDir } from './helpers.js'
 
 const entry = (n: number) => ({
