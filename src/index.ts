@@ -24,7 +24,8 @@ export {
   MessageTooLargeError,
 } from './errors.js'
 export { ChannelLayer } from './channels/layer.js'
-export type { ChannelBackend, ReceiveOptions } from './channels/layer.js'
+export type { ChannelBackend, ChannelLayerStatus, ReceiveOptions } from './channels/layer.js'
+export type { ChannelLayerApi } from './channels/api.js'
 export type { ChannelMessage } from './channels/message.js'
 export { defaultChannelLayerOptions } from './channels/options.js'
 export type { ChannelLayerOptions, ChannelLayerInput } from './channels/options.js'
@@ -34,6 +35,8 @@ export type {
   ClientMessage,
   Consumer,
   ConsumerContext,
+  ChannelWebSocketCounters,
+  ChannelWebSocketStatus,
 } from './channels/websocket.js'
 export { Cache } from './cache/cache.js'
 export type { CacheStatus, SetOptions } from './cache/cache.js'
@@ -57,6 +60,8 @@ export {
 } from './errors.js'
 export { TaskQueue } from './tasks/queue.js'
 export type { TaskCounts, TaskQueueStatus } from './tasks/queue.js'
+export type { SpoolStatus } from './tasks/spool.js'
+export type { ScheduleStatus } from './tasks/scheduler.js'
 export { Task } from './tasks/task.js'
 export type { DispatchOptions, DispatchResult, TaskContext, TaskHandler } from './tasks/task.js'
 export { defaultTaskOptions, defaultTaskQueueOptions } from './tasks/options.js'

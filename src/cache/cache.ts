@@ -16,6 +16,7 @@ import { GenerationKeeper } from './generation.js'
 import { awaitGeneration, PeerWait, type PeerWaitDeps } from './peer-wait.js'
 import { reconcile } from './reconcile.js'
 import type { CacheStatus, SetOptions } from './status.js'
+import { FENCE_CHECKS, FENCE_MIN_MS } from '../tunables.js'
 
 export type { CacheStatus, SetOptions } from './status.js'
 
@@ -116,7 +117,7 @@ export class Cache {
       this.#problem('a cached value could not be deserialized; served as a miss', error)
     })
     this.#maxStaleMs = options.memory.maxStaleSeconds * 1000
-    this.#fenceMs = Math.max(500, 2.5 * options.generationCheckMs)
+    this.#fenceMs = Math.max(FENCE_MIN_MS, FENCE_CHECKS * options.generationCheckMs)
     this.#memory = new MemoryStore({
       maxEntries: options.memory.maxEntries,
       maxBytes: options.memory.maxBytes,

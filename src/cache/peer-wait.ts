@@ -1,16 +1,7 @@
 import type { Logger } from '../logger.js'
 import type { RedisStore, Runner } from './redis-store.js'
 import { sleep } from '../util/sleep.js'
-
-/**
- * Other instances whose last clean mark is older than this instance's own last one (before its
- * outage) by more than this were not alive then: they are not waited for after a recovery.
- * Far longer than a clean mark's period (generationCheckMs) and than any outage worth waiting
- * through; it only keeps long-dead instances out of the count.
- */
-export const PEER_ALIVE_MS = 10_000
-/** While waiting for other instances, their marks are counted this often. */
-export const PEER_POLL_MS = 25
+import { PEER_ALIVE_MS, PEER_POLL_MS } from '../tunables.js'
 
 export interface PeerWaitDeps {
   readonly redis: RedisStore

@@ -3,6 +3,7 @@ import type { FailsoftContext } from '../context.js'
 import type { ComponentHandle, HealthMonitor } from '../health/monitor.js'
 import { loggableError, type Logger } from '../logger.js'
 import { safeJsonParse } from '../util/json.js'
+import type { ChannelLayerApi } from './api.js'
 import { CrossProcess, type TopicKind } from './cross-process.js'
 import { LocalChannels, type Sink } from './memory-layer.js'
 import {
@@ -61,7 +62,7 @@ const WARNING_INTERVAL_MS = 10_000
  * - Message times are on Redis' clock (`monitor.clock`), so expiry does not depend on the
  *   hosts' clocks agreeing.
  */
-export class ChannelLayer {
+export class ChannelLayer implements ChannelLayerApi {
   /** This layer's process identifier: the routing part of every channel `newChannel` returns. */
   readonly processId: string
   readonly name: string

@@ -1,5 +1,6 @@
 import type { HeadTuple, RangeTuple } from './control.js'
 import type { WireMessage } from './message.js'
+import { RANGE_TIMEOUT_MS, RANGE_TRIES } from '../tunables.js'
 
 /** What the receiver side needs from the layer. */
 export interface ReassemblyDeps {
@@ -29,9 +30,6 @@ interface StreamState {
   seen: number
 }
 
-/** A range unanswered for this long is asked again, once; then given up (counted lost). */
-const RANGE_TIMEOUT_MS = 1000
-const RANGE_TRIES = 2
 /** Messages held behind one gap before it is given up (the rest delivered, the gap counted lost). */
 const MAX_HELD = 1000
 

@@ -5,7 +5,7 @@ import { WebSocketServer, type RawData, type WebSocket } from 'ws'
 import { invalidOption } from '../errors.js'
 import { loggableError, type Logger } from '../logger.js'
 import { safeJsonParse } from '../util/json.js'
-import type { ChannelLayer } from './layer.js'
+import type { ChannelLayerApi } from './api.js'
 import type { Sink } from './memory-layer.js'
 import type { ChannelMessage, Entry } from './message.js'
 
@@ -49,7 +49,7 @@ export interface ConsumerContext {
   /** This connection's channel name on the layer (`layer.send(channel, …)` reaches it). */
   readonly channel: string
   readonly request: IncomingMessage
-  readonly layer: ChannelLayer
+  readonly layer: ChannelLayerApi
   /** Groups joined through `groupAdd` (discarded automatically on close). */
   readonly groups: ReadonlySet<string>
   /**
@@ -102,6 +102,9 @@ export interface ChannelWebSocketOptions {
 }
 
 /** @internal What the layer lends its WebSocket servers. */
+/** `server.status()`: the endpoint's path, clients connected now, and its counters. */
+export type ChannelWebSocketStatus = { path: string; clients: number } & ChannelWebSocketCounters
+
 export interface LayerInternals {
   /** `newChannel` without the promise. */
   newChannel(prefix: string): string
@@ -366,7 +369,7 @@ const CLIENT_GONE = new Set([
  * size, send buffer, pending frames, frame rate; dead sockets are found by ping/pong.
  */
 export class ChannelWebSocketServer {
-  readonly #layer: ChannelLayer
+  readonly #layer: ChannelLayerApi
   readonly #internals: LayerInternals
   readonly #options: Resolved
   readonly #factory: ChannelWebSocketOptions['consumer']
@@ -396,7 +399,7 @@ export class ChannelWebSocketServer {
     socketErrors: 0,
   }
 
-  constructor(layer: ChannelLayer, internals: LayerInternals, options: ChannelWebSocketOptions) {
+  constructor(layer: ChannelLayerApi, internals: LayerInternals, options: ChannelWebSocketOptions) {
     this.#options = resolve(options)
     this.#layer = layer
     this.#internals = internals
@@ -476,7 +479,7 @@ export class ChannelWebSocketServer {
     return true
   }
 
-  status(): Record<string, unknown> {
+  status(): ChannelWebSocketStatus {
     return { path: this.#options.path, clients: this.clientCount, ...this.counters }
   }
 

@@ -29,6 +29,7 @@ import type {
   RecoveryContext,
   RedisStatus,
 } from './types.js'
+import { PROBE_RETRY_AFTER_TIMEOUT_MS } from '../tunables.js'
 
 export type {
   ComponentHandle,
@@ -44,8 +45,6 @@ export type {
 
 const now = (): number => Date.now()
 
-/** Delay before the next probe when one timed out (it has waited its deadline already). */
-const PROBE_RETRY_AFTER_TIMEOUT_MS = 20
 /** Rounds of recovery steps before giving up on a component that keeps needing one. */
 const MAX_RECOVERY_ROUNDS = 10
 

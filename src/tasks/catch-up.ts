@@ -14,13 +14,8 @@ import type { JobJournal, SpooledJob } from './spool.js'
 import type { TaskCounts } from './status.js'
 import type { TaskDefinition } from './task.js'
 import type { TaskWorker } from './worker.js'
+import { REPLAY_BUDGET_MS } from '../tunables.js'
 
-/**
- * Replay budget per recovery round, in ms: the monitor runs another round while work remains
- * (needsRecovery), so a long spool never holds one step near its `recoveryTimeoutMs` (5000),
- * and the other components are not kept on their fallbacks by one queue's backlog.
- */
-export const REPLAY_BUDGET_MS = 1500
 /** Retry of recovery writes Redis refused for now (OOM…): first delay, doubling up to the cap. */
 const REFUSED_RETRY_MS = 250
 const REFUSED_RETRY_MAX_MS = 2000

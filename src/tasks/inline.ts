@@ -3,6 +3,7 @@ import { sleep } from '../util/sleep.js'
 import { TaskTimeoutError } from '../errors.js'
 import { backoffDelay } from './options.js'
 import type { TaskContext, TaskDefinition } from './task.js'
+import { SETTLE_GRACE_MS } from '../tunables.js'
 
 export type RunOutcome = { ok: true; value: unknown } | { ok: false; error: Error }
 
@@ -69,13 +70,6 @@ export function startTry(
     },
   }
 }
-
-/**
- * A try that timed out is waited for this long before the next try: a handler that honours
- * its signal ends within it and is retried; one that does not is still running, and another
- * try beside it would run the task twice at once — the remaining tries are given up instead.
- */
-export const SETTLE_GRACE_MS = 1000
 
 /** All tries of a handler in this process, with the task's backoff between them; tries never overlap. */
 export async function runWithRetries(

@@ -39,11 +39,10 @@ import {
 } from './task.js'
 import type { TaskCounts, TaskQueueStatus } from './status.js'
 import { TaskWorker, type WorkOptions, type WorkerHandle } from './worker.js'
+import { ORPHAN_RESCAN_MS } from '../tunables.js'
 
 export type { TaskCounts, TaskQueueStatus } from './status.js'
 
-/** How often journals left by dead processes are looked for while Redis is up. */
-const ORPHAN_RESCAN_MS = 10_000
 /** Idempotency keys run inline during one outage, remembered to skip repeats. */
 const MAX_KEYED = 100_000
 const LOG_EVERY_MS = 10_000

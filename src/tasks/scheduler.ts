@@ -211,13 +211,13 @@ export class Schedules {
       })
   }
 
-  status(): Array<Record<string, unknown>> {
+  status(): ScheduleStatus[] {
     return [...this.#entries.values()].map((e) => ({
       id: e.id,
       task: e.name,
       everyMs: e.everyMs,
       synced: e.synced,
-      whileDown: this.#runsLocally(e) ? 'local' : 'skip',
+      whileDown: this.#runsLocally(e) ? ('local' as const) : ('skip' as const),
       localRuns: e.localRuns,
       localSkipped: e.localSkipped,
     }))
@@ -227,4 +227,17 @@ export class Schedules {
     this.#closed = true
     this.stopLocal()
   }
+}
+
+/** One periodic task (in `tasks.status().schedules`). */
+export interface ScheduleStatus {
+  id: string
+  task: string
+  everyMs: number
+  /** The BullMQ job scheduler exists in Redis as defined here. */
+  synced: boolean
+  /** What happens to its runs while Redis is unavailable. */
+  whileDown: 'local' | 'skip'
+  localRuns: number
+  localSkipped: number
 }

@@ -1,7 +1,8 @@
 import { promises as fs } from 'node:fs'
 import { basename, dirname, join, resolve } from 'node:path'
 import { SpoolFullError } from '../errors.js'
-import { LOCK_TOUCH_MS, SlotFile } from './spool-slot.js'
+import { LOCK_TOUCH_MS } from '../tunables.js'
+import { SlotFile } from './spool-slot.js'
 import {
   BATCH,
   decodeEntry,
@@ -12,6 +13,7 @@ import {
   type ReplaySender,
   type SpoolEntry,
   type SpooledJob,
+  type SpoolStatus,
 } from './spool.js'
 
 const MAX_SLOTS = 64
@@ -224,7 +226,7 @@ export class FileSpool implements JobJournal {
     return { replayed, corrupt, done }
   }
 
-  status(): Record<string, unknown> {
+  status(): SpoolStatus {
     return {
       durable: true,
       path: this.#slot?.path ?? this.#path,

@@ -3,6 +3,7 @@ import { constants, promises as fs, readFileSync } from 'node:fs'
 import type { FileHandle } from 'node:fs/promises'
 import { hostname, uptime } from 'node:os'
 import { safeJsonParse } from '../util/json.js'
+import { LOCK_STALE_MS } from '../tunables.js'
 
 const READ_CHUNK = 1024 * 1024
 const CURSOR_WIDTH = 20
@@ -58,14 +59,6 @@ function isAlive(pid: number): boolean {
     return (error as NodeJS.ErrnoException).code === 'EPERM'
   }
 }
-
-/**
- * The owner of a live lock touches it this often, and a lock written on another host (a spool
- * directory on a shared volume, where its PID means nothing here) is stale once untouched for
- * LOCK_STALE_MS.
- */
-export const LOCK_TOUCH_MS = 10_000
-const LOCK_STALE_MS = 60_000
 
 /** A lock held by a process that no longer exists (or that ran before a reboot). */
 function isStale(lock: LockInfo | null, lockAgeMs: number): boolean {

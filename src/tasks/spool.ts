@@ -54,8 +54,25 @@ export interface JobJournal {
   /** Look again for journals left by dead processes (file spool; nothing for memory). */
   rescan(): void
   replay(send: ReplaySender, budget: ReplayBudget): Promise<ReplayOutcome>
-  status(): Record<string, unknown>
+  status(): SpoolStatus
   close(): Promise<void>
+}
+
+/** A journal's status (in `tasks.status().spool`). */
+export interface SpoolStatus {
+  /** File journal (fsynced before a dispatch resolves) or memory (`spool.path: false`). */
+  durable: boolean
+  /** The file this process appends to (file journal). */
+  path?: string
+  /** Jobs waiting for Redis. */
+  depth: number
+  bytes: number
+  /** Jobs handed to the queue, since creation. */
+  replayed: number
+  /** Lines that could not be read (a torn write at a crash): skipped. */
+  corrupt: number
+  /** Journals of dead processes this process adopted (file journal). */
+  adopted?: number
 }
 
 /** Jobs handed to the queue per replay batch. */
@@ -150,7 +167,7 @@ export class MemorySpool implements JobJournal {
     return { replayed, corrupt, done: this.#entries.length === 0 }
   }
 
-  status(): Record<string, unknown> {
+  status(): SpoolStatus {
     return {
       durable: false,
       depth: this.#entries.length,

@@ -1,3 +1,5 @@
+import type { ScheduleStatus } from './scheduler.js'
+import type { SpoolStatus } from './spool.js'
 import type { WorkerStatus } from './worker.js'
 
 /** Counts since the queue was created, by what became of each dispatch. */
@@ -43,7 +45,7 @@ export interface TaskQueueStatus {
   tasks: string[]
   counts: TaskCounts
   inline: { running: number; waiting: number; concurrency: number; maxWaiting: number }
-  spool: Record<string, unknown> | null
+  spool: SpoolStatus | null
   /** Jobs in this process's spool, waiting for Redis. */
   spoolDepth: number
   /** "Done" markers of inline runs waiting to be written to Redis. */
@@ -52,6 +54,6 @@ export interface TaskQueueStatus {
   markersLost: number
   producer: string
   workers: WorkerStatus[]
-  schedules: Array<Record<string, unknown>>
+  schedules: ScheduleStatus[]
   errors: number
 }

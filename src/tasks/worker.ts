@@ -13,6 +13,7 @@ import { startTry, type RunOutcome } from './inline.js'
 import type { KeepJobs } from './options.js'
 import { TASK_ID_OPTION } from './producer.js'
 import type { TaskDefinition } from './task.js'
+import { LEASE_ABORT_PERIODS } from '../tunables.js'
 
 /** Options of `tasks.work(options)`. */
 export interface WorkOptions {
@@ -102,8 +103,6 @@ const MARKER_RETRY_MS = 1000
  */
 const MIN_DEFER_MS = 200
 const MAX_DEFER_MS = 1000
-/** A run whose lease renewals have not reached Redis for this many lease periods is asked to stop. */
-const LEASE_ABORT_PERIODS = 1.5
 
 /**
  * A BullMQ worker for every task defined on the queue, with failsoft's connection defaults

@@ -119,8 +119,12 @@ describe('projects API through the cache', () => {
       list.body.projects.find((p) => p.id === 3)?.title,
       'Solar cooperative (edited offline)',
     )
-    // And it is Redis that serves it from now on.
-    assert.equal((await http(`${app.url}/api/projects/3`)).headers.get('x-cache'), 'redis')
+    // And it is Redis that serves it from now on — once the cache's peer wait (reads stay off
+    // Redis until the other instances confirmed their reconciliation) is over.
+    await waitFor(
+      async () => (await http(`${app.url}/api/projects/3`)).headers.get('x-cache') === 'redis',
+      { timeoutMs: 3000, message: 'served by Redis again' },
+    )
   })
 })
 

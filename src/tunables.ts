@@ -1,0 +1,82 @@
+/**
+ * The timing constants whose values depend on each other or on the options' defaults, in one
+ * place, each with the reason for its value. They are not options: changing one means checking
+ * the others named beside it. (Sizes of batches and buffers stay with the code that uses them.)
+ */
+
+// ── health ───────────────────────────────────────────────────────────────────────────────────
+
+/**
+ * After a probe that timed out, the next one starts this soon (ms), not a whole probe interval
+ * later: it has already waited its deadline, so this is no tight loop, and a partition that has
+ * just healed is seen at once. (Was 1 s of a 1 s recovery budget in one blackhole run.)
+ */
+export const PROBE_RETRY_AFTER_TIMEOUT_MS = 20
+
+// ── tasks ────────────────────────────────────────────────────────────────────────────────────
+
+/**
+ * Spool replay per recovery round (ms). Well under `recoveryTimeoutMs` (5000 by default), so one
+ * queue's backlog never fails its recovery step; the monitor runs another round while work
+ * remains (needsRecovery), and the other components' steps run beside it.
+ */
+export const REPLAY_BUDGET_MS = 1500
+
+/**
+ * A worker whose lease renewals have not reached Redis for this many lease periods asks its
+ * handler to stop (LeaseLostError). Another run can take the lease two periods after the last
+ * renewal (the takeover needs one period of silence, then one more after it was first seen), so
+ * 1.5 leaves the handler half a period to stop first.
+ */
+export const LEASE_ABORT_PERIODS = 1.5
+
+/**
+ * An inline try that timed out is waited for this long (ms) before the next try: a handler that
+ * honours its signal ends within it; one still running after it is not tried again beside it.
+ */
+export const SETTLE_GRACE_MS = 1000
+
+/**
+ * While Redis is up, spool journals left by processes that died are looked for this often (ms):
+ * a process that dies while the others run must not wait for one to restart.
+ */
+export const ORPHAN_RESCAN_MS = 10_000
+
+/**
+ * A spool lock's owner touches it this often (ms); a lock written on another host is stale once
+ * untouched for LOCK_STALE_MS — six touches missed, far more than a GC pause or a busy disk.
+ */
+export const LOCK_TOUCH_MS = 10_000
+export const LOCK_STALE_MS = 60_000
+
+// ── cache ────────────────────────────────────────────────────────────────────────────────────
+
+/**
+ * Peer wait: instances whose last clean mark is older than this instance's own last one (before
+ * its outage) by more than this (ms) were not alive then and are not waited for. Far longer than
+ * a clean mark's period (`generationCheckMs`, 200) and than an outage worth waiting through.
+ */
+export const PEER_ALIVE_MS = 10_000
+
+/** Peer wait: the other instances' marks are counted this often (ms) while waiting. */
+export const PEER_POLL_MS = 25
+
+/**
+ * A cache's confirmation of its generation lasts FENCE_CHECKS × `generationCheckMs` (at least
+ * FENCE_MIN_MS): long enough for a healthy instance, which confirms every check, never to need
+ * an extra round trip, short enough that clear() — which waits for instances confirmed within
+ * that window — resolves quickly when one has just died. `peerWaitMs` (1000) must exceed two
+ * checks, the time an instance takes to adopt a new generation and say so.
+ */
+export const FENCE_CHECKS = 2.5
+export const FENCE_MIN_MS = 500
+
+// ── channels ─────────────────────────────────────────────────────────────────────────────────
+
+/**
+ * Gap repair: a range asked of a publisher and not answered within this (ms) is asked again,
+ * RANGE_TRIES in all, then given up (counted lost). A publisher answers in one round trip when
+ * it is up; one that is down flushes its own outbox and announces its heads when it is back.
+ */
+export const RANGE_TIMEOUT_MS = 1000
+export const RANGE_TRIES = 2
