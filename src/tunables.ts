@@ -61,16 +61,6 @@ export const PEER_ALIVE_MS = 10_000
 /** Peer wait: the other instances' marks are counted this often (ms) while waiting. */
 export const PEER_POLL_MS = 25
 
-/**
- * A cache's confirmation of its generation lasts FENCE_CHECKS × `generationCheckMs` (at least
- * FENCE_MIN_MS): long enough for a healthy instance, which confirms every check, never to need
- * an extra round trip, short enough that clear() — which waits for instances confirmed within
- * that window — resolves quickly when one has just died. `peerWaitMs` (1000) must exceed two
- * checks, the time an instance takes to adopt a new generation and say so.
- */
-export const FENCE_CHECKS = 2.5
-export const FENCE_MIN_MS = 500
-
 // ── channels ─────────────────────────────────────────────────────────────────────────────────
 
 /**

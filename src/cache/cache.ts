@@ -13,10 +13,9 @@ import type { ResolvedCacheOptions } from './options.js'
 import { RedisStore, type Runner } from './redis-store.js'
 import { CacheBus } from './bus.js'
 import { GenerationKeeper } from './generation.js'
-import { awaitGeneration, PeerWait, type PeerWaitDeps } from './peer-wait.js'
+import { PeerWait, type PeerWaitDeps } from './peer-wait.js'
 import { reconcile } from './reconcile.js'
 import type { CacheStatus, SetOptions } from './status.js'
-import { FENCE_CHECKS, FENCE_MIN_MS } from '../tunables.js'
 
 export type { CacheStatus, SetOptions } from './status.js'
 
@@ -61,15 +60,6 @@ export class Cache {
   readonly #codec: CacheCodec
   readonly #onClose: () => void
   readonly #maxStaleMs: number
-  /**
-   * How long a confirmation of the generation lasts here, in ms: an operation on Redis with no
-   * confirmation sent within it first asks again (a heartbeat). Another instance that moves
-   * the generation (clear(), a recovery's bump) waits for every instance marked within this
-   * window to use the new one; an instance silent for longer is not waited for — and, being
-   * unconfirmed, asks before its next operation. Hence: no read or write that starts after the
-   * move completed uses the old generation, in any process. 2.5 × generationCheckMs, ≥ 500.
-   */
-  readonly #fenceMs: number
   readonly #fills: Fills
   readonly #timer: NodeJS.Timeout | null = null
   readonly #bus: CacheBus | null = null
@@ -117,7 +107,6 @@ export class Cache {
       this.#problem('a cached value could not be deserialized; served as a miss', error)
     })
     this.#maxStaleMs = options.memory.maxStaleSeconds * 1000
-    this.#fenceMs = Math.max(FENCE_MIN_MS, FENCE_CHECKS * options.generationCheckMs)
     this.#memory = new MemoryStore({
       maxEntries: options.memory.maxEntries,
       maxBytes: options.memory.maxBytes,
@@ -141,6 +130,12 @@ export class Cache {
             instanceId: this.#instanceId,
             run: this.#run,
             bus: l1,
+            // Another process moved the generation (seen by any operation, the periodic check
+            // or the bus): memory copies belong to the old one.
+            onMoved: () => {
+              this.#epoch++
+              this.#memory.clear()
+            },
           })
     this.#handle = context.monitor.register({
       name: this.name,
@@ -207,11 +202,6 @@ export class Cache {
       redis: this.#redis,
       run: this.#run,
       bus: this.#bus,
-      fenceMs: this.#fenceMs,
-      onChanged: () => {
-        this.#epoch++
-        this.#memory.clear()
-      },
       background: (error) => this.#background(error),
     })
     this.#timer = setInterval(() => this.#tick(), options.generationCheckMs)
@@ -349,7 +339,6 @@ export class Cache {
         this.#memory.clear()
         return
       }
-      if (this.#peers !== null) await awaitGeneration(this.#peerDeps())
       try {
         await redis.sweep(this.#run)
       } catch (error) {
@@ -424,13 +413,6 @@ export class Cache {
    */
   #routeNow(): Route | Promise<Route> {
     const route = this.#route()
-    if (route === 'redis') {
-      // Not confirmed for a while (this process was stalled, or its checks failed): another
-      // instance may have moved the generation and stopped waiting for us. Ask first.
-      const generation = this.#generation
-      if (generation === null || generation.fresh()) return route
-      return generation.beat().then(() => this.#route())
-    }
     if (route !== 'memory' || this.#redis === null || !this.#monitor.available) return route
     if (performance.now() - this.#syncFailedAt < SYNC_RETRY_MS) return route
     this.#syncing ??= this.#syncWhileUp().finally(() => {
@@ -603,8 +585,7 @@ export class Cache {
     this.#epoch++
     await this.#bus?.connect()
     try {
-      const sentAt = performance.now()
-      this.#generation?.confirmed(sentAt, await redis.sync(context.run))
+      await redis.sync(context.run)
     } catch (error) {
       if (isConnectivityError(error)) throw error
       // A Redis that refuses the cache's commands (e.g. an ACL without EVAL) must not keep
@@ -622,9 +603,7 @@ export class Cache {
     this.#recovery = context
     await this.#reconcile(context.run, context.lateCommandsFenced)
     // Our outage writes are gone from Redis; other instances may still hold theirs.
-    const sentAt = performance.now()
-    const { at, changed } = await redis.heartbeat(context.run)
-    this.#generation?.confirmed(sentAt, changed)
+    const { at } = await redis.heartbeat(context.run)
     if (this.#options.peerWaitMs > 0) this.#peers?.begin(at, this.#generation?.lastCleanAt ?? null)
     this.#memory.clear()
     this.#epoch++
@@ -636,11 +615,9 @@ export class Cache {
     return {
       redis,
       run: this.#run,
-      fenceMs: this.#fenceMs,
       peerWaitMs: this.#options.peerWaitMs,
       namespace: this.namespace,
       logger: this.#logger,
-      confirmed: (sentAt, changed) => this.#generation?.confirmed(sentAt, changed),
       background: (error) => this.#background(error),
       available: () => !this.#closed && this.#monitor.available,
     }
@@ -685,8 +662,7 @@ export class Cache {
     if (redis === null) return
     try {
       await this.#bus?.connect()
-      const sentAt = performance.now()
-      this.#generation?.confirmed(sentAt, await redis.sync(this.#run))
+      await redis.sync(this.#run)
       this.#epoch++
       // Not a recovery: nothing can say whether an unsure write could still land.
       await this.#reconcile(this.#run, false)

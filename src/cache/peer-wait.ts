@@ -1,19 +1,14 @@
 import type { Logger } from '../logger.js'
 import type { RedisStore, Runner } from './redis-store.js'
-import { sleep } from '../util/sleep.js'
 import { PEER_ALIVE_MS, PEER_POLL_MS } from '../tunables.js'
 
 export interface PeerWaitDeps {
   readonly redis: RedisStore
   readonly run: Runner
-  /** The fence window (see Cache): instances marked within it count as alive. */
-  readonly fenceMs: number
   /** Longest wait after a recovery. */
   readonly peerWaitMs: number
   readonly namespace: string
   readonly logger: Logger
-  /** A reply read the generation (adopted if it moved) from a command sent at `sentAt`. */
-  readonly confirmed: (sentAt: number, changed: boolean) => void
   readonly background: (error: unknown) => void
   /** Whether the monitor still says up (an outage ends any wait). */
   readonly available: () => boolean
@@ -40,10 +35,9 @@ interface Waiting {
  * every instance alive just before the outage has deleted, in Redis, the keys it changed in
  * memory meanwhile, Redis still holds their old values. After its own recovery an instance
  * therefore keeps its reads off Redis until none of those instances is left unconfirmed (a
- * clean mark in [from, before) and none since) and every instance alive now uses the current
- * generation (another's recovery may have moved it) — or until `peerWaitMs`. The generation is
- * read in the same script as the marks, so a wait never ends on a mark while this instance
- * still holds the generation that mark's owner replaced.
+ * clean mark in [from, before) and none since) — or until `peerWaitMs`. (A peer whose recovery
+ * bumped the generation is seen by the very next operation here: every operation on a data key
+ * checks the generation in the same round trip, see RedisStore.)
  */
 export class PeerWait {
   readonly #deps: PeerWaitDeps
@@ -93,21 +87,17 @@ export class PeerWait {
 
   #poll(wait: Waiting, onEnd: (end: PeerWaitEnd) => void): void {
     if (this.#waiting !== wait || !this.#deps.available()) return
-    const next = (waitingFor: { unconfirmed: number; stale: number } | null): void => {
+    const next = (waitingFor: { unconfirmed: number } | null): void => {
       if (this.#waiting !== wait) return
-      const clean = waitingFor !== null && waitingFor.unconfirmed === 0 && waitingFor.stale === 0
+      const clean = waitingFor !== null && waitingFor.unconfirmed === 0
       if (clean || performance.now() >= wait.deadline) {
         this.#end(wait, clean ? null : (waitingFor ?? false), onEnd)
       } else {
         wait.timer = setTimeout(() => this.#poll(wait, onEnd), PEER_POLL_MS)
       }
     }
-    const sentAt = performance.now()
-    this.#deps.redis.peers(wait.from, wait.before, this.#deps.fenceMs, this.#deps.run).then(
-      (reply) => {
-        this.#deps.confirmed(sentAt, reply.changed)
-        next(reply)
-      },
+    this.#deps.redis.peers(wait.from, wait.before, this.#deps.run).then(
+      (reply) => next(reply),
       (error: unknown) => {
         // An outage ends the wait (stop); anything else is retried until the deadline.
         this.#deps.background(error)
@@ -118,7 +108,7 @@ export class PeerWait {
 
   #end(
     wait: Waiting,
-    left: { unconfirmed: number; stale: number } | null | false,
+    left: { unconfirmed: number } | null | false,
     onEnd: (end: PeerWaitEnd) => void,
   ): void {
     this.stop()
@@ -130,7 +120,6 @@ export class PeerWait {
           namespace: this.#deps.namespace,
           peerWaitMs: this.#deps.peerWaitMs,
           unconfirmedPeers: left === false ? null : left.unconfirmed,
-          peersOnOlderGeneration: left === false ? null : left.stale,
         },
         'other instances of this cache have not confirmed their reconciliation; reading from Redis anyway',
       )
@@ -140,27 +129,5 @@ export class PeerWait {
       downtimeMs: wait.downtimeMs,
       timedOut: left !== null,
     })
-  }
-}
-
-/**
- * After this instance moved the generation: wait until every other instance alive now uses it
- * — they adopt it at their next check and say so at the one after (≤ 2 × generationCheckMs) —
- * or has been silent for the fence window (it then asks before its next operation). Bounded by
- * the fence window; Redis failing meanwhile ends it (the others learn the generation when they
- * recover).
- */
-export async function awaitGeneration(deps: PeerWaitDeps): Promise<void> {
-  const deadline = performance.now() + deps.fenceMs + PEER_POLL_MS
-  for (;;) {
-    let stale: number
-    try {
-      stale = (await deps.redis.peers(0, 0, deps.fenceMs, deps.run)).stale
-    } catch (error) {
-      deps.background(error)
-      return
-    }
-    if (stale === 0 || performance.now() >= deadline || !deps.available()) return
-    await sleep(PEER_POLL_MS)
   }
 }

@@ -16,6 +16,11 @@ export interface RedisStoreOptions {
   run: Runner
   /** Publish invalidations on `${base}:bus` for other processes' memory tiers. */
   bus: boolean
+  /**
+   * The generation this store uses moved (another process cleared the namespace, or bumped
+   * it in its recovery): memory copies belong to the old one.
+   */
+  onMoved?: () => void
 }
 
 /** A bus message: keys changed by `i`, or a new generation `g` (everything changed). */
@@ -44,48 +49,63 @@ export function isLease(text: string): boolean {
 }
 
 /**
+ * Every command on a data key checks, in the same round trip, that the generation it was sent
+ * for is still the current one (see RedisStore). A script begins with this: KEYS[1] is the
+ * generation key, ARGV[1] the generation expected; when it moved, the script does nothing and
+ * answers MOVED with the current generation (false if missing). The data key is KEYS[2], the
+ * script's own arguments follow from ARGV[2].
+ */
+const MOVED = '~moved'
+function checked(body: string): ReturnType<typeof script> {
+  return script(`
+local g = redis.call('GET', KEYS[1])
+if g ~= ARGV[1] then return {'${MOVED}', g or false} end
+${body}`)
+}
+
+/**
  * A `getOrSet` miss: the value if it is there after all, else a lease on the key — the token
  * of the lease in place (another load of the same key is running somewhere) or a new one. The
  * lease and the read are atomic, so any write or delete after this point replaces the marker
- * and the load's fill is refused. KEYS: data. ARGV: lease marker, candidate token, lease TTL
- * in ms. Returns {1, text, pttl} on a hit, {0, token} otherwise.
+ * and the load's fill is refused. ARGV: lease marker, candidate token, lease TTL in ms.
+ * Returns {1, text, pttl} on a hit, {0, token} otherwise.
  */
-const ACQUIRE = script(`
-local v = redis.call('GET', KEYS[1])
+const ACQUIRE = checked(`
+local v = redis.call('GET', KEYS[2])
 if v then
-  if string.sub(v, 1, #ARGV[1]) == ARGV[1] then return {0, string.sub(v, #ARGV[1] + 1)} end
-  return {1, v, redis.call('PTTL', KEYS[1])}
+  if string.sub(v, 1, #ARGV[2]) == ARGV[2] then return {0, string.sub(v, #ARGV[2] + 1)} end
+  return {1, v, redis.call('PTTL', KEYS[2])}
 end
-redis.call('SET', KEYS[1], ARGV[1] .. ARGV[2], 'PX', ARGV[3])
-return {0, ARGV[2]}
+redis.call('SET', KEYS[2], ARGV[2] .. ARGV[3], 'PX', ARGV[4])
+return {0, ARGV[3]}
 `)
 
 /**
  * A `getOrSet` fill: store the loaded text only if the key still holds this load's lease.
- * KEYS: data. ARGV: lease marker + token, text, TTL in ms ('0' = none), bus channel ('' =
- * none), bus message. Returns 1 when stored, 0 when the lease was gone.
+ * ARGV: lease marker + token, text, TTL in ms ('0' = none), bus channel ('' = none), bus
+ * message. Returns 1 when stored, 0 when the lease was gone.
  */
-const FILL = script(`
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-if ARGV[3] == '0' then redis.call('SET', KEYS[1], ARGV[2]) else redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end
-if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
+const FILL = checked(`
+if redis.call('GET', KEYS[2]) ~= ARGV[2] then return 0 end
+if ARGV[4] == '0' then redis.call('SET', KEYS[2], ARGV[3]) else redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4]) end
+if ARGV[5] ~= '' then redis.call('PUBLISH', ARGV[5], ARGV[6]) end
 return 1
 `)
 
-/** 'l1' reads: the value and its remaining TTL in one round trip. KEYS: data. */
-const GET_WITH_TTL = script(`
-local v = redis.call('GET', KEYS[1])
+/** 'l1' reads: the value and its remaining TTL in one round trip. */
+const GET_WITH_TTL = checked(`
+local v = redis.call('GET', KEYS[2])
 if not v then return false end
-return {v, redis.call('PTTL', KEYS[1])}
+return {v, redis.call('PTTL', KEYS[2])}
 `)
 
 /**
  * Does the key hold a value (not a lease)? Reads at most the marker's length of it.
- * KEYS: data. ARGV: lease marker. Returns 1 or 0.
+ * ARGV: lease marker. Returns 1 or 0.
  */
-const HAS = script(`
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-if redis.call('GETRANGE', KEYS[1], 0, #ARGV[1] - 1) == ARGV[1] then return 0 end
+const HAS = checked(`
+if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
+if redis.call('GETRANGE', KEYS[2], 0, #ARGV[2] - 1) == ARGV[2] then return 0 end
 return 1
 `)
 
@@ -98,16 +118,16 @@ return 1
 
 /**
  * A delete removes the value, or a lease (a load in flight for the key can no longer store),
- * and publishes its bus notice. KEYS: data. ARGV: lease marker, bus channel ('' = none),
- * message. Returns 1 when a value (not a lease) was removed.
+ * and publishes its bus notice. ARGV: lease marker, bus channel ('' = none), message.
+ * Returns 1 when a value (not a lease) was removed.
  */
-const DELETE = script(`
+const DELETE = checked(`
 local held = 0
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  if redis.call('GETRANGE', KEYS[1], 0, #ARGV[1] - 1) ~= ARGV[1] then held = 1 end
-  redis.call('UNLINK', KEYS[1])
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  if redis.call('GETRANGE', KEYS[2], 0, #ARGV[2] - 1) ~= ARGV[2] then held = 1 end
+  redis.call('UNLINK', KEYS[2])
 end
-if ARGV[2] ~= '' then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
+if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
 return held
 `)
 
@@ -130,43 +150,26 @@ return g
 /**
  * The periodic check and this instance's "clean" mark, in one round trip. Records the server's
  * time as the last moment this instance was on Redis with nothing left to reconcile (score of
- * its id in the members set) and the generation it uses (the `held` hash), forgets members
- * silent for longer than the prune age, and returns the generation (false if missing) with
- * that time. Other instances read the marks when they recover, and after they move the
- * generation (see PEERS). KEYS: generation, members, held. ARGV: instance id, prune age ms,
- * generation in use here ('' = none yet). Returns {generation | false, server time ms}.
+ * its id in the members set), forgets members silent for longer than the prune age, and
+ * returns the generation (false if missing) with that time. Other instances read the marks
+ * when they recover (see PEERS). KEYS: generation, members. ARGV: instance id, prune age ms.
+ * Returns {generation | false, server time ms}.
  */
 const HEARTBEAT = script(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZADD', KEYS[2], now, ARGV[1])
-redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
-local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[2]), 'LIMIT', 0, 100)
-for _, m in ipairs(gone) do
-  redis.call('ZREM', KEYS[2], m)
-  redis.call('HDEL', KEYS[3], m)
-end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[2]))
 return {redis.call('GET', KEYS[1]), now}
 `)
 
 /**
- * What the other instances of the namespace are up to, in one round trip: how many were alive
- * before `before` (a mark in [from, before)) and have not marked themselves clean since; how
- * many are alive now (a mark within `window` ms of the server's time) and still use another
- * generation than the current one; and the current generation. KEYS: generation, members,
- * held. ARGV: from, before, window ms, own id. Returns {unconfirmed, stale, generation | false}.
+ * After this instance's recovery: how many other instances were alive before `before` (a mark
+ * in [from, before)) and have not marked themselves clean since, with the current generation.
+ * KEYS: generation, members. ARGV: from, before. Returns {unconfirmed, generation | false}.
  */
 const PEERS = script(`
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local g = redis.call('GET', KEYS[1])
-local unconfirmed = redis.call('ZCOUNT', KEYS[2], ARGV[1], '(' .. ARGV[2])
-local stale = 0
-local alive = redis.call('ZRANGEBYSCORE', KEYS[2], now - tonumber(ARGV[3]), '+inf')
-for _, m in ipairs(alive) do
-  if m ~= ARGV[4] and redis.call('HGET', KEYS[3], m) ~= g then stale = stale + 1 end
-end
-return {unconfirmed, stale, g}
+return {redis.call('ZCOUNT', KEYS[2], ARGV[1], '(' .. ARGV[2]), redis.call('GET', KEYS[1])}
 `)
 
 /** A TTL as the scripts and SET take it: whole ms, at least 1; 0 for no expiry. */
@@ -186,6 +189,8 @@ export function newToken(): string {
 const MEMBER_PRUNE_MS = 60 * 60 * 1000
 
 const SCAN_COUNT = 500
+/** Generation moves an operation follows before it gives up (each is a clear() or a reset). */
+const MAX_MOVES = 3
 const UNLINK_BATCH = 500
 
 /**
@@ -208,11 +213,10 @@ export class RedisStore implements CacheStore {
   readonly generationKey: string
   /** Sorted set: instance id → server time (ms) of its last clean mark. */
   readonly membersKey: string
-  /** Hash: instance id → the generation it used at its last mark. */
-  readonly heldKey: string
   readonly channel: string
   readonly #run: Runner
   readonly #bus: boolean
+  readonly #onMoved: () => void
   #generation: string | null = null
   #dataPrefix = ''
 
@@ -221,10 +225,10 @@ export class RedisStore implements CacheStore {
     this.instanceId = options.instanceId
     this.generationKey = `${options.base}:gen`
     this.membersKey = `${options.base}:members`
-    this.heldKey = `${options.base}:held`
     this.channel = `${options.base}:bus`
     this.#run = options.run
     this.#bus = options.bus
+    this.#onMoved = options.onMoved ?? (() => undefined)
   }
 
   /** True once the generation is known: until then the store must not be used. */
@@ -243,9 +247,16 @@ export class RedisStore implements CacheStore {
 
   // ── the store contract ─────────────────────────────────────────────────────────────────────
 
+  /** The value, or undefined (a miss, or a lease). One MGET: the generation with the value. */
   async get(key: string, run: Runner = this.#run): Promise<string | undefined> {
-    const text = await run((redis) => cork(redis).get(this.dataKey(key)))
-    return text === null || isLease(text) ? undefined : text
+    for (let moves = 0; ; moves++) {
+      const generation = this.#expected()
+      const dataKey = this.dataKey(key)
+      const [g, text] = await run((redis) => cork(redis).mget(this.generationKey, dataKey))
+      if (g === generation)
+        return text === null || text === undefined || isLease(text) ? undefined : text
+      await this.#moved(g, moves, run)
+    }
   }
 
   /** The value and its remaining lifetime in ms (null: no expiry), or undefined. */
@@ -253,9 +264,7 @@ export class RedisStore implements CacheStore {
     key: string,
     run: Runner = this.#run,
   ): Promise<{ text: string; ttlMs: number | null } | undefined> {
-    const reply = await run((redis) =>
-      evalScript(cork(redis), GET_WITH_TTL, [this.dataKey(key)], []),
-    )
+    const reply = await this.#eval(GET_WITH_TTL, key, [], run)
     if (!Array.isArray(reply)) return undefined
     const [text, pttl] = reply as [unknown, unknown]
     if (typeof text !== 'string' || isLease(text)) return undefined
@@ -273,15 +282,22 @@ export class RedisStore implements CacheStore {
     ttlMs: number | null,
     run: Runner = this.#run,
   ): Promise<boolean> {
-    const dataKey = this.dataKey(key)
     const ttl = pxOf(ttlMs)
-    await run((redis): Promise<unknown> => {
-      const r = cork(redis)
-      const stored = ttl === 0 ? r.set(dataKey, text) : r.set(dataKey, text, 'PX', ttl)
-      if (!this.#bus) return stored
-      return Promise.all([stored, r.publish(this.channel, this.#message({ k: [key] }))])
-    })
-    return true
+    for (let moves = 0; ; moves++) {
+      const generation = this.#expected()
+      const dataKey = this.dataKey(key)
+      const g = await run((redis): Promise<unknown> => {
+        const r = cork(redis)
+        const stored = ttl === 0 ? r.set(dataKey, text) : r.set(dataKey, text, 'PX', ttl)
+        const published = this.#bus ? r.publish(this.channel, this.#message({ k: [key] })) : null
+        // Right after the SET, on the same connection: the generation it was written under.
+        const current = r.get(this.generationKey)
+        return Promise.all([stored, published, current]).then(([, , g]) => g)
+      })
+      if (g === generation) return true
+      // Written into a generation that had moved: invisible, and so not done. Again, in the new one.
+      await this.#moved(g, moves, run)
+    }
   }
 
   /**
@@ -293,9 +309,7 @@ export class RedisStore implements CacheStore {
     leaseTtlMs: number,
     run: Runner = this.#run,
   ): Promise<{ text: string; ttlMs: number | null } | { lease: string }> {
-    const reply = await run((redis) =>
-      evalScript(cork(redis), ACQUIRE, [this.dataKey(key)], [LEASE_MARK, newToken(), leaseTtlMs]),
-    )
+    const reply = await this.#eval(ACQUIRE, key, [LEASE_MARK, newToken(), leaseTtlMs], run)
     if (!Array.isArray(reply)) throw new Error('cache lease: unexpected reply')
     const [found, value, pttl] = reply as [unknown, unknown, unknown]
     if (typeof value !== 'string') throw new Error('cache lease: unexpected reply')
@@ -318,13 +332,11 @@ export class RedisStore implements CacheStore {
     const ttl = pxOf(ttlMs)
     const channel = this.#bus ? this.channel : ''
     const message = this.#bus ? this.#message({ k: [key] }) : ''
-    const stored = await run((redis) =>
-      evalScript(
-        cork(redis),
-        FILL,
-        [this.dataKey(key)],
-        [LEASE_MARK + lease, text, ttl, channel, message],
-      ),
+    const stored = await this.#eval(
+      FILL,
+      key,
+      [LEASE_MARK + lease, text, ttl, channel, message],
+      run,
     )
     return Number(stored) === 1
   }
@@ -334,14 +346,12 @@ export class RedisStore implements CacheStore {
     const args = this.#bus
       ? [LEASE_MARK, this.channel, this.#message({ k: [key] })]
       : [LEASE_MARK, '', '']
-    const removed = await run((redis) => evalScript(cork(redis), DELETE, [this.dataKey(key)], args))
+    const removed = await this.#eval(DELETE, key, args, run)
     return Number(removed) > 0
   }
 
   async has(key: string, run: Runner = this.#run): Promise<boolean> {
-    const held = await run((redis) =>
-      evalScript(cork(redis), HAS, [this.dataKey(key)], [LEASE_MARK]),
-    )
+    const held = await this.#eval(HAS, key, [LEASE_MARK], run)
     return Number(held) === 1
   }
 
@@ -381,8 +391,8 @@ export class RedisStore implements CacheStore {
       evalScript(
         cork(redis),
         HEARTBEAT,
-        [this.generationKey, this.membersKey, this.heldKey],
-        [this.instanceId, MEMBER_PRUNE_MS, this.#generation ?? ''],
+        [this.generationKey, this.membersKey],
+        [this.instanceId, MEMBER_PRUNE_MS],
       ),
     )
     if (!Array.isArray(reply)) throw new Error('cache heartbeat: unexpected reply')
@@ -393,41 +403,27 @@ export class RedisStore implements CacheStore {
   }
 
   /**
-   * The other instances: `unconfirmed` were alive just before this instance's outage (a clean
-   * mark in [from, before)) and have not confirmed since `before` that their own outage writes
-   * are reconciled; `stale` are alive now (marked within `windowMs`) and still use another
-   * generation than the current one. The current generation is adopted (`changed` as for
-   * `sync`), read in the same step, so that whatever ended a wait is seen with it.
+   * How many other instances of this namespace were alive just before this instance's outage
+   * (a clean mark in [from, before)) and have not confirmed since `before` that their own
+   * outage writes are reconciled. The generation is read (and adopted) in the same step.
    */
   async peers(
     from: number,
     before: number,
-    windowMs: number,
     run: Runner = this.#run,
-  ): Promise<{ unconfirmed: number; stale: number; changed: boolean }> {
+  ): Promise<{ unconfirmed: number; changed: boolean }> {
     const reply = await run((redis) =>
-      evalScript(
-        cork(redis),
-        PEERS,
-        [this.generationKey, this.membersKey, this.heldKey],
-        [from, before, windowMs, this.instanceId],
-      ),
+      evalScript(cork(redis), PEERS, [this.generationKey, this.membersKey], [from, before]),
     )
     if (!Array.isArray(reply)) throw new Error('cache peers: unexpected reply')
-    const [unconfirmed, stale, generation] = reply as [unknown, unknown, unknown]
+    const [unconfirmed, generation] = reply as [unknown, unknown]
     const changed = typeof generation === 'string' ? this.#adopt(generation) : await this.sync(run)
-    return { unconfirmed: Number(unconfirmed), stale: Number(stale), changed }
+    return { unconfirmed: Number(unconfirmed), changed }
   }
 
   /** Best effort on close: this instance's clean mark is of no use to anyone else. */
   async leave(run: Runner = this.#run): Promise<void> {
-    await run((redis) =>
-      redis
-        .pipeline()
-        .zrem(this.membersKey, this.instanceId)
-        .hdel(this.heldKey, this.instanceId)
-        .exec(),
-    )
+    await run((redis) => redis.zrem(this.membersKey, this.instanceId))
   }
 
   /** O(1) invalidation of the whole namespace: a new random generation. */
@@ -479,7 +475,40 @@ export class RedisStore implements CacheStore {
     const changed = this.#generation !== null && this.#generation !== generation
     this.#generation = generation
     this.#dataPrefix = `${this.base}:d:${generation}:`
+    if (changed) this.#onMoved()
     return changed
+  }
+
+  /** The generation an operation is sent for (the store must be synced). */
+  #expected(): string {
+    if (this.#generation === null) throw new Error('cache store used before it synced')
+    return this.#generation
+  }
+
+  /**
+   * An operation found the generation moved (`current`; null when the key is missing: Redis
+   * was flushed or restarted empty): adopt it — or create a new one — and let it run again.
+   */
+  async #moved(current: unknown, moves: number, run: Runner): Promise<void> {
+    if (moves >= MAX_MOVES) throw new Error('cache generation kept moving under an operation')
+    if (typeof current === 'string') this.#adopt(current)
+    else await this.sync(run)
+  }
+
+  /** A generation-checked script on one data key (see `checked`). */
+  async #eval(
+    s: ReturnType<typeof script>,
+    key: string,
+    args: ReadonlyArray<string | number>,
+    run: Runner,
+  ): Promise<unknown> {
+    for (let moves = 0; ; moves++) {
+      const generation = this.#expected()
+      const keys = [this.generationKey, this.dataKey(key)]
+      const reply = await run((redis) => evalScript(cork(redis), s, keys, [generation, ...args]))
+      if (!Array.isArray(reply) || reply[0] !== MOVED) return reply
+      await this.#moved(reply[1], moves, run)
+    }
   }
 
   #message(body: Omit<BusMessage, 'i'>): string {
