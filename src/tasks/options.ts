@@ -112,6 +112,15 @@ export interface TaskOptions {
   /** What a dispatch does while Redis is unavailable. Default 'inline'. */
   fallback: TaskFallback
   /**
+   * What fallback 'inline' does with a dispatch that has an idempotency key while Redis is
+   * unavailable. 'spool' (the default): failsoft cannot read the key's "done" marker in Redis,
+   * so it cannot know whether the key already ran on a worker or in another process — it spools
+   * the job under the key's id, and it runs once Redis is back, or not at all if it already ran.
+   * 'inline': it runs here now, deduplicated only against the runs this process knows of (a key
+   * that already ran elsewhere runs again). Memory-only instances always run inline.
+   */
+  keyedFallback: 'spool' | 'inline'
+  /**
    * Periodic runs (`tasks.schedule`) while Redis is unavailable: 'skip' (every replica would
    * otherwise run them, N times) or 'local' (this process runs them on its own timer — only
    * for tasks that are safe to run once per replica). Default 'skip'.
@@ -124,6 +133,7 @@ export const defaultTaskOptions: Readonly<TaskOptions> = Object.freeze({
   backoff: Object.freeze({ type: 'exponential' as const, delayMs: 1000 }),
   timeoutMs: 30_000,
   fallback: 'inline' as const,
+  keyedFallback: 'spool' as const,
   whileDown: 'skip' as const,
 })
 
@@ -196,7 +206,7 @@ export function resolveTaskQueueOptions(
   }
 }
 
-const TASK_KEYS = ['attempts', 'backoff', 'timeoutMs', 'fallback', 'whileDown']
+const TASK_KEYS = ['attempts', 'backoff', 'timeoutMs', 'fallback', 'keyedFallback', 'whileDown']
 
 export function resolveTaskOptions(input: TaskOptionsInput | undefined): TaskOptions {
   const raw = plainObject(input ?? {}, 'task options')
@@ -212,6 +222,10 @@ export function resolveTaskOptions(input: TaskOptionsInput | undefined): TaskOpt
   if (fallback !== 'inline' && fallback !== 'spool' && fallback !== 'drop') {
     throw invalidOption('fallback', "'inline', 'spool' or 'drop'", fallback)
   }
+  const keyedFallback = raw.keyedFallback ?? d.keyedFallback
+  if (keyedFallback !== 'spool' && keyedFallback !== 'inline') {
+    throw invalidOption('keyedFallback', "'spool' or 'inline'", keyedFallback)
+  }
   const whileDown = raw.whileDown ?? d.whileDown
   if (whileDown !== 'skip' && whileDown !== 'local') {
     throw invalidOption('whileDown', "'skip' or 'local'", whileDown)
@@ -224,6 +238,7 @@ export function resolveTaskOptions(input: TaskOptionsInput | undefined): TaskOpt
     },
     timeoutMs: int(raw.timeoutMs, d.timeoutMs, 'timeoutMs', 1, 2_147_483_647),
     fallback,
+    keyedFallback,
     whileDown,
   }
 }

@@ -443,7 +443,14 @@ export class TaskQueue {
     const policy = this.#memoryOnly ? 'inline' : job.definition.options.fallback
     if (policy === 'drop') return this.#drop(job)
     if (job.delayMs > 0) return this.#memoryOnly ? this.#defer(job) : this.#spool(job)
-    return policy === 'spool' ? this.#spool(job) : this.#inline(job)
+    if (policy === 'spool') return this.#spool(job)
+    // A key's "done" marker is in Redis, out of reach: whether it already ran (on a worker, in
+    // another process) cannot be known here. Spooled under the key's id, it runs once Redis is
+    // back — or not at all, if it had run.
+    if (job.keyed && !this.#memoryOnly && job.definition.options.keyedFallback === 'spool') {
+      return this.#spool(job)
+    }
+    return this.#inline(job)
   }
 
   #ambiguous(
@@ -526,8 +533,13 @@ export class TaskQueue {
     }
     if (job.keyed) {
       this.#keyed.start(job.id)
-      // Inline while Redis is up (an enqueue it refused): take the key's lease now.
-      if (this.#monitor.available) await this.#catchUp?.takeLeases((fn) => this.#monitor.run(fn))
+      // Inline while Redis is up (an enqueue it refused): take the key's lease now; if Redis
+      // refuses that too, the catch-up takes it later (the key stays one this process runs).
+      if (this.#monitor.available) {
+        await this.#catchUp
+          ?.takeLeases((fn) => this.#monitor.run(fn))
+          .catch((error: unknown) => this.#onError(error, 'lease'))
+      }
     }
     const release = await slot
     let outcome: RunOutcome & { settled: Promise<RunOutcome> }

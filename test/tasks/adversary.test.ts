@@ -126,14 +126,45 @@ describe('tasks under an adversary', () => {
     assert.equal(runs.overlaps, 0, `tries never overlap: ${JSON.stringify(runs.started)}`)
   })
 
-  test('a keyed task run inline during an outage does not run again after recovery', async (t) => {
+  test('by default a keyed dispatch while Redis is down is spooled: a key a worker already ran does not run again', async (t) => {
+    const server = await startRedis(t, { persistence: true })
+    const web = await makeTasks(t, server.url)
+    const work = await makeTasks(t, server.url, { prefix: web.prefix })
+    const runs = new Runs()
+    const report = web.tasks.define('report', (_a: null, ctx) => runs.run(ctx, 20))
+    work.tasks.define('report', (_a: null, ctx) => runs.run(ctx, 20))
+    work.tasks.work()
+    assert.equal((await report.dispatch(null, { idempotencyKey: 'ran' })).mode, 'queued')
+    await waitFor(() => runs.finished.length === 1, { message: 'the worker ran it' })
+
+    await server.kill()
+    await waitFor(() => !web.failsoft.health.available)
+    const again = await report.dispatch(null, { idempotencyKey: 'ran' }) // ran already
+    const fresh = await report.dispatch(null, { idempotencyKey: 'new' }) // never ran
+    assert.equal(again.mode, 'spooled', 'not run inline: its marker is in Redis, out of reach')
+    assert.equal(fresh.mode, 'spooled')
+    assert.equal(runs.started.length, 1)
+    await server.start()
+    await waitFor(() => runs.finished.length === 2, {
+      timeoutMs: 10_000,
+      message: 'the new key ran',
+    })
+    await sleep(1500) // a second run of 'ran', if any, starts within this
+    assert.deepEqual(
+      runs.started.map((r) => r.id),
+      [again.id, fresh.id],
+      'each key once: the replay of the key that had run was skipped',
+    )
+  })
+
+  test("keyedFallback 'inline': a keyed task run inline during an outage does not run again after recovery", async (t) => {
     const server = await startRedis(t)
     const a = await makeTasks(t, server.url)
     const b = await makeTasks(t, server.url, { prefix: a.prefix })
     const runs = new Runs()
     const handler = (_args: null, ctx: TaskContext): Promise<string> => runs.run(ctx, 2500)
-    const onA = a.tasks.define('report', handler)
-    const onB = b.tasks.define('report', handler)
+    const onA = a.tasks.define('report', handler, { keyedFallback: 'inline' })
+    const onB = b.tasks.define('report', handler, { keyedFallback: 'inline' })
     b.tasks.work({ concurrency: 2 })
 
     await server.kill()
@@ -160,6 +191,26 @@ describe('tasks under an adversary', () => {
       1,
       `one run for one key: ${JSON.stringify({ runs: runs.started, again: again.map((r) => r.mode) })}`,
     )
+  })
+
+  test("keyedFallback 'inline' while Redis refuses writes (OOM): the dispatch runs and resolves, it never throws", async (t) => {
+    const server = await startRedis(t)
+    const { tasks } = await makeTasks(t, server.url)
+    const runs = new Runs()
+    const task = tasks.define('report', (_a: null, ctx) => runs.run(ctx, 10), {
+      keyedFallback: 'inline',
+    })
+    await server.cli('CONFIG', 'SET', 'maxmemory-policy', 'noeviction')
+    await server.cli('CONFIG', 'SET', 'maxmemory', '1')
+    t.after(() => server.cli('CONFIG', 'SET', 'maxmemory', '0').catch(() => undefined))
+    // The add is refused (OOM), so it falls back inline — where the key's lease is refused too.
+    const result = await task.dispatch(null, { idempotencyKey: 'oom' })
+    assert.equal(result.mode, 'inline')
+    assert.equal(runs.finished.length, 1)
+    await server.cli('CONFIG', 'SET', 'maxmemory', '0')
+    const repeat = await task.dispatch(null, { idempotencyKey: 'oom' })
+    assert.equal(repeat.mode, 'duplicate', 'the key ran: it is not run again')
+    assert.equal(runs.started.length, 1)
   })
 
   test("a 'drop' task answered 'dropped' never runs, even if its add landed late", async (t) => {
