@@ -24,8 +24,9 @@
 // maxStaleSeconds and the TTL, both longer than a run).
 //
 // A miss is always allowed. Documented (severity 'documented', not a failure without
-// --strict): the read or the replacing write was made by another process within 400 ms of a
-// clear() (its new generation reaches the others at their next generation check).
+// --strict): the read or the replacing write was made by another process within 400 ms of the
+// generation change of a clear() — its completion, or for a clear() made while degraded its
+// process' recovery — as the new generation reaches the others at their next check.
 import { INF, type History, type OpRecord } from './history.js'
 import { opEvents, withContext, type Violation } from './violation.js'
 
@@ -131,9 +132,9 @@ export function checkCache(h: History): { violations: Violation[]; stats: CacheS
     // The replacing write closest to the read is the most telling one; one the clear window
     // does not explain comes first.
     candidates.sort((a, b) => (a.completeT > b.completeT ? -1 : 1))
-    const unexplained = candidates.filter((w2) => clearWindow(clears, w2, r) === undefined)
+    const unexplained = candidates.filter((w2) => clearWindow(h, clears, w2, r, deg) === undefined)
     const w2 = unexplained[0] ?? candidates[0]!
-    const clear = unexplained.length === 0 ? clearWindow(clears, w2, r) : undefined
+    const clear = unexplained.length === 0 ? clearWindow(h, clears, w2, r, deg) : undefined
     const what =
       w2.op === 'cache.clear'
         ? 'clear()'
@@ -163,23 +164,30 @@ export function checkCache(h: History): { violations: Violation[]; stats: CacheS
 /**
  * A clear() switches its process to a new generation at once and the others at their next
  * generation check (generationCheckMs, 200 ms): until then they read and write the old one.
+ * A clear() made while degraded changes the generation at that process' recovery instead.
  * Documented (docs/cache.md, "Generation changes"). A stale read is put down to it when the
  * read or the replacing write was made by another process than the clear's, invoked after
- * the clear began and at most CLEAR_WINDOW_MS after it completed.
+ * the clear began and at most CLEAR_WINDOW_MS after the generation changed.
  */
 export const CLEAR_WINDOW_MS = 400
 
-function clearWindow(clears: readonly OpRecord[], w2: OpRecord, r: OpRecord): OpRecord | undefined {
+function clearWindow(
+  h: History,
+  clears: readonly OpRecord[],
+  w2: OpRecord,
+  r: OpRecord,
+  deg: (op: OpRecord) => boolean,
+): OpRecord | undefined {
   const window = BigInt(CLEAR_WINDOW_MS) * 1_000_000n
-  return clears.find(
-    (c) =>
-      c.ok &&
-      c.completeT <= r.invokeT &&
-      [r, w2].some(
-        (op) =>
-          op.process !== c.process && op.invokeT >= c.invokeT && op.invokeT - c.completeT <= window,
-      ),
-  )
+  return clears.find((c) => {
+    if (!c.ok) return false
+    const effective = deg(c) ? h.nextUp(c.process, c.completeT) : c.completeT
+    if (effective === undefined || effective > r.invokeT) return false
+    return [r, w2].some(
+      (op) =>
+        op.process !== c.process && op.invokeT >= c.invokeT && op.invokeT - effective <= window,
+    )
+  })
 }
 
 function visible(
