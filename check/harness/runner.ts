@@ -1,0 +1,493 @@
+// Plays one schedule: a redis-server of its own (free port, AOF), one TCP proxy per child
+// process, the children (web and worker roles), the faults of the schedule in three lanes,
+// then a drain with everything healthy and an orderly close. Returns the history files.
+//
+// Nothing here touches a Redis it did not start (never 127.0.0.1:6379): the server is started
+// on a free port and stopped at the end, and the children only know their proxy's address.
+import { spawn, type ChildProcess } from 'node:child_process'
+import {
+  closeSync,
+  cpSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+} from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { pathToFileURL } from 'node:url'
+import { RedisServer, TcpProxy, respCommand, sleep } from '../../test/support/fault-kit.js'
+import { faultKind, type FaultEnv, type FaultStep } from './faults.js'
+import type { ChildConfig, FromChild, ToChild } from './protocol.js'
+import { Recorder, errorText } from './recorder.js'
+import type { ProcessPlan, Schedule } from './schedule.js'
+
+export interface RunOptions {
+  schedule: Schedule
+  /** Repository root (the children run `check/harness/child.ts` from there). */
+  root: string
+  log?: (message: string) => void
+  /** Parent directory of the run directory (default: the OS temp dir). */
+  baseDir?: string
+}
+
+export interface RunOutcome {
+  seed: number
+  runDir: string
+  /** The history files: the harness' and one per child incarnation. */
+  files: string[]
+  texts: string[]
+  /** Problems of the harness itself (a fault that could not be played…), not violations. */
+  errors: string[]
+  wallMs: number
+  /** Remove the run directory. */
+  cleanup(): void
+}
+
+const ACCEPTED = new Set(['queued', 'inline', 'spooled', 'deferred', 'duplicate'])
+const READY_TIMEOUT_MS = 60_000
+const CLOSE_TIMEOUT_MS = 8000
+const MIN_DRAIN_MS = 2500
+
+class Child {
+  readonly exited: Promise<{ code: number | null; signal: string | null }>
+  exitedNow = false
+  readyNow = false
+  /** The harness killed it, or it was asked to close: its exit is not a crash. */
+  expectedExit = false
+  readonly #waiters = new Map<string, Array<(m: FromChild) => void>>()
+
+  constructor(
+    readonly plan: ProcessPlan,
+    readonly incarnation: number,
+    readonly name: string,
+    readonly historyPath: string,
+    readonly proc: ChildProcess,
+  ) {
+    proc.on('message', (m: FromChild) => {
+      if (m.type === 'ready') this.readyNow = true
+      const list = this.#waiters.get(m.type)
+      if (list === undefined) return
+      this.#waiters.delete(m.type)
+      for (const resolve of list) resolve(m)
+    })
+    this.exited = new Promise((resolve) => {
+      proc.once('exit', (code, signal) => {
+        this.exitedNow = true
+        resolve({ code, signal })
+        for (const list of this.#waiters.values()) for (const r of list) r({ type: 'closed' })
+        this.#waiters.clear()
+      })
+    })
+  }
+
+  send(message: ToChild): void {
+    if (this.exitedNow || !this.proc.connected) return
+    try {
+      this.proc.send(message)
+    } catch {
+      // the channel closed in between: the child is exiting
+    }
+  }
+
+  /** The next message of this type (or undefined after timeoutMs, or once the child exited). */
+  waitFor(type: FromChild['type'], timeoutMs: number): Promise<FromChild | undefined> {
+    if (this.exitedNow) return Promise.resolve(undefined)
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(undefined), timeoutMs)
+      const list = this.#waiters.get(type) ?? []
+      list.push((m) => {
+        clearTimeout(timer)
+        resolve(m.type === type ? m : undefined)
+      })
+      this.#waiters.set(type, list)
+    })
+  }
+}
+
+const liveProcesses = new Set<ChildProcess>()
+let exitHook = false
+function installExitHook(): void {
+  if (exitHook) return
+  exitHook = true
+  process.on('exit', () => {
+    for (const p of liveProcesses) {
+      try {
+        p.kill('SIGKILL')
+      } catch {
+        // already gone
+      }
+    }
+  })
+}
+
+export async function runSchedule(options: RunOptions): Promise<RunOutcome> {
+  installExitHook()
+  const { schedule, root } = options
+  const log = options.log ?? ((): void => undefined)
+  const started = performance.now()
+  const runDir = mkdtempSync(join(options.baseDir ?? tmpdir(), `failsoft-check-${schedule.seed}-`))
+  const spoolDir = join(runDir, 'spool')
+  mkdirSync(spoolDir, { recursive: true })
+  const hist = new Recorder(join(runDir, 'harness.jsonl'), 'harness')
+  const errors: string[] = []
+  const childPath = join(root, 'check', 'harness', 'child.ts')
+  const clockOffsetUrl = pathToFileURL(join(root, 'check', 'harness', 'clock-offset.ts')).href
+  const prefix = `chk${schedule.seed}`
+  hist.info('run', { seed: schedule.seed, schedule })
+
+  const server = await RedisServer.start({ persistence: true })
+  const proxies = new Map<string, TcpProxy>()
+  const live = new Map<string, Child>()
+  const restarting = new Set<string>()
+  const allChildren: Child[] = []
+  const pingers = new Set<Promise<void>>()
+  let phase: 'start' | 'load' | 'drain' | 'close' = 'start'
+  let stopping = false
+
+  const spawnChild = (plan: ProcessPlan, incarnation: number, startLoad: boolean): Child => {
+    const name = `${plan.base}.${incarnation}`
+    const proxy = proxies.get(plan.base)!
+    const historyPath = join(runDir, `${name}.jsonl`)
+    const config: ChildConfig = {
+      name,
+      base: plan.base,
+      role: plan.role,
+      incarnation,
+      redisUrl: proxy.url,
+      prefix,
+      spoolPath: join(spoolDir, 'spool.jsonl'),
+      historyPath,
+      seed: plan.seed,
+      clockOffsetMs: plan.clockOffsetMs,
+      load: schedule.load,
+      work: schedule.work,
+      startLoad,
+    }
+    const out = openSync(join(runDir, `${name}.log`), 'a')
+    const args = ['--import', 'tsx']
+    if (plan.clockOffsetMs !== 0) args.push('--import', clockOffsetUrl)
+    args.push(childPath)
+    const env: NodeJS.ProcessEnv = {
+      ...process.env,
+      CHECK_CHILD: JSON.stringify(config),
+      CHECK_CLOCK_OFFSET_MS: String(plan.clockOffsetMs),
+    }
+    delete env['NODE_TEST_CONTEXT']
+    const proc = spawn(process.execPath, args, {
+      cwd: root,
+      env,
+      stdio: ['ignore', out, out, 'ipc'],
+    })
+    closeSync(out)
+    liveProcesses.add(proc)
+    const child = new Child(plan, incarnation, name, historyPath, proc)
+    allChildren.push(child)
+    hist.info('child-spawn', { child: name, base: plan.base, role: plan.role, pid: proc.pid })
+    void child.exited.then(({ code, signal }) => {
+      liveProcesses.delete(proc)
+      hist.info('child-exit', { child: name, code, signal, expected: child.expectedExit })
+      if (!child.expectedExit) log(`${name} exited unexpectedly (code ${code}, signal ${signal})`)
+    })
+    return child
+  }
+
+  const pingUntilAnswered = (base: string, faultId: string): void => {
+    const proxy = proxies.get(base)
+    if (proxy === undefined) return
+    const p = new Promise<void>((resolve) => {
+      let done = false
+      let inflight = 0
+      const deadline = performance.now() + 30_000
+      const attempt = (): void => {
+        inflight++
+        respCommand({ host: proxy.host, port: proxy.port }, ['PING'], { timeoutMs: 2000 })
+          .then(
+            (reply) => {
+              if (done || reply !== 'PONG') return
+              done = true
+              hist.info('redis-answers', { path: base, faultId })
+              resolve()
+            },
+            () => undefined,
+          )
+          .finally(() => inflight--)
+      }
+      attempt()
+      const timer = setInterval(() => {
+        if (done || stopping || performance.now() > deadline) {
+          clearInterval(timer)
+          resolve()
+          return
+        }
+        if (inflight < 20) attempt()
+      }, 20)
+    })
+    pingers.add(p)
+    void p.finally(() => pingers.delete(p))
+  }
+
+  const healEverything = async (): Promise<void> => {
+    try {
+      if (server.frozen) server.thaw()
+      if (!server.running) await server.restart({ keepData: true })
+      for (const p of proxies.values()) p.pass()
+      await respCommand(server.respTarget, ['CONFIG', 'SET', 'maxmemory', '0'], { timeoutMs: 5000 })
+    } catch (error) {
+      errors.push(`heal: ${errorText(error)}`)
+    }
+  }
+
+  const playFault = async (step: FaultStep): Promise<void> => {
+    const kind = faultKind(step.kind)
+    const flags = kind.flags(step)
+    let didStart = false
+    let didEnd = false
+    const env: FaultEnv = {
+      server,
+      proxies,
+      runDir,
+      started: () => {
+        if (didStart) return
+        didStart = true
+        hist.info('fault-start', {
+          faultId: step.id,
+          fault: step.kind,
+          lane: step.lane,
+          ...flags,
+          ...(step.target !== undefined && { target: step.target }),
+          params: step.params,
+        })
+        log(`${step.id} ${step.kind}${step.target !== undefined ? ` @${step.target}` : ''} starts`)
+      },
+      ended: () => {
+        if (!didStart || didEnd) return
+        didEnd = true
+        hist.info('fault-end', { faultId: step.id, fault: step.kind })
+        const paths = flags.targets.includes('*') ? [...proxies.keys()] : flags.targets
+        for (const base of paths) pingUntilAnswered(base, step.id)
+      },
+      killChild: async (base) => {
+        const child = live.get(base)
+        if (child === undefined || child.exitedNow || restarting.has(base)) return false
+        restarting.add(base)
+        child.expectedExit = true
+        hist.info('child-kill', { child: child.name })
+        child.proc.kill('SIGKILL')
+        await child.exited
+        return true
+      },
+      restartChild: async (base) => {
+        const old = live.get(base)
+        if (old === undefined) return
+        const next = spawnChild(old.plan, old.incarnation + 1, phase === 'load')
+        live.set(base, next)
+        restarting.delete(base)
+        await Promise.resolve()
+      },
+      force: (base, on) => {
+        const child = live.get(base)
+        if (child === undefined || child.exitedNow || restarting.has(base)) return false
+        child.send({ type: 'force', on })
+        return true
+      },
+      aborted: () => stopping,
+    }
+    try {
+      await kind.run(env, step)
+    } catch (error) {
+      errors.push(`${step.id} ${step.kind}: ${errorText(error)}`)
+      hist.info('harness-error', { faultId: step.id, fault: step.kind, error: errorText(error) })
+      await healEverything()
+    } finally {
+      env.ended()
+    }
+  }
+
+  try {
+    for (const plan of schedule.processes) {
+      proxies.set(plan.base, await TcpProxy.start({ host: '127.0.0.1', port: server.port }))
+    }
+    for (const plan of schedule.processes) live.set(plan.base, spawnChild(plan, 1, false))
+    const readies = await Promise.all(
+      [...live.values()].map((c) => (c.readyNow ? true : c.waitFor('ready', READY_TIMEOUT_MS))),
+    )
+    if (readies.some((r) => r === undefined)) throw new Error('a child did not become ready')
+    log(`children ready (${(performance.now() - started).toFixed(0)} ms)`)
+
+    // ── load + faults ──────────────────────────────────────────────────────────────────────────
+    phase = 'load'
+    hist.info('phase', { phase: 'load' })
+    const loadT0 = performance.now()
+    for (const c of live.values()) c.send({ type: 'start-load' })
+    const lanes = (['server', 'network', 'client'] as const).map(async (lane) => {
+      for (const step of schedule.faults.filter((f) => f.lane === lane)) {
+        const wait = loadT0 + step.atMs - performance.now()
+        if (wait > 0) await sleep(wait)
+        await playFault(step)
+      }
+    })
+    await Promise.all(lanes)
+    const rest = loadT0 + schedule.durationMs - performance.now()
+    if (rest > 0) await sleep(rest)
+
+    // ── drain: no new load, Redis healthy, accepted tasks run, outboxes flushed ──────────────
+    phase = 'drain'
+    hist.info('phase', { phase: 'drain' })
+    await healEverything()
+    const drainT0 = performance.now()
+    await Promise.all(
+      [...live.values()].map(async (c) => {
+        if (!c.readyNow) await c.waitFor('ready', READY_TIMEOUT_MS) // a restarted one may be starting
+        c.send({ type: 'stop-load' })
+        await c.waitFor('load-stopped', 10_000)
+      }),
+    )
+    const work = schedule.work
+    const drainMaxMs =
+      (work.lockDurationMs ?? 10_000) +
+      (work.stalledIntervalMs ?? 5000) +
+      schedule.load.longHandlerMs +
+      4000
+    const allUp = async (): Promise<boolean> => {
+      const states = await Promise.all(
+        [...live.values()].map(async (c) => {
+          const reply = c.waitFor('status', 1000)
+          c.send({ type: 'status' })
+          const r = await reply
+          return r?.type === 'status' ? r.state : 'gone'
+        }),
+      )
+      return states.every((s) => s === 'up' || s === 'gone')
+    }
+    for (let i = 0; i < 40 && !(await allUp()); i++) await sleep(250)
+    for (;;) {
+      const elapsed = performance.now() - drainT0
+      if (elapsed >= MIN_DRAIN_MS && pendingTasks(runDir, allChildren) === 0) break
+      if (elapsed >= drainMaxMs) {
+        log(`drain ended after ${drainMaxMs} ms with tasks still pending`)
+        break
+      }
+      await sleep(500)
+    }
+
+    // ── close ──────────────────────────────────────────────────────────────────────────────────
+    phase = 'close'
+    hist.info('phase', { phase: 'close' })
+    await Promise.all(
+      [...live.values()].map(async (c) => {
+        c.expectedExit = true
+        c.send({ type: 'close' })
+        const exited = await Promise.race([
+          c.exited.then(() => true),
+          sleep(CLOSE_TIMEOUT_MS).then(() => false),
+        ])
+        if (!exited) {
+          hist.info('child-close-timeout', { child: c.name })
+          errors.push(`${c.name} did not exit within ${CLOSE_TIMEOUT_MS} ms of close`)
+          c.proc.kill('SIGKILL')
+          await c.exited
+        }
+      }),
+    )
+    hist.info('phase', { phase: 'end' })
+  } catch (error) {
+    errors.push(`run: ${errorText(error)}`)
+    hist.info('harness-error', { error: errorText(error) })
+  } finally {
+    stopping = true
+    for (const c of allChildren) {
+      if (!c.exitedNow) {
+        c.expectedExit = true
+        c.proc.kill('SIGKILL')
+      }
+    }
+    await Promise.all(allChildren.map((c) => c.exited))
+    await Promise.all([...pingers])
+    for (const p of proxies.values()) await p.close()
+    // Redis' data as it ended (AOF), for a post-mortem: `redis-server --dir <runDir>/redis-data
+    // --appendonly yes --port 0 --unixsocket …` reads it back.
+    try {
+      await server.kill()
+      cpSync(server.dataDir, join(runDir, 'redis-data'), { recursive: true })
+    } catch (error) {
+      errors.push(`copy redis data: ${errorText(error)}`)
+    }
+    await server.stop()
+    hist.close()
+  }
+  const files = [join(runDir, 'harness.jsonl'), ...allChildren.map((c) => c.historyPath)]
+  const texts = files.map((f) => {
+    try {
+      return readFileSync(f, 'utf8')
+    } catch {
+      return ''
+    }
+  })
+  return {
+    seed: schedule.seed,
+    runDir,
+    files,
+    texts,
+    errors,
+    wallMs: performance.now() - started,
+    cleanup: () => rmSync(runDir, { recursive: true, force: true }),
+  }
+}
+
+/**
+ * Accepted task ids (dispatched after the last loss of Redis data) that have not run yet, or
+ * whose run is still going in a live process. Only decides when the drain may end.
+ */
+function pendingTasks(runDir: string, children: readonly Child[]): number {
+  let lastLoss = 0n
+  for (const e of readEvents(join(runDir, 'harness.jsonl'))) {
+    if (e['op'] === 'fault-start' && e['dataLoss'] === true) lastLoss = BigInt(String(e['t']))
+  }
+  const accepted = new Set<string>()
+  const ran = new Set<string>()
+  const running = new Map<string, string>()
+  for (const c of children) {
+    for (const e of readEvents(c.historyPath)) {
+      if (e['op'] === 'task.dispatch' && e['kind'] === 'ok' && ACCEPTED.has(String(e['mode']))) {
+        if (BigInt(String(e['t'])) > lastLoss) accepted.add(String(e['id']))
+      } else if (e['op'] === 'task.run-start') {
+        if (!c.exitedNow) running.set(`${c.name}:${String(e['runId'])}`, String(e['id']))
+        ran.add(String(e['id']))
+      } else if (e['op'] === 'task.run-end') {
+        running.delete(`${c.name}:${String(e['runId'])}`)
+      }
+    }
+  }
+  let pending = running.size
+  for (const id of accepted) if (!ran.has(id)) pending++
+  return pending
+}
+
+function readEvents(path: string): Array<Record<string, unknown>> {
+  let text: string
+  try {
+    text = readFileSync(path, 'utf8')
+  } catch {
+    return []
+  }
+  const out: Array<Record<string, unknown>> = []
+  for (const line of text.split('\n')) {
+    if (line === '') continue
+    try {
+      out.push(JSON.parse(line) as Record<string, unknown>)
+    } catch {
+      // torn last line of a killed child
+    }
+  }
+  return out
+}
+
+/** The run directories a previous run kept (for `--recheck`). */
+export function historyFiles(runDir: string): string[] {
+  return readdirSync(runDir)
+    .filter((f) => f.endsWith('.jsonl'))
+    .map((f) => join(runDir, f))
+}
