@@ -181,7 +181,12 @@ function clearWindow(
   const window = BigInt(CLEAR_WINDOW_MS) * 1_000_000n
   return clears.find((c) => {
     if (!c.ok) return false
-    const effective = deg(c) ? h.nextUp(c.process, c.completeT) : c.completeT
+    // Made while degraded (down, or up with the cache not synced yet): the generation changes
+    // at the process' recovery, or at its sync if it was up already.
+    const effective =
+      deg(c) && h.stateAt(c.process, c.completeT) !== 'up'
+        ? h.nextUp(c.process, c.completeT)
+        : c.completeT
     if (effective === undefined || effective > r.invokeT) return false
     return [r, w2].some(
       (op) =>

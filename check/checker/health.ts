@@ -12,9 +12,10 @@
 //                            (x, x + 1 s], P dies, or the run ends in that window.
 //   health.slow-link-outage  a 'down' of P (not forced) that no outage fault affecting B
 //                            explains (active at d, or ended ≤ 1.5 s before d), while a slow
-//                            link on B was active in [d − 1.5 s, d]: a slow but answering Redis
-//                            is not an outage.
-//   health.spurious-down     the same without a slow link: down while Redis answered.
+//                            link on B was active at d (or ended ≤ 0.3 s before): a slow but
+//                            answering Redis is not an outage.
+//   health.spurious-down     the same without a slow link: down while Redis answered (the
+//                            message names what was going on: maxmemory, FLUSHALL…).
 //   health.detect-slow       a fault that must be noticed (kill, freeze, DEBUG SLEEP, CLIENT
 //                            PAUSE, blackhole) lasting ≥ 1 s, affecting B while P was up and
 //                            not forced: P must be down within 1 s of the fault's start.
@@ -25,6 +26,8 @@ import { withContext, type Violation } from './violation.js'
 export const RECOVERY_BOUND_MS = 1000
 export const DETECT_BOUND_MS = 1000
 const EXPLAIN_GRACE = ms(1500)
+/** What the proxy queued under the delay is still arriving just after a slow link ends. */
+const SLOW_GRACE = ms(300)
 
 export interface HealthStats {
   downs: number
@@ -64,7 +67,7 @@ export function checkHealth(h: History): { violations: Violation[]; stats: Healt
         )
         if (!explained) {
           const slow = h.faults.filter(
-            (f) => History.affects(f, base) && f.slow && f.start <= d && d <= f.end + EXPLAIN_GRACE,
+            (f) => History.affects(f, base) && f.slow && f.start <= d && d <= f.end + SLOW_GRACE,
           )
           const active = h.faults.filter(
             (f) => History.affects(f, base) && f.start <= d && d <= f.end + EXPLAIN_GRACE,
