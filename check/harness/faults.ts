@@ -59,6 +59,8 @@ export interface FaultEnv {
   started(): void
   /** Records 'fault-end' and starts the "Redis answers again" pings of the affected paths. */
   ended(): void
+  /** Records another harness event (kind 'info'). */
+  note(op: string, fields: Record<string, unknown>): void
   killChild(base: string): Promise<boolean>
   restartChild(base: string): Promise<void>
   force(base: string, on: boolean): boolean
@@ -284,14 +286,17 @@ export const FAULT_KINDS: readonly FaultKind[] = [
     flags: server({ outage: true, dataLoss: true, expectDown: true }),
     plan: (rng) => {
       const holdMs = rng.int(800, 2500)
-      return { durationMs: holdMs + 700, params: { holdMs } }
+      return { durationMs: holdMs + 700, params: { holdMs } } // hold: snapshot → kill
     },
     async run(env, step) {
       const snapshot = join(env.runDir, 'rollback.rdb')
-      env.started()
       await respCommand(env.server.respTarget, ['SAVE'], { timeoutMs: 10_000 })
       copyFileSync(join(env.server.dataDir, 'dump.rdb'), snapshot)
+      env.note('rollback-snapshot', { faultId: step.id })
       await sleep(num(step, 'holdMs'))
+      // The fault (an outage that loses data) starts with the kill; what was acknowledged
+      // since the snapshot is what it loses.
+      env.started()
       await env.server.kill()
       // The AOF (appendonly yes) is replaced by one whose base is the older snapshot: Redis 7
       // loads an RDB base file, and everything acknowledged since the SAVE is gone.

@@ -269,6 +269,7 @@ export async function runSchedule(options: RunOptions): Promise<RunOutcome> {
         const paths = flags.targets.includes('*') ? [...proxies.keys()] : flags.targets
         for (const base of paths) pingUntilAnswered(base, step.id)
       },
+      note: (op, fields) => hist.info(op, fields),
       killChild: async (base) => {
         const child = live.get(base)
         if (child === undefined || child.exitedNow || restarting.has(base)) return false
