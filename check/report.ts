@@ -148,8 +148,26 @@ export async function renderReport(
     ...(await resolveConfig('CHECK.md')),
     filepath: 'CHECK.md',
   })
+  const summary = (values: number[]): { count: number; p50: number | null; max: number | null } => {
+    const sorted = [...values].sort((a, b) => a - b)
+    const at = (q: number): number | null =>
+      sorted.length === 0
+        ? null
+        : Math.round(sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!)
+    return { count: sorted.length, p50: at(0.5), max: at(1) }
+  }
   const jsonText = JSON.stringify(
-    { meta, results: results.map((r) => ({ ...r, runDir: undefined })) },
+    {
+      meta,
+      results: results.map((r) => ({
+        ...r,
+        runDir: undefined,
+        stats: {
+          ...r.stats,
+          health: { ...r.stats.health, recoveryMs: summary(r.stats.health.recoveryMs) },
+        },
+      })),
+    },
     (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v),
     2,
   )

@@ -164,10 +164,11 @@ export function checkCache(h: History): { violations: Violation[]; stats: CacheS
 /**
  * A clear() switches its process to a new generation at once and the others at their next
  * generation check (generationCheckMs, 200 ms): until then they read and write the old one.
- * A clear() made while degraded changes the generation at that process' recovery instead.
- * Documented (docs/cache.md, "Generation changes"). A stale read is put down to it when the
- * read or the replacing write was made by another process than the clear's, invoked after
- * the clear began and at most CLEAR_WINDOW_MS after the generation changed.
+ * A clear() made while degraded changes the generation during that process' recovery step
+ * instead (before its 'up'). Documented (docs/cache.md, "Generation changes"). A stale read
+ * is put down to it when the read or the replacing write was made by another process than
+ * the clear's, invoked after the clear began and at most CLEAR_WINDOW_MS after the
+ * generation changed (for a degraded clear: after its process' 'up').
  */
 export const CLEAR_WINDOW_MS = 400
 
@@ -180,17 +181,16 @@ function clearWindow(
 ): OpRecord | undefined {
   const window = BigInt(CLEAR_WINDOW_MS) * 1_000_000n
   return clears.find((c) => {
-    if (!c.ok) return false
+    if (!c.ok || c.completeT > r.invokeT) return false
     // Made while degraded (down, or up with the cache not synced yet): the generation changes
-    // at the process' recovery, or at its sync if it was up already.
-    const effective =
+    // during the process' recovery step (before its 'up'), or at its sync if it was up already.
+    const until =
       deg(c) && h.stateAt(c.process, c.completeT) !== 'up'
         ? h.nextUp(c.process, c.completeT)
         : c.completeT
-    if (effective === undefined || effective > r.invokeT) return false
+    if (until === undefined) return false
     return [r, w2].some(
-      (op) =>
-        op.process !== c.process && op.invokeT >= c.invokeT && op.invokeT - effective <= window,
+      (op) => op.process !== c.process && op.invokeT >= c.invokeT && op.invokeT - until <= window,
     )
   })
 }

@@ -8,8 +8,9 @@
 //                            forceFallback(true) of P active at x: to the fault's
 //                            end and then to the first "Redis answers through B's proxy"
 //                            after it (or to the release of the switch). P must be up by
-//                            x + 1 s — unless another such fault or a forceFallback starts in
-//                            (x, x + 1 s], P dies, or the run ends in that window.
+//                            x + 1 s. If another such fault or a forceFallback starts in
+//                            (x, x + 1 s], the outage goes on: x moves past that one too. Not
+//                            measured when P dies or the run closes before x + 1 s.
 //   health.slow-link-outage  a 'down' of P (not forced) that no outage fault affecting B
 //                            explains (active at d, or ended ≤ 1.5 s before d), while a slow
 //                            link on B was active at d (or ended ≤ 0.3 s before): a slow but
@@ -19,7 +20,7 @@
 //   health.detect-slow       a fault that must be noticed (kill, freeze, DEBUG SLEEP, CLIENT
 //                            PAUSE, blackhole) lasting ≥ 1 s, affecting B while P was up and
 //                            not forced: P must be down within 1 s of the fault's start.
-import { History, INF, ms } from './history.js'
+import { History, INF, ms, type FaultRecord, type ProcessRecord } from './history.js'
 import type { HistoryEvent } from './events.js'
 import { withContext, type Violation } from './violation.js'
 
@@ -86,58 +87,16 @@ export function checkHealth(h: History): { violations: Violation[]; stats: Healt
       }
 
       // ── recovery bound ─────────────────────────────────────────────────────────────────────
-      let x = d
-      if (p.ready !== undefined && p.ready > x) x = p.ready
-      let anchorEvent: HistoryEvent = down.event
-      let open = false
-      for (let guard = 0; guard < 1000; guard++) {
-        const blockers = h.faults.filter(
-          (f) =>
-            History.affects(f, base) &&
-            (f.outage || f.slow || f.writesRefused) &&
-            f.start <= x &&
-            f.end > x,
-        )
-        const forced = p.forced.filter((i) => i.start <= x && i.end > x)
-        if (blockers.length === 0 && forced.length === 0) break
-        let next = x
-        for (const f of blockers) {
-          if (f.end === INF) open = true
-          else {
-            const ans = h.answers.find((a) => a.path === base && a.t >= f.end)
-            const at = ans !== undefined && ans.t > f.end ? ans.t : f.end
-            if (at > next) {
-              next = at
-              anchorEvent = ans?.event ?? f.endEvent ?? anchorEvent
-            }
-          }
-        }
-        for (const i of forced) {
-          if (i.end === INF) open = true
-          else if (i.end > next) {
-            next = i.end
-            anchorEvent = p.forceEvents.find((e) => e.t === i.end) ?? anchorEvent
-          }
-        }
-        if (open || next === x) break
-        x = next
-      }
-      if (open) continue
-      if (u !== undefined && u <= x + bound) {
+      const start = p.ready !== undefined && p.ready > d ? p.ready : d
+      const verdict = recoveryAnchor(h, p, start, u, bound)
+      if (verdict === undefined) continue
+      if (verdict.ok) {
         stats.recoveries++
-        stats.recoveryMs.push(Math.max(0, Number(u - x) / 1e6))
+        stats.recoveryMs.push(Math.max(0, Number(u! - verdict.x) / 1e6))
         continue
       }
+      const { x, anchorEvent } = verdict
       const w = x + bound
-      if (p.death <= w || h.closeStart <= w || h.end <= w) continue
-      const refault = h.faults.some(
-        (f) =>
-          History.affects(f, base) &&
-          (f.outage || f.slow || f.writesRefused) &&
-          f.start > x &&
-          f.start <= w,
-      )
-      if (refault || h.forcedDuring(p.name, x, w)) continue
       const core: HistoryEvent[] = [down.event, anchorEvent]
       const upEvent = u !== undefined ? p.transitions.find((tr) => tr.t === u)?.event : undefined
       if (upEvent !== undefined) core.push(upEvent)
@@ -189,6 +148,70 @@ export function checkHealth(h: History): { violations: Violation[]; stats: Healt
     }
   }
   return { violations, stats }
+}
+
+const blocks = (f: FaultRecord): boolean => f.outage || f.slow || f.writesRefused
+
+/**
+ * From `start`, the moment Redis answers P's path again with nothing in the way: moved past
+ * every blocking fault and forceFallback active at it (to its end, then to the next
+ * "Redis answers" of the path), and past every one that starts before P was due up. Returns
+ * undefined when the bound cannot apply (a fault never ended, P died, the run closed), ok
+ * when P was up in time, or the anchor P missed.
+ */
+function recoveryAnchor(
+  h: History,
+  p: ProcessRecord,
+  start: bigint,
+  u: bigint | undefined,
+  bound: bigint,
+): { ok: true; x: bigint } | { ok: false; x: bigint; anchorEvent: HistoryEvent } | undefined {
+  const base = p.base
+  let x = start
+  let anchorEvent: HistoryEvent | undefined
+  for (let guard = 0; guard < 1000; guard++) {
+    const blockers = h.faults.filter(
+      (f) => History.affects(f, base) && blocks(f) && f.start <= x && f.end > x,
+    )
+    const forced = p.forced.filter((i) => i.start <= x && i.end > x)
+    if (blockers.length > 0 || forced.length > 0) {
+      let next = x
+      for (const f of blockers) {
+        if (f.end === INF) return undefined
+        const ans = h.answers.find((a) => a.path === base && a.t >= f.end)
+        const at = ans !== undefined ? ans.t : f.end
+        if (at > next) {
+          next = at
+          anchorEvent = ans?.event ?? f.endEvent
+        }
+      }
+      for (const i of forced) {
+        if (i.end === INF) return undefined
+        if (i.end > next) {
+          next = i.end
+          anchorEvent = p.forceEvents.find((e) => e.t === i.end)
+        }
+      }
+      if (next === x) break
+      x = next
+      continue
+    }
+    if (u !== undefined && u <= x + bound) return { ok: true, x }
+    const w = x + bound
+    if (p.death <= w || h.closeStart <= w || h.end <= w) return undefined
+    // A new fault (or switch) before P was due up: the outage goes on; measure after it.
+    const again = [
+      ...h.faults
+        .filter((f) => History.affects(f, base) && blocks(f) && f.start > x && f.start <= w)
+        .map((f) => f.start),
+      ...p.forced.filter((i) => i.start > x && i.start <= w).map((i) => i.start),
+    ]
+    if (again.length === 0) break
+    x = again.reduce((m, t) => (t < m ? t : m))
+    if (u !== undefined && u <= x) return { ok: true, x }
+  }
+  if (u !== undefined && u <= x + bound) return { ok: true, x }
+  return { ok: false, x, anchorEvent: anchorEvent ?? p.transitions[0]?.event ?? p.lifecycle[0]! }
 }
 
 function describe(e: HistoryEvent): string {
