@@ -13,8 +13,8 @@
 //                           'run-start' to its 'run-end', or to its process' death, or forever.
 //   tasks.ran-after-success a run of an id starts after another run of that id succeeded.
 //                           Documented (docs/tasks.md, "What exactly-once does not cover"):
-//                           both runs are inline in two processes and the first one's process
-//                           had not recovered (written its marker) before the second started;
+//                           the first run is inline and its process had not recovered (written
+//                           its marker) before the second started in another process;
 //                           Redis lost its data in between (the done marker with it); the
 //                           process of the successful run was killed ≤ 2 s after it ended
 //                           (before its done marker could be written).
@@ -199,14 +199,14 @@ export function checkTasks(h: History): { violations: Violation[]; stats: TaskSt
     if (loss !== undefined) {
       documented = `Redis lost its data in between (${loss.fault}): the done marker with it`
     } else if (
-      again.ctxMode === 'inline' &&
       success.ctxMode === 'inline' &&
       again.process !== success.process &&
       h.nextUp(success.process, success.end, again.start) === undefined
     ) {
       documented =
-        'both runs are inline, in two processes, before the first one could write its marker ' +
-        '(docs/tasks.md: "an idempotency key dispatched on two replicas … during an outage")'
+        `the first run is inline in ${success.process}, which had not recovered (written its ` +
+        'marker to Redis) when the second started elsewhere (docs/tasks.md: markers of inline ' +
+        'runs are written on recovery; "an idempotency key dispatched on two replicas … during an outage")'
     } else if (
       proc !== undefined &&
       proc.killed &&
