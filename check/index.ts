@@ -8,7 +8,8 @@
  *   --faults LIST     fault kinds: `freeze,blackhole-one` (only these), `-flushall` (all but),
  *                     `+rollback` (add one off by default), `all`
  *   --report          write CHECK.md (and check/results/latest.json)
- *   --keep            keep every run directory (histories, child logs); failing runs are always kept
+ *   --keep            keep every run directory (histories, child logs, Redis' data); failing runs are kept anyway
+ *   --no-keep         keep none, not even failing ones (long series)
  *   --strict          documented limitations fail the run too
  *   --recheck DIR     re-check the histories a kept run directory holds (no run)
  *   --list            print the fault kinds and exit
@@ -35,7 +36,7 @@ const VALUED = new Set([
   '--recheck',
   '--max-print',
 ])
-const FLAGS = new Set(['--report', '--keep', '--strict', '--list'])
+const FLAGS = new Set(['--report', '--keep', '--no-keep', '--strict', '--list'])
 const opts = new Map<string, string>()
 for (let i = 0; i < argv.length; i++) {
   const arg = argv[i]!
@@ -135,7 +136,9 @@ async function main(): Promise<number> {
       harnessFailed = true
       for (const e of outcome.errors) console.error(`  harness: ${e}`)
     }
-    const keep = opts.has('--keep') || result.violations.length > 0 || outcome.errors.length > 0
+    const keep =
+      opts.has('--keep') ||
+      (!opts.has('--no-keep') && (result.violations.length > 0 || outcome.errors.length > 0))
     if (keep) {
       writeFileSync(
         `${outcome.runDir}/history.txt`,
