@@ -330,6 +330,18 @@ describe('tasks', () => {
     assert.deepEqual(taskInvariants(h, 'documented'), ['tasks.ran-after-success'])
   })
 
+  test('a key run by a worker while the process that ran it inline is still down is documented', () => {
+    const h = withWorker().health(5, 'web1.1', 'down')
+    dispatch(h, 'web1.1', 10, 20, 'inline', 'k-1', 'quick', 'key')
+    run(h, 'web1.1', 'a', 'k-1', 11, 19, 'inline')
+    dispatch(h, 'web2.1', 30, 31, 'queued', 'k-1', 'quick', 'key')
+    run(h, 'worker1.1', 'b', 'k-1', 40, 50)
+    assert.deepEqual(taskInvariants(h), [])
+    assert.deepEqual(taskInvariants(h, 'documented'), ['tasks.ran-after-success'])
+    h.health(25, 'web1.1', 'up') // had it recovered first, its marker would be in Redis
+    assert.deepEqual(taskInvariants(h), ['tasks.ran-after-success'])
+  })
+
   test('a key done by a worker and run inline again later fails', () => {
     const h = dispatch(withWorker(), 'web1.1', 10, 11, 'queued', 'k-1', 'quick', 'key')
     run(h, 'worker1.1', 'r1', 'k-1', 20, 30)
@@ -452,6 +464,26 @@ describe('health', () => {
       .ev(2000, 'info', 'web1.1', 'force', { on: false })
       .health(2100, 'web1.1', 'up')
     assert.deepEqual(invariants(forced), [])
+  })
+
+  test('a process still down after a second fault that began before it was due up is reported', () => {
+    const h = new Hist()
+      .child('web1.1', 'web')
+      .fault('f1', 'freeze', 1000, 2000)
+      .health(1300, 'web1.1', 'down')
+      .harness(2005, 'redis-answers', { path: 'web1' })
+      .fault('f2', 'blackhole-all', 2500, 3000)
+      .harness(3005, 'redis-answers', { path: 'web1' })
+      .harness(9000, 'phase', { phase: 'close' })
+    const result = h.run(['health'])
+    assert.deepEqual(
+      result.violations.map((v) => v.invariant),
+      ['health.recovery-slow'],
+    )
+    assert.match(
+      result.violations[0]!.message,
+      /never came back up after Redis answered again on its path at 300\d/,
+    )
   })
 
   test('a freeze nobody notices fails detection', () => {
