@@ -11,7 +11,8 @@
  *   --keep            keep every run directory (histories, child logs, Redis' data); failing runs are kept anyway
  *   --no-keep         keep none, not even failing ones (long series)
  *   --strict          documented limitations fail the run too
- *   --recheck DIR     re-check the histories a kept run directory holds (no run)
+ *   --recheck DIR…    re-check the histories kept run directories hold (no run); with
+ *                     --report, CHECK.md is written from them
  *   --list            print the fault kinds and exit
  *   --max-print N     violations printed per invariant and schedule (default 3)
  *
@@ -22,7 +23,12 @@ import { fileURLToPath } from 'node:url'
 import { check, formatViolation, parseHistory, type CheckResult } from './checker/index.js'
 import { FAULT_KINDS, selectKinds } from './harness/faults.js'
 import { historyFiles, runSchedule } from './harness/runner.js'
-import { DEFAULT_DURATION_MS, describeSchedule, makeSchedule } from './harness/schedule.js'
+import {
+  DEFAULT_DURATION_MS,
+  describeSchedule,
+  makeSchedule,
+  type Schedule,
+} from './harness/schedule.js'
 import { renderReport, type ScheduleResult } from './report.js'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
@@ -38,9 +44,14 @@ const VALUED = new Set([
 ])
 const FLAGS = new Set(['--report', '--keep', '--no-keep', '--strict', '--list'])
 const opts = new Map<string, string>()
+const recheckDirs: string[] = []
 for (let i = 0; i < argv.length; i++) {
   const arg = argv[i]!
-  if (VALUED.has(arg)) {
+  if (arg === '--recheck') {
+    while (argv[i + 1] !== undefined && !argv[i + 1]!.startsWith('--')) recheckDirs.push(argv[++i]!)
+    if (recheckDirs.length === 0) fail('--recheck needs one or more run directories')
+    opts.set(arg, 'true')
+  } else if (VALUED.has(arg)) {
     const value = argv[++i]
     if (value === undefined) fail(`${arg} needs a value`)
     opts.set(arg, value)
@@ -94,13 +105,36 @@ async function main(): Promise<number> {
   }
   const strict = opts.has('--strict')
   const maxPrint = intOpt('--max-print', 3)
-  const recheck = opts.get('--recheck')
-  if (recheck !== undefined) {
-    const texts = historyFiles(recheck).map((f) => readFileSync(f, 'utf8'))
-    const result = check(parseHistory(texts))
-    const n = printResult(result, maxPrint, strict)
-    console.log(`\n${result.violations.length} violation(s) (${n} counted) in ${recheck}`)
-    return n > 0 ? 1 : 0
+  if (recheckDirs.length > 0) {
+    const results: ScheduleResult[] = []
+    let counted = 0
+    for (const dir of recheckDirs) {
+      const texts = historyFiles(dir).map((f) => readFileSync(f, 'utf8'))
+      const result = check(parseHistory(texts))
+      const n = printResult(result, maxPrint, strict)
+      counted += n
+      console.log(`\n${result.violations.length} violation(s) (${n} counted) in ${dir}`)
+      const run = result.history.events.find((e) => e.process === 'harness' && e.op === 'run')
+      const schedule = run?.['schedule'] as Schedule | undefined
+      if (schedule === undefined) continue
+      const spec = sameKinds(schedule.kinds) ? undefined : schedule.kinds.join(',')
+      results.push(
+        resultOf(schedule, result, replayCommand(schedule.seed, schedule.durationMs, spec), {
+          wallMs: Number(result.history.end - result.history.t0) / 1e6,
+          errors: [],
+          runDir: dir,
+        }),
+      )
+    }
+    if (opts.has('--report')) {
+      await writeReport(
+        results,
+        strict,
+        results[0]?.schedule.kinds ?? selectKinds(undefined),
+        results[0]?.schedule.durationMs ?? DEFAULT_DURATION_MS,
+      )
+    }
+    return counted > 0 ? 1 : 0
   }
 
   const durationMs = intOpt('--duration', DEFAULT_DURATION_MS)
@@ -113,13 +147,7 @@ async function main(): Promise<number> {
     const count = intOpt('--schedules', 3)
     for (let i = 0; i < count; i++) seeds.push(from + i)
   }
-  const replay = (seed: number): string =>
-    [
-      'npm run check -- --seed',
-      String(seed),
-      ...(durationMs !== DEFAULT_DURATION_MS ? ['--duration', String(durationMs)] : []),
-      ...(faults !== undefined ? ['--faults', faults] : []),
-    ].join(' ')
+  const replay = (seed: number): string => replayCommand(seed, durationMs, faults)
 
   const results: ScheduleResult[] = []
   let counted = 0
@@ -152,34 +180,16 @@ async function main(): Promise<number> {
         (keep ? `; kept ${outcome.runDir}` : '') +
         (n > 0 ? `\n    replay: ${replay(seed)}` : ''),
     )
-    results.push({
-      seed,
-      replay: replay(seed),
-      wallMs: outcome.wallMs,
-      schedule,
-      stats: result.stats,
-      violations: result.violations.map((v) => ({
-        invariant: v.invariant,
-        severity: v.severity,
-        message: v.message,
-      })),
-      harnessErrors: outcome.errors,
-      runDir: keep ? outcome.runDir : undefined,
-    })
+    results.push(
+      resultOf(schedule, result, replay(seed), {
+        wallMs: outcome.wallMs,
+        errors: outcome.errors,
+        runDir: keep ? outcome.runDir : undefined,
+      }),
+    )
   }
 
-  if (opts.has('--report')) {
-    const { markdown, json } = await renderReport(results, {
-      command: ['npm run check', ...(argv.length > 0 ? ['--', ...argv] : [])].join(' '),
-      strict,
-      kinds,
-      durationMs,
-    })
-    mkdirSync(`${root}check/results`, { recursive: true })
-    writeFileSync(`${root}CHECK.md`, markdown)
-    writeFileSync(`${root}check/results/latest.json`, json)
-    log('wrote CHECK.md and check/results/latest.json')
-  }
+  if (opts.has('--report')) await writeReport(results, strict, kinds, durationMs)
   const failedSeeds = results.filter((r) =>
     r.violations.some((v) => v.severity === 'violation' || strict),
   )
@@ -191,6 +201,60 @@ async function main(): Promise<number> {
   )
   if (counted > 0) return 1
   return harnessFailed ? 2 : 0
+}
+
+function replayCommand(seed: number, durationMs: number, faults: string | undefined): string {
+  return [
+    'npm run check -- --seed',
+    String(seed),
+    ...(durationMs !== DEFAULT_DURATION_MS ? ['--duration', String(durationMs)] : []),
+    ...(faults !== undefined ? ['--faults', faults] : []),
+  ].join(' ')
+}
+
+function sameKinds(kinds: readonly string[]): boolean {
+  const defaults = selectKinds(undefined)
+  return kinds.length === defaults.length && kinds.every((k) => defaults.includes(k))
+}
+
+function resultOf(
+  schedule: Schedule,
+  result: CheckResult,
+  replay: string,
+  run: { wallMs: number; errors: string[]; runDir: string | undefined },
+): ScheduleResult {
+  return {
+    seed: schedule.seed,
+    replay,
+    wallMs: run.wallMs,
+    schedule,
+    stats: result.stats,
+    violations: result.violations.map((v) => ({
+      invariant: v.invariant,
+      severity: v.severity,
+      message: v.message,
+    })),
+    harnessErrors: run.errors,
+    runDir: run.runDir,
+  }
+}
+
+async function writeReport(
+  results: ScheduleResult[],
+  strict: boolean,
+  kinds: string[],
+  durationMs: number,
+): Promise<void> {
+  const { markdown, json } = await renderReport(results, {
+    command: ['npm run check', ...(argv.length > 0 ? ['--', ...argv] : [])].join(' '),
+    strict,
+    kinds,
+    durationMs,
+  })
+  mkdirSync(`${root}check/results`, { recursive: true })
+  writeFileSync(`${root}CHECK.md`, markdown)
+  writeFileSync(`${root}check/results/latest.json`, json)
+  log('wrote CHECK.md and check/results/latest.json')
 }
 
 function summarize(result: CheckResult): string {
