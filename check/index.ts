@@ -127,11 +127,13 @@ async function main(): Promise<number> {
       )
     }
     if (opts.has('--report')) {
+      const seeds = results.map((r) => r.seed)
       await writeReport(
         results,
         strict,
         results[0]?.schedule.kinds ?? selectKinds(undefined),
         results[0]?.schedule.durationMs ?? DEFAULT_DURATION_MS,
+        `npm run check -- --recheck <the kept run directories of seeds ${seeds.join(', ')}> --report`,
       )
     }
     return counted > 0 ? 1 : 0
@@ -244,9 +246,10 @@ async function writeReport(
   strict: boolean,
   kinds: string[],
   durationMs: number,
+  command = ['npm run check', ...(argv.length > 0 ? ['--', ...argv] : [])].join(' '),
 ): Promise<void> {
   const { markdown, json } = await renderReport(results, {
-    command: ['npm run check', ...(argv.length > 0 ? ['--', ...argv] : [])].join(' '),
+    command,
     strict,
     kinds,
     durationMs,
