@@ -26,6 +26,24 @@ const add = (into: Record<string, number>, from: Record<string, number>): void =
   for (const [k, n] of Object.entries(from)) into[k] = (into[k] ?? 0) + n
 }
 
+/** Violations per invariant and severity: a count and the first two messages. */
+function grouped(
+  violations: ScheduleResult['violations'],
+): Array<{ invariant: string; severity: Severity; count: number; examples: string[] }> {
+  const out = new Map<
+    string,
+    { invariant: string; severity: Severity; count: number; examples: string[] }
+  >()
+  for (const v of violations) {
+    const k = `${v.invariant}\u0000${v.severity}`
+    const g = out.get(k) ?? { invariant: v.invariant, severity: v.severity, count: 0, examples: [] }
+    g.count++
+    if (g.examples.length < 2) g.examples.push(v.message)
+    out.set(k, g)
+  }
+  return [...out.values()]
+}
+
 const cell = (s: string): string => s.replace(/\|/g, '\\|').replace(/\n/g, ' ')
 
 export async function renderReport(
@@ -162,6 +180,7 @@ export async function renderReport(
       results: results.map((r) => ({
         ...r,
         runDir: undefined,
+        violations: grouped(r.violations),
         stats: {
           ...r.stats,
           health: { ...r.stats.health, recoveryMs: summary(r.stats.health.recoveryMs) },
