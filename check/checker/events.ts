@@ -62,6 +62,8 @@ export interface HistoryEvent {
 //   'fault-end'      { faultId, fault }
 //   'redis-answers'  { path: base name of a process, faultId }  a PING through that
 //                    process's own proxy, on a fresh connection, answered
+//   'redis-stall'    { sentT, rttMs }           the harness' own direct PING (every 100 ms)
+//                    took ≥ 150 ms while no server fault played: Redis or the machine stalled
 //   'child-spawn'    { child, base, role }
 //   'child-kill'     { child }                 the harness SIGKILLs it
 //   'child-exit'     { child, code, signal, expected }

@@ -17,6 +17,8 @@
 //                            answering Redis is not an outage.
 //   health.spurious-down     the same without a slow link: down while Redis answered (the
 //                            message names what was going on: maxmemory, FLUSHALL…).
+//                            Documented when the harness' own direct PING to Redis took
+//                            ≥ 150 ms around it (Redis or the machine stalled by itself).
 //   health.detect-slow       a fault that must be noticed (kill, freeze, DEBUG SLEEP, CLIENT
 //                            PAUSE, blackhole) lasting ≥ 1 s, affecting B while P was up and
 //                            not forced: P must be down within 1 s of the fault's start.
@@ -66,7 +68,21 @@ export function checkHealth(h: History): { violations: Violation[]; stats: Healt
         const explained = h.faults.some(
           (f) => History.affects(f, base) && f.outage && f.start <= d && d <= f.end + EXPLAIN_GRACE,
         )
-        if (!explained) {
+        const stall = h.stalls.find((st) => st.start <= d + ms(100) && st.end >= d - EXPLAIN_GRACE)
+        if (!explained && stall !== undefined) {
+          violations.push({
+            invariant: 'health.spurious-down',
+            severity: 'documented',
+            message:
+              `${p.name} went down with no fault injected, while Redis itself did not answer the ` +
+              `harness' own PING for ${String(stall.event['rttMs'])} ms (the machine or its disk ` +
+              'stalled; docs/health.md: a Redis slower than commandTimeoutMs is treated as down)',
+            events: withContext(h, [stall.event, down.event], {
+              processes: [p.name],
+              before: ms(2000),
+            }),
+          })
+        } else if (!explained) {
           const slow = h.faults.filter(
             (f) => History.affects(f, base) && f.slow && f.start <= d && d <= f.end + SLOW_GRACE,
           )

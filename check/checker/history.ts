@@ -94,6 +94,8 @@ export class History {
   readonly processes = new Map<string, ProcessRecord>()
   readonly faults: FaultRecord[] = []
   readonly answers: Answer[] = []
+  /** The harness' own direct PING to Redis took ≥ 150 ms with no server fault playing. */
+  readonly stalls: Array<Interval & { event: HistoryEvent }> = []
   readonly ops: OpRecord[] = []
   readonly byOp = new Map<string, OpRecord[]>()
 
@@ -149,6 +151,11 @@ export class History {
           }
           case 'redis-answers':
             this.answers.push({ t: e.t, path: String(e['path']), event: e })
+            break
+          case 'redis-stall':
+            if (typeof e['sentT'] === 'string') {
+              this.stalls.push({ start: BigInt(e['sentT']), end: e.t, event: e })
+            }
             break
           case 'child-spawn': {
             const p = this.#proc(String(e['child']), e)

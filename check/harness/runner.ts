@@ -6,14 +6,17 @@
 // on a free port and stopped at the end, and the children only know their proxy's address.
 import { spawn, type ChildProcess } from 'node:child_process'
 import {
+  accessSync,
   closeSync,
+  constants,
   cpSync,
-  mkdirSync,
   mkdtempSync,
   openSync,
   readFileSync,
   readdirSync,
   rmSync,
+  statSync,
+  writeFileSync,
 } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -50,6 +53,8 @@ const ACCEPTED = new Set(['queued', 'inline', 'spooled', 'deferred', 'duplicate'
 const READY_TIMEOUT_MS = 60_000
 const CLOSE_TIMEOUT_MS = 8000
 const MIN_DRAIN_MS = 2500
+const STALL_MS = 150
+const STALL_EVERY_MS = 100
 
 class Child {
   readonly exited: Promise<{ code: number | null; signal: string | null }>
@@ -123,14 +128,44 @@ function installExitHook(): void {
   })
 }
 
+/** A writable tmpfs for the fsync-heavy files, unless CHECK_TMPFS=0. */
+function fastDir(): string | undefined {
+  if (process.env['CHECK_TMPFS'] === '0') return undefined
+  try {
+    const dir = '/dev/shm'
+    if (!statSync(dir).isDirectory()) return undefined
+    accessSync(dir, constants.W_OK)
+    return dir
+  } catch {
+    return undefined
+  }
+}
+
+/** RedisServer makes its data dir under os.tmpdir(): point that at `dir` while it starts. */
+async function withTmpdir<T>(dir: string | undefined, fn: () => Promise<T>): Promise<T> {
+  if (dir === undefined) return fn()
+  const previous = process.env['TMPDIR']
+  process.env['TMPDIR'] = dir
+  try {
+    return await fn()
+  } finally {
+    if (previous === undefined) delete process.env['TMPDIR']
+    else process.env['TMPDIR'] = previous
+  }
+}
+
 export async function runSchedule(options: RunOptions): Promise<RunOutcome> {
   installExitHook()
   const { schedule, root } = options
   const log = options.log ?? ((): void => undefined)
   const started = performance.now()
   const runDir = mkdtempSync(join(options.baseDir ?? tmpdir(), `failsoft-check-${schedule.seed}-`))
-  const spoolDir = join(runDir, 'spool')
-  mkdirSync(spoolDir, { recursive: true })
+  // Redis' AOF (appendfsync always) and the spool (fsync per append) go to a tmpfs when there
+  // is one: on this shared machine an fsync to the disk can stall for hundreds of ms when
+  // another job writes, which every process would see as Redis not answering (an outage the
+  // schedule did not inject). A SIGKILLed redis-server or child still finds its files there.
+  const fast = fastDir()
+  const spoolDir = mkdtempSync(join(fast ?? runDir, `failsoft-check-spool-${schedule.seed}-`))
   const hist = new Recorder(join(runDir, 'harness.jsonl'), 'harness')
   const errors: string[] = []
   const childPath = join(root, 'check', 'harness', 'child.ts')
@@ -138,7 +173,7 @@ export async function runSchedule(options: RunOptions): Promise<RunOutcome> {
   const prefix = `chk${schedule.seed}`
   hist.info('run', { seed: schedule.seed, schedule })
 
-  const server = await RedisServer.start({ persistence: true })
+  const server = await withTmpdir(fast, () => RedisServer.start({ persistence: true }))
   const proxies = new Map<string, TcpProxy>()
   const live = new Map<string, Child>()
   const restarting = new Set<string>()
@@ -146,6 +181,29 @@ export async function runSchedule(options: RunOptions): Promise<RunOutcome> {
   const pingers = new Set<Promise<void>>()
   let phase: 'start' | 'load' | 'drain' | 'close' = 'start'
   let stopping = false
+  /** Server-lane faults playing now: the stall watch is quiet while one is (it explains itself). */
+  let serverFaults = 0
+
+  // Redis' own responsiveness, seen by the harness on fresh direct connections (no proxy): a
+  // PING slower than STALL_MS while no server fault plays is recorded as 'redis-stall', so
+  // that an outage nobody injected (the machine, the disk) is told apart from one the library
+  // imagined.
+  const stallWatch = (async () => {
+    while (!stopping) {
+      const sent = process.hrtime.bigint()
+      const quietBefore = serverFaults === 0
+      try {
+        await respCommand(server.respTarget, ['PING'], { timeoutMs: 3000 })
+      } catch {
+        // down (a fault): the rtt below says how long it took to find out
+      }
+      const rttMs = Number(process.hrtime.bigint() - sent) / 1e6
+      if (rttMs >= STALL_MS && quietBefore && serverFaults === 0 && !stopping) {
+        hist.info('redis-stall', { sentT: sent.toString(), rttMs: Math.round(rttMs) })
+      }
+      await sleep(STALL_EVERY_MS)
+    }
+  })()
 
   const spawnChild = (plan: ProcessPlan, incarnation: number, startLoad: boolean): Child => {
     const name = `${plan.base}.${incarnation}`
@@ -243,6 +301,7 @@ export async function runSchedule(options: RunOptions): Promise<RunOutcome> {
   const playFault = async (step: FaultStep): Promise<void> => {
     const kind = faultKind(step.kind)
     const flags = kind.flags(step)
+    if (step.lane === 'server') serverFaults++
     let didStart = false
     let didEnd = false
     const env: FaultEnv = {
@@ -304,6 +363,7 @@ export async function runSchedule(options: RunOptions): Promise<RunOutcome> {
       await healEverything()
     } finally {
       env.ended()
+      if (step.lane === 'server') serverFaults--
     }
   }
 
@@ -407,7 +467,10 @@ export async function runSchedule(options: RunOptions): Promise<RunOutcome> {
     }
     await Promise.all(allChildren.map((c) => c.exited))
     await Promise.all([...pingers])
+    await stallWatch
     for (const p of proxies.values()) await p.close()
+    rmSync(spoolDir, { recursive: true, force: true })
+    writeFileSync(join(runDir, 'redis.log'), server.log)
     // Redis' data as it ended (AOF), for a post-mortem: `redis-server --dir <runDir>/redis-data
     // --appendonly yes --port 0 --unixsocket …` reads it back.
     try {

@@ -486,6 +486,20 @@ describe('health', () => {
     )
   })
 
+  test("a down while the harness' own PING to Redis stalled is documented", () => {
+    const h = new Hist()
+      .child('web1.1', 'web')
+      .harness(1450, 'redis-stall', {
+        sentT: String(BigInt(1100 * 1000) * 1000n + 10n ** 12n),
+        rttMs: 350,
+      })
+      .health(1400, 'web1.1', 'down')
+      .harness(1460, 'redis-answers', { path: 'web1' })
+      .health(1500, 'web1.1', 'up')
+    assert.deepEqual(invariants(h, 'violation', ['health']), [])
+    assert.deepEqual(invariants(h, 'documented', ['health']), ['health.spurious-down'])
+  })
+
   test('a freeze nobody notices fails detection', () => {
     const h = new Hist()
       .child('web1.1', 'web')
