@@ -64,6 +64,8 @@ export interface HistoryEvent {
 //                    process's own proxy, on a fresh connection, answered
 //   'redis-stall'    { sentT, rttMs }           the harness' own direct PING (every 100 ms)
 //                    took ≥ 150 ms while no server fault played: Redis or the machine stalled
+//   'harness-stall'  { sentT, rttMs }           the harness' event loop (it carries every
+//                    proxy) ticked ≥ 150 ms late: every process' traffic waited
 //   'child-spawn'    { child, base, role }
 //   'child-kill'     { child }                 the harness SIGKILLs it
 //   'child-exit'     { child, code, signal, expected }

@@ -74,9 +74,11 @@ export function checkHealth(h: History): { violations: Violation[]; stats: Healt
             invariant: 'health.spurious-down',
             severity: 'documented',
             message:
-              `${p.name} went down with no fault injected, while Redis itself did not answer the ` +
-              `harness' own PING for ${String(stall.event['rttMs'])} ms (the machine or its disk ` +
-              'stalled; docs/health.md: a Redis slower than commandTimeoutMs is treated as down)',
+              `${p.name} went down with no fault injected, while ` +
+              (stall.event.op === 'harness-stall'
+                ? `the harness' event loop (which carries every proxy) stalled for ${String(stall.event['rttMs'])} ms`
+                : `Redis itself did not answer the harness' own PING for ${String(stall.event['rttMs'])} ms`) +
+              ' (the machine stalled; docs/health.md: a Redis slower than commandTimeoutMs is treated as down)',
             events: withContext(h, [stall.event, down.event], {
               processes: [p.name],
               before: ms(2000),

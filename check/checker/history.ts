@@ -94,7 +94,11 @@ export class History {
   readonly processes = new Map<string, ProcessRecord>()
   readonly faults: FaultRecord[] = []
   readonly answers: Answer[] = []
-  /** The harness' own direct PING to Redis took ≥ 150 ms with no server fault playing. */
+  /**
+   * The harness' own direct PING to Redis took ≥ 150 ms with no server fault playing
+   * ('redis-stall'), or the harness' event loop, which carries every proxy, stalled as long
+   * ('harness-stall'): an outage nobody injected.
+   */
   readonly stalls: Array<Interval & { event: HistoryEvent }> = []
   readonly ops: OpRecord[] = []
   readonly byOp = new Map<string, OpRecord[]>()
@@ -153,6 +157,7 @@ export class History {
             this.answers.push({ t: e.t, path: String(e['path']), event: e })
             break
           case 'redis-stall':
+          case 'harness-stall':
             if (typeof e['sentT'] === 'string') {
               this.stalls.push({ start: BigInt(e['sentT']), end: e.t, event: e })
             }

@@ -13,6 +13,7 @@ import {
   mkdtempSync,
   openSync,
   readFileSync,
+  readSync,
   readdirSync,
   rmSync,
   statSync,
@@ -55,6 +56,8 @@ const CLOSE_TIMEOUT_MS = 8000
 const MIN_DRAIN_MS = 2500
 const STALL_MS = 150
 const STALL_EVERY_MS = 100
+const LAG_TICK_MS = 20
+const LAG_MS = 150
 
 class Child {
   readonly exited: Promise<{ code: number | null; signal: string | null }>
@@ -181,6 +184,8 @@ export async function runSchedule(options: RunOptions): Promise<RunOutcome> {
   const pingers = new Set<Promise<void>>()
   let phase: 'start' | 'load' | 'drain' | 'close' = 'start'
   let stopping = false
+  const pending = new PendingTasks(runDir)
+  let pendingTimer: NodeJS.Timeout | undefined
   /** Server-lane faults playing now: the stall watch is quiet while one is (it explains itself). */
   let serverFaults = 0
 
@@ -188,6 +193,17 @@ export async function runSchedule(options: RunOptions): Promise<RunOutcome> {
   // PING slower than STALL_MS while no server fault plays is recorded as 'redis-stall', so
   // that an outage nobody injected (the machine, the disk) is told apart from one the library
   // imagined.
+  // The harness' own event loop carries every proxy: if it stops (GC, a busy machine), every
+  // process' commands wait. A tick ≥ LAG_MS late is recorded as 'harness-stall'.
+  let lastTick = process.hrtime.bigint()
+  const lagTimer = setInterval(() => {
+    const now = process.hrtime.bigint()
+    const gapMs = Number(now - lastTick) / 1e6
+    if (gapMs >= LAG_MS) {
+      hist.info('harness-stall', { sentT: lastTick.toString(), rttMs: Math.round(gapMs) })
+    }
+    lastTick = now
+  }, LAG_TICK_MS)
   const stallWatch = (async () => {
     while (!stopping) {
       const sent = process.hrtime.bigint()
@@ -381,6 +397,8 @@ export async function runSchedule(options: RunOptions): Promise<RunOutcome> {
     // ── load + faults ──────────────────────────────────────────────────────────────────────────
     phase = 'load'
     hist.info('phase', { phase: 'load' })
+    // Follows the histories as they grow, so that no call has much to read at once.
+    pendingTimer = setInterval(() => pending.count(allChildren), 500)
     const loadT0 = performance.now()
     for (const c of live.values()) c.send({ type: 'start-load' })
     const lanes = (['server', 'network', 'client'] as const).map(async (lane) => {
@@ -426,13 +444,15 @@ export async function runSchedule(options: RunOptions): Promise<RunOutcome> {
     for (let i = 0; i < 40 && !(await allUp()); i++) await sleep(250)
     for (;;) {
       const elapsed = performance.now() - drainT0
-      if (elapsed >= MIN_DRAIN_MS && pendingTasks(runDir, allChildren) === 0) break
+      if (elapsed >= MIN_DRAIN_MS && pending.count(allChildren) === 0) break
       if (elapsed >= drainMaxMs) {
         log(`drain ended after ${drainMaxMs} ms with tasks still pending`)
         break
       }
       await sleep(500)
     }
+
+    clearInterval(pendingTimer)
 
     // ── close ──────────────────────────────────────────────────────────────────────────────────
     phase = 'close'
@@ -459,6 +479,7 @@ export async function runSchedule(options: RunOptions): Promise<RunOutcome> {
     hist.info('harness-error', { error: errorText(error) })
   } finally {
     stopping = true
+    clearInterval(pendingTimer)
     for (const c of allChildren) {
       if (!c.exitedNow) {
         c.expectedExit = true
@@ -468,6 +489,7 @@ export async function runSchedule(options: RunOptions): Promise<RunOutcome> {
     await Promise.all(allChildren.map((c) => c.exited))
     await Promise.all([...pingers])
     await stallWatch
+    clearInterval(lagTimer)
     for (const p of proxies.values()) await p.close()
     rmSync(spoolDir, { recursive: true, force: true })
     writeFileSync(join(runDir, 'redis.log'), server.log)
@@ -501,52 +523,91 @@ export async function runSchedule(options: RunOptions): Promise<RunOutcome> {
   }
 }
 
-/**
- * Accepted task ids (dispatched after the last loss of Redis data) that have not run yet, or
- * whose run is still going in a live process. Only decides when the drain may end.
- */
-function pendingTasks(runDir: string, children: readonly Child[]): number {
-  let lastLoss = 0n
-  for (const e of readEvents(join(runDir, 'harness.jsonl'))) {
-    if (e['op'] === 'fault-start' && e['dataLoss'] === true) lastLoss = BigInt(String(e['t']))
-  }
-  const accepted = new Set<string>()
-  const ran = new Set<string>()
-  const running = new Map<string, string>()
-  for (const c of children) {
-    for (const e of readEvents(c.historyPath)) {
-      if (e['op'] === 'task.dispatch' && e['kind'] === 'ok' && ACCEPTED.has(String(e['mode']))) {
-        if (BigInt(String(e['t'])) > lastLoss) accepted.add(String(e['id']))
-      } else if (e['op'] === 'task.run-start') {
-        if (!c.exitedNow) running.set(`${c.name}:${String(e['runId'])}`, String(e['id']))
-        ran.add(String(e['id']))
-      } else if (e['op'] === 'task.run-end') {
-        running.delete(`${c.name}:${String(e['runId'])}`)
+/** Reads the lines appended to a file since the last call (an incomplete last line waits). */
+class Tail {
+  #offset = 0
+  #partial = ''
+  constructor(readonly path: string) {}
+
+  read(): Array<Record<string, unknown>> {
+    let fd: number
+    try {
+      fd = openSync(this.path, 'r')
+    } catch {
+      return []
+    }
+    const chunks: Buffer[] = []
+    try {
+      const buf = Buffer.alloc(1 << 16)
+      for (;;) {
+        const n = readSync(fd, buf, 0, buf.length, this.#offset)
+        if (n <= 0) break
+        this.#offset += n
+        chunks.push(Buffer.from(buf.subarray(0, n)))
+      }
+    } finally {
+      closeSync(fd)
+    }
+    const lines = (this.#partial + Buffer.concat(chunks).toString('utf8')).split('\n')
+    this.#partial = lines.pop() ?? ''
+    const out: Array<Record<string, unknown>> = []
+    for (const line of lines) {
+      if (line === '') continue
+      try {
+        out.push(JSON.parse(line) as Record<string, unknown>)
+      } catch {
+        // a line torn by a SIGKILL
       }
     }
+    return out
   }
-  let pending = running.size
-  for (const id of accepted) if (!ran.has(id)) pending++
-  return pending
 }
 
-function readEvents(path: string): Array<Record<string, unknown>> {
-  let text: string
-  try {
-    text = readFileSync(path, 'utf8')
-  } catch {
-    return []
-  }
-  const out: Array<Record<string, unknown>> = []
-  for (const line of text.split('\n')) {
-    if (line === '') continue
-    try {
-      out.push(JSON.parse(line) as Record<string, unknown>)
-    } catch {
-      // torn last line of a killed child
+/**
+ * Accepted task ids (dispatched after the last loss of Redis data) that have not run yet, or
+ * whose run is still going in a live process. Only decides when the drain may end. Reads
+ * the files incrementally: the harness' event loop also carries every proxy, so it must
+ * never stop for long (a whole re-read of the histories took long enough, on a busy machine,
+ * to delay every process' commands past their deadline).
+ */
+class PendingTasks {
+  readonly #tails = new Map<string, Tail>()
+  #lastLoss = 0n
+  readonly #accepted = new Map<string, bigint>()
+  readonly #ran = new Set<string>()
+  readonly #running = new Map<string, Child>()
+
+  constructor(readonly runDir: string) {}
+
+  count(children: readonly Child[]): number {
+    for (const e of this.#tail(join(this.runDir, 'harness.jsonl')).read()) {
+      if (e['op'] === 'fault-start' && e['dataLoss'] === true)
+        this.#lastLoss = BigInt(String(e['t']))
     }
+    for (const c of children) {
+      for (const e of this.#tail(c.historyPath).read()) {
+        const key = `${c.name}:${String(e['runId'])}`
+        if (e['op'] === 'task.dispatch' && e['kind'] === 'ok' && ACCEPTED.has(String(e['mode']))) {
+          this.#accepted.set(String(e['id']), BigInt(String(e['t'])))
+        } else if (e['op'] === 'task.run-start') {
+          this.#running.set(key, c)
+          this.#ran.add(String(e['id']))
+        } else if (e['op'] === 'task.run-end') {
+          this.#running.delete(key)
+        }
+      }
+    }
+    let pending = 0
+    for (const c of this.#running.values()) if (!c.exitedNow) pending++
+    for (const [id, t] of this.#accepted) if (t > this.#lastLoss && !this.#ran.has(id)) pending++
+    return pending
   }
-  return out
+
+  #tail(path: string): Tail {
+    let tail = this.#tails.get(path)
+    if (tail === undefined) this.#tails.set(path, (tail = new Tail(path)))
+    return tail
+  }
 }
 
 /** The run directories a previous run kept (for `--recheck`). */
