@@ -1,0 +1,210 @@
+// Cache invariants (see docs/checker.md, "Cache").
+//
+// A key is a register; set(k, v) writes v, delete(k) and clear() write "absent", and a set
+// answered `false` (Redis refused it: the key is invalidated) writes "absent" at its
+// completion. Values are unique per write, so a read names the write it returns.
+//
+// A read R (get answered with a value v, not a miss) by process P, where W1 is the set that
+// wrote v, violates:
+//   cache.phantom-value     no set of v on that key exists, or R completed before W1 was invoked;
+//   cache.stale-read        R is not degraded and an acknowledged write W2 on the key (or a
+//                           clear) exists with W1.complete < W2.invoke and W2.complete <
+//                           R.invoke, W2 "visible to P" (below), or W1 itself was answered
+//                           false before R was invoked;
+//   cache.read-your-writes  R is degraded and such a W2 exists among P's own writes.
+//
+// Degraded: an operation of P is degraded when P's health state was not 'up' or the cache's
+// backend was not 'redis' at its invoke or at its completion, or P had a health transition
+// in between (the peer wait after a recovery reports backend 'memory', so it counts).
+//
+// Visible to P (for a non-degraded read): W2 is P's own write; or W2 was not degraded; or
+// W2's process has had an 'up' (its recovery, which reconciles the journal, completed)
+// after W2 completed and before R was invoked. A degraded read only has to honour P's own
+// writes: its memory tier may differ from other processes (documented, bounded by
+// maxStaleSeconds and the TTL, both longer than a run).
+//
+// A miss is always allowed. Documented (severity 'documented', not a failure without
+// --strict): the read or the replacing write was made by another process within 400 ms of the
+// generation change of a clear() — its completion, or for a clear() made while degraded its
+// process' recovery — as the new generation reaches the others at their next check.
+import { INF, type History, type OpRecord } from './history.js'
+import { opEvents, withContext, type Violation } from './violation.js'
+
+function field(e: { [k: string]: unknown } | undefined, name: string): unknown {
+  return e === undefined ? undefined : e[name]
+}
+
+export function degraded(h: History, op: OpRecord): boolean {
+  if (op.done === undefined || !op.ok) return true
+  if (field(op.invoke, 'state') !== 'up' || field(op.invoke, 'backend') !== 'redis') return true
+  if (field(op.done, 'state') !== 'up' || field(op.done, 'backend') !== 'redis') return true
+  return h.transitionIn(op.process, op.invokeT, op.completeT)
+}
+
+export interface CacheStats {
+  reads: number
+  hits: number
+  writes: number
+  degradedReads: number
+}
+
+export function checkCache(h: History): { violations: Violation[]; stats: CacheStats } {
+  const violations: Violation[] = []
+  const gets = h.opsOf('cache.get')
+  const writes = [...h.opsOf('cache.set'), ...h.opsOf('cache.delete')]
+  const clears = h.opsOf('cache.clear')
+  const byKey = new Map<string, OpRecord[]>()
+  const setByValue = new Map<string, OpRecord>()
+  for (const w of writes) {
+    const key = String(field(w.invoke, 'key'))
+    let list = byKey.get(key)
+    if (list === undefined) byKey.set(key, (list = []))
+    list.push(w)
+    if (w.op === 'cache.set') setByValue.set(String(field(w.invoke, 'value')), w)
+  }
+  const isDegraded = new Map<OpRecord, boolean>()
+  const deg = (op: OpRecord): boolean => {
+    let d = isDegraded.get(op)
+    if (d === undefined) isDegraded.set(op, (d = degraded(h, op)))
+    return d
+  }
+  const stats: CacheStats = {
+    reads: 0,
+    hits: 0,
+    writes: writes.length + clears.length,
+    degradedReads: 0,
+  }
+
+  for (const r of gets) {
+    if (!r.ok || r.done === undefined) continue
+    stats.reads++
+    const rDeg = deg(r)
+    if (rDeg) stats.degradedReads++
+    const value = field(r.done, 'value')
+    if (value === null || value === undefined) continue // a miss: always allowed
+    stats.hits++
+    const key = String(field(r.invoke, 'key'))
+    const w1 = setByValue.get(String(value))
+    if (w1 === undefined || String(field(w1.invoke, 'key')) !== key || r.completeT < w1.invokeT) {
+      const why =
+        w1 === undefined
+          ? 'no set ever wrote this value'
+          : String(field(w1.invoke, 'key')) !== key
+            ? `the value was written to key ${String(field(w1.invoke, 'key'))}`
+            : 'the read completed before the set of this value was invoked'
+      violations.push({
+        invariant: 'cache.phantom-value',
+        severity: 'violation',
+        message: `${r.process} get(${key}) returned ${JSON.stringify(value)}: ${why}`,
+        events: withContext(h, opEvents(r, w1)),
+      })
+      continue
+    }
+    if (
+      w1.done !== undefined &&
+      w1.ok &&
+      field(w1.done, 'result') === false &&
+      w1.completeT < r.invokeT
+    ) {
+      if (!rDeg || w1.process === r.process) {
+        violations.push({
+          invariant: rDeg ? 'cache.read-your-writes' : 'cache.stale-read',
+          severity: 'violation',
+          message:
+            `${r.process} get(${key}) returned ${JSON.stringify(value)}, the value of a set that ` +
+            `${w1.process} was answered false (refused, key invalidated) before the read began`,
+          events: withContext(h, opEvents(w1, r)),
+        })
+        continue
+      }
+    }
+    if (w1.completeT === INF) continue // never acknowledged: nothing can be ordered after it
+    const candidates = [...(byKey.get(key) ?? []), ...clears].filter(
+      (w2) =>
+        w2 !== w1 &&
+        w2.ok &&
+        w2.done !== undefined &&
+        w1.completeT < w2.invokeT &&
+        w2.completeT < r.invokeT &&
+        visible(h, w2, r, rDeg, deg),
+    )
+    if (candidates.length === 0) continue
+    // The replacing write closest to the read is the most telling one; one the clear window
+    // does not explain comes first.
+    candidates.sort((a, b) => (a.completeT > b.completeT ? -1 : 1))
+    const unexplained = candidates.filter((w2) => clearWindow(h, clears, w2, r, deg) === undefined)
+    const w2 = unexplained[0] ?? candidates[0]!
+    const clear = unexplained.length === 0 ? clearWindow(h, clears, w2, r, deg) : undefined
+    const what =
+      w2.op === 'cache.clear'
+        ? 'clear()'
+        : w2.op === 'cache.delete'
+          ? `delete(${key})`
+          : `set(${key}, ${JSON.stringify(field(w2.invoke, 'value'))})`
+    const gapMs = Number(r.invokeT - w2.completeT) / 1e6
+    violations.push({
+      invariant: rDeg ? 'cache.read-your-writes' : 'cache.stale-read',
+      severity: clear === undefined ? 'violation' : 'documented',
+      message:
+        `${r.process} ${rDeg ? '(degraded) ' : ''}get(${key}) returned ${JSON.stringify(value)} ` +
+        `(written by ${w1.process}#${w1.opId}), but ${w2.process}#${w2.opId} ${what}` +
+        `${deg(w2) ? ' (made while degraded)' : ''}, invoked after that write completed, was ` +
+        `acknowledged ${gapMs.toFixed(1)} ms before the read began` +
+        (candidates.length > 1 ? ` (${candidates.length - 1} more such writes)` : '') +
+        (clear !== undefined
+          ? `; within ${CLEAR_WINDOW_MS} ms of ${clear.process}#${clear.opId} clear(), whose new ` +
+            'generation reaches the other processes at their next generation check (docs/cache.md)'
+          : ''),
+      events: withContext(h, opEvents(w1, w2, r, clear)),
+    })
+  }
+  return { violations, stats }
+}
+
+/**
+ * A clear() switches its process to a new generation at once and the others at their next
+ * generation check (generationCheckMs, 200 ms): until then they read and write the old one.
+ * A clear() made while degraded changes the generation during that process' recovery step
+ * instead (before its 'up'). Documented (docs/cache.md, "Generation changes"). A stale read
+ * is put down to it when the read or the replacing write was made by another process than
+ * the clear's, invoked after the clear began and at most CLEAR_WINDOW_MS after the
+ * generation changed (for a degraded clear: after its process' 'up').
+ */
+export const CLEAR_WINDOW_MS = 400
+
+function clearWindow(
+  h: History,
+  clears: readonly OpRecord[],
+  w2: OpRecord,
+  r: OpRecord,
+  deg: (op: OpRecord) => boolean,
+): OpRecord | undefined {
+  const window = BigInt(CLEAR_WINDOW_MS) * 1_000_000n
+  return clears.find((c) => {
+    if (!c.ok || c.completeT > r.invokeT) return false
+    // Made while degraded (down, or up with the cache not synced yet): the generation changes
+    // during the process' recovery step (before its 'up'), or at its sync if it was up already.
+    const until =
+      deg(c) && h.stateAt(c.process, c.completeT) !== 'up'
+        ? h.nextUp(c.process, c.completeT)
+        : c.completeT
+    if (until === undefined) return false
+    return [r, w2].some(
+      (op) => op.process !== c.process && op.invokeT >= c.invokeT && op.invokeT - until <= window,
+    )
+  })
+}
+
+function visible(
+  h: History,
+  w2: OpRecord,
+  r: OpRecord,
+  rDegraded: boolean,
+  deg: (op: OpRecord) => boolean,
+): boolean {
+  if (w2.process === r.process) return true // read-your-writes, memory tier included
+  if (rDegraded) return false // a degraded read only owes its own process' writes
+  if (!deg(w2)) return true
+  // Made while its process was degraded: owed once that process completed a recovery.
+  return h.nextUp(w2.process, w2.completeT, r.invokeT) !== undefined
+}
