@@ -141,7 +141,10 @@ export class Cache {
       name: this.name,
       fallback: 'in-process memory cache (bounded LRU)',
       recover: (ctx) => this.#recover(ctx),
-      needsRecovery: () => !this.#journal.empty,
+      // Work left — unless Redis refused it for now (OOM…): this cache then stays on memory and
+      // retries on its own, rather than holding every component off Redis.
+      needsRecovery: () =>
+        !this.#journal.empty && performance.now() - this.#syncFailedAt >= SYNC_RETRY_MS,
       status: () => ({ ...this.status() }),
       close: () => this.#close(),
     })
@@ -333,8 +336,18 @@ export class Cache {
         this.#memory.clear()
         this.#stats.generationBumps++
       } catch (error) {
-        if (!isConnectivityError(error)) throw error
-        this.#fellBack()
+        if (isConnectivityError(error)) this.#fellBack()
+        else {
+          // Refused by Redis (OOM at maxmemory…): the namespace is not cleared there yet. Until
+          // the bump lands (retried like any reconciliation), reads stay off Redis: the journal
+          // holds a pending bump. Never thrown: clear() does not fail because of Redis.
+          this.#stats.replyErrors++
+          this.#syncFailedAt = performance.now()
+          this.#problem(
+            'clear() refused by Redis; retried, reads served from memory meanwhile',
+            error,
+          )
+        }
         this.#journal.markCleared()
         this.#memory.clear()
         return
@@ -601,7 +614,16 @@ export class Cache {
       return
     }
     this.#recovery = context
-    await this.#reconcile(context.run, context.lateCommandsFenced)
+    try {
+      await this.#reconcile(context.run, context.lateCommandsFenced)
+    } catch (error) {
+      if (isConnectivityError(error)) throw error
+      // Redis refuses the reconciliation for now (a generation bump at maxmemory): reads stay
+      // off Redis (the journal is not empty) and it is retried while up (#routeNow).
+      this.#syncFailedAt = performance.now()
+      this.#problem('Redis refused the reconciliation for now; serving from memory', error)
+      return
+    }
     // Our outage writes are gone from Redis; other instances may still hold theirs.
     const { at } = await redis.heartbeat(context.run)
     if (this.#options.peerWaitMs > 0) this.#peers?.begin(at, this.#generation?.lastCleanAt ?? null)

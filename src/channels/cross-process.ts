@@ -131,6 +131,9 @@ export class CrossProcess {
       deliver: (topic, wire) => this.#deliver(topic, wire),
       request: (origin, range) => this.#request(origin, range),
       topicInfo: (topic) => this.#topics.get(topic) ?? null,
+      canAsk: () => this.#monitor.available && !this.transport.behind,
+      // Nothing older than the outbox's age bound is kept by a publisher.
+      giveUpMs: deps.options.outbox.maxAgeMs + 1000,
     })
     this.transport = new RedisTransport({
       monitor: deps.monitor,
@@ -282,6 +285,7 @@ export class CrossProcess {
       this.#resync = false
       this.#announcePending = true
       this.#sendControl(this.#controlTopic, { k: 'hello', o: this.#deps.processId })
+      this.#reassembly.resubscribed()
     }
     if (this.#holding || this.outbox.size > 0) this.#scheduleFlush()
     else this.#announceIfPending()

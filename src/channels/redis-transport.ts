@@ -239,12 +239,20 @@ export class RedisTransport {
     const missing = [...this.#wanted].filter((topic) => !this.#subscribed.has(topic))
     for (let i = 0; i < missing.length; i += SUBSCRIBE_CHUNK) {
       const chunk = missing.slice(i, i + SUBSCRIBE_CHUNK)
-      await withDeadline(
-        sub.subscribe(...chunk),
-        SUBSCRIBER_DEADLINE_MS,
-        'subscribe',
-        context.signal,
-      )
+      try {
+        await withDeadline(
+          sub.subscribe(...chunk),
+          SUBSCRIBER_DEADLINE_MS,
+          'subscribe',
+          context.signal,
+        )
+      } catch (error) {
+        // Unanswered (a partition swallowed it) or refused: this connection's replies can no
+        // longer be trusted to match its commands. The next attempt starts on a fresh one —
+        // reusing it kept one process' recovery failing for ever (found by npm run check).
+        if (sub === this.#sub) this.detach()
+        throw error
+      }
       if (sub !== this.#sub) throw new RedisUnavailableError('subscriber closed during recovery')
       for (const topic of chunk) this.#subscribed.add(topic)
     }

@@ -13,11 +13,22 @@ export interface ReassemblyDeps {
    * whether its subscription has been unbroken since then (`clean`). Null: not listening.
    */
   topicInfo(topic: string): { joinedAt: number; clean: boolean } | null
+  /** Whether requests can reach anyone now (this process is on Redis). */
+  canAsk(): boolean
+  /**
+   * A gap still unanswered after this long (ms) is given up whatever happened: the publisher
+   * keeps nothing older (its retention's age bound).
+   */
+  readonly giveUpMs: number
 }
 
 interface Pending {
   readonly range: RangeTuple
+  /** When the gap was first asked about. */
+  readonly since: number
+  /** When it was last asked about. */
   at: number
+  /** Asks made while this process could reach Redis and the publisher was heard from since. */
   tries: number
 }
 
@@ -46,6 +57,8 @@ const now = (): number => performance.now()
 export class Reassembly {
   readonly #deps: ReassemblyDeps
   readonly #topics = new Map<string, Map<string, StreamState>>()
+  /** When each publisher was last heard from (any message, data or control). */
+  readonly #heard = new Map<string, number>()
   readonly counters = { duplicates: 0, lost: 0, repaired: 0, requested: 0 }
 
   constructor(deps: ReassemblyDeps) {
@@ -62,6 +75,7 @@ export class Reassembly {
 
   /** A data message from `wire.origin` on `topic`; `repaired`: sent again at our request. */
   accept(topic: string, wire: WireMessage, repaired: boolean): void {
+    this.#heard.set(wire.origin, now())
     let origins = this.#topics.get(topic)
     if (origins === undefined) {
       origins = new Map()
@@ -117,6 +131,9 @@ export class Reassembly {
 
   /** A publisher's newest messages: ask for what did not arrive here. */
   heads(origin: string, heads: readonly HeadTuple[]): void {
+    this.#heard.set(origin, now())
+    // The publisher is there: whatever is still pending from it, ask again now.
+    this.#reask((o) => o === origin)
     for (const [topic, stream, seq] of heads) {
       const info = this.#deps.topicInfo(topic)
       if (info === null) continue
@@ -140,6 +157,7 @@ export class Reassembly {
 
   /** The publisher answered these ranges in full: whatever of them did not come is lost. */
   resent(origin: string, ranges: readonly RangeTuple[]): void {
+    this.#heard.set(origin, now())
     for (const range of ranges) {
       const [topic, stream, after, before] = range
       const st = this.#topics.get(topic)?.get(origin)
@@ -151,22 +169,50 @@ export class Reassembly {
     }
   }
 
-  /** Ranges unanswered: ask again, then give up. Call periodically. */
+  /**
+   * Ranges unanswered: ask again every RANGE_TIMEOUT_MS while this process can reach Redis; give
+   * a range up after RANGE_TRIES asks the publisher should have answered (it was heard from
+   * since), or after `giveUpMs` whatever happened. Never while this process is cut off: its asks
+   * could not have been answered. Call periodically.
+   */
   tick(): void {
     const t = now()
+    const canAsk = this.#deps.canAsk()
     for (const [topic, origins] of this.#topics) {
       for (const [origin, st] of origins) {
         const pending = st.pending
-        if (pending === null || t - pending.at < RANGE_TIMEOUT_MS) continue
-        if (pending.tries < RANGE_TRIES) {
-          pending.tries++
-          pending.at = t
-          this.counters.requested++
-          this.#deps.request(origin, pending.range)
+        if (pending === null) continue
+        const expired = t - pending.since >= this.#deps.giveUpMs
+        const ignored = pending.tries >= RANGE_TRIES && (this.#heard.get(origin) ?? 0) > pending.at
+        if (expired || (canAsk && ignored && t - pending.at >= RANGE_TIMEOUT_MS)) {
+          st.pending = null
+          this.#resolve(topic, origin, st, pending.range[3])
           continue
         }
-        st.pending = null
-        this.#resolve(topic, origin, st, pending.range[3])
+        if (!canAsk || t - pending.at < RANGE_TIMEOUT_MS) continue
+        pending.tries++
+        pending.at = t
+        this.counters.requested++
+        this.#deps.request(origin, pending.range)
+      }
+    }
+  }
+
+  /** This process is back on Redis: ask again for everything still pending. */
+  resubscribed(): void {
+    this.#reask(() => true)
+  }
+
+  #reask(match: (origin: string) => boolean): void {
+    const t = now()
+    for (const origins of this.#topics.values()) {
+      for (const [origin, st] of origins) {
+        const pending = st.pending
+        if (pending === null || !match(origin)) continue
+        pending.tries = 1
+        pending.at = t
+        this.counters.requested++
+        this.#deps.request(origin, pending.range)
       }
     }
   }
@@ -178,6 +224,7 @@ export class Reassembly {
 
   /** Forget publishers silent since before `idleBefore` (performance.now() time). */
   prune(idleBefore: number): void {
+    for (const [origin, at] of this.#heard) if (at < idleBefore) this.#heard.delete(origin)
     for (const [topic, origins] of this.#topics) {
       for (const [origin, st] of origins) {
         if (st.seen < idleBefore && st.pending === null && st.held.size === 0)
@@ -192,7 +239,8 @@ export class Reassembly {
   }
 
   #ask(origin: string, st: StreamState, range: RangeTuple): void {
-    st.pending = { range, at: now(), tries: 1 }
+    const t = now()
+    st.pending = { range, since: t, at: t, tries: 1 }
     this.counters.requested++
     this.#deps.request(origin, range)
   }

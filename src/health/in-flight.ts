@@ -14,8 +14,18 @@ const now = (): number => performance.now()
  * that avoids a wrapper per command) register their oldest age with `watch`.
  */
 export class InFlightCommands {
-  readonly #tokens = new Set<Token>()
-  readonly #watched = new Set<() => number>()
+  /** Commands sent since the last outage began: the only ones the watchdog looks at. */
+  #tokens = new Set<Token>()
+  /**
+   * Commands sent before it, still unsettled. Dropping the connections rejects what waited on
+   * them, but a promise built on top of a command (a BullMQ call waiting for its connection to
+   * be ready again) may never settle: were it counted, every return of Redis would be taken
+   * down again by the watchdog within one tick, for ever.
+   */
+  #stale = new Set<Token>()
+  readonly #watched = new Set<(since: number) => number>()
+  /** performance.now() when the current outage began (see `newEpoch`). */
+  #since = -Infinity
 
   /**
    * Run `fn` on `connection`, tracked until it settles; a rejection goes through `onFailure`
@@ -39,11 +49,11 @@ export class InFlightCommands {
     }
     return pending.then(
       (value) => {
-        this.#tokens.delete(token)
+        if (!this.#tokens.delete(token)) this.#stale.delete(token)
         return value
       },
       (error: unknown) => {
-        this.#tokens.delete(token)
+        if (!this.#tokens.delete(token)) this.#stale.delete(token)
         onFailure(error)
         return Promise.reject(error)
       },
@@ -51,19 +61,32 @@ export class InFlightCommands {
   }
 
   /**
-   * Let the watchdog see commands a component sends without `track`: `oldestMs()` returns how
-   * long the oldest of them has been waiting (0 when none is).
+   * Let the watchdog see commands a component sends without `track`: `oldestMs(since)` returns
+   * how long the oldest of them sent at or after `since` (performance.now() time) has been
+   * waiting (0 when none is).
    */
-  watch(oldestMs: () => number): Disposable {
+  watch(oldestMs: (since: number) => number): Disposable {
     this.#watched.add(oldestMs)
     return { dispose: () => void this.#watched.delete(oldestMs) }
+  }
+
+  /** Redis went down: what was sent before no longer counts (see `#stale`). */
+  newEpoch(): void {
+    for (const token of this.#tokens) this.#stale.add(token)
+    this.#tokens = new Set()
+    this.#since = now()
   }
 
   /** How long the oldest command still waiting has waited, in ms (0 when none is). */
   oldestMs(): number {
     const first = this.#tokens.values().next().value
     let oldest = first === undefined ? 0 : now() - first.start
-    for (const age of this.#watched) oldest = Math.max(oldest, age())
+    for (const age of this.#watched) oldest = Math.max(oldest, age(this.#since))
     return oldest
+  }
+
+  /** Commands still unsettled from before the current epoch (for diagnostics). */
+  get stale(): number {
+    return this.#stale.size
   }
 }

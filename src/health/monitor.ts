@@ -111,6 +111,7 @@ export class HealthMonitor implements Health {
   #summaryTimer: NodeJS.Timeout | null = null
   #probing = false
   #resetting = false
+  #epochAttemptAt = -Infinity
   /** The latest 'error' event: it carries the real cause (ECONNREFUSED, WRONGPASS …) that a
    * rejected command only reports as "Connection is closed". */
   #lastSocketError: { error: Error; at: number } | null = null
@@ -143,6 +144,7 @@ export class HealthMonitor implements Health {
       onFailure: (error) => this.#redisDown(error),
       onEpoch: (epoch) => {
         if (epoch !== this.#epoch) void this.#onResetWhileUp()
+        else if (epoch === null) this.#createEpochSoon()
       },
     })
 
@@ -275,11 +277,12 @@ export class HealthMonitor implements Health {
   /**
    * Let the command watchdog see commands a component sends on its own connection without
    * `run` (a hot path that tracks its commands itself, e.g. the task producer's adds):
-   * `oldestMs()` returns how long the oldest of them has been waiting, in ms (0 when none
+   * `oldestMs(since)` returns how long the oldest of them sent at or after `since`
+   * (performance.now() time: when the last outage began) has been waiting, in ms (0 when none
    * is). Past the command deadline the state goes down, as for a command sent through `run`;
    * the component reports the errors of those commands itself (`reportFailure`).
    */
-  watchInFlight(oldestMs: () => number): Disposable {
+  watchInFlight(oldestMs: (since: number) => number): Disposable {
     return this.#inFlight.watch(oldestMs)
   }
 
@@ -431,6 +434,7 @@ export class HealthMonitor implements Health {
     if (this.#redis === 'down') return
     this.#redis = 'down'
     this.#generation++
+    this.#inFlight.newEpoch()
     this.#recovery?.abort(new RecoveryAbandoned())
     // Closing the connections rejects every command still waiting (so no caller hangs on a
     // frozen server) and guarantees a late reply can never be matched to a new command.
@@ -590,6 +594,25 @@ export class HealthMonitor implements Health {
   }
 
   /**
+   * The epoch is unknown (Redis refused to store it, at maxmemory, when it came back): create it
+   * once Redis takes writes again, at most once a second. Not a reset: nothing was known.
+   */
+  #createEpochSoon(): void {
+    const health = this.#health
+    if (health === null || this.#resetting || now() - this.#epochAttemptAt < 1000) return
+    this.#epochAttemptAt = now()
+    const generation = this.#generation
+    readEpoch(health, this.#epochKey, () => this.commandDeadlineMs).then(
+      (epoch) => {
+        if (generation === this.#generation && this.#epoch === null) this.#epoch = epoch
+      },
+      (error: unknown) => {
+        if (isConnectivityError(error)) this.#redisDown(asError(error))
+      },
+    )
+  }
+
+  /**
    * The heartbeat saw another epoch while up: Redis was flushed (or replaced under us) without
    * any connection failing. The components re-assert what lived there, staying on Redis.
    */
@@ -601,6 +624,11 @@ export class HealthMonitor implements Health {
     try {
       const epoch = await readEpoch(health, this.#epochKey, () => this.commandDeadlineMs)
       if (generation !== this.#generation || epoch === this.#epoch) return
+      if (this.#epoch === null) {
+        // It was unknown (refused at maxmemory): now it is, and nothing was known to be lost.
+        this.#epoch = epoch
+        return
+      }
       this.#epoch = epoch
       this.#emitReset(this.#runId, this.#runId)
       await this.#runRound(true, 0, generation)

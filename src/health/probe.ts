@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto'
 import type { Redis } from 'ioredis'
 import { RedisUnavailableError } from '../errors.js'
 import { connectWithin } from '../redis/connection.js'
+import { isConnectivityError, isRefusedForNow } from '../redis/replies.js'
 import { withDeadline } from '../util/async.js'
 import type { RedisClock } from './clock.js'
 import type { EarlierSockets } from './fence.js'
@@ -11,8 +12,11 @@ import type { RttEstimator } from './rtt.js'
 export interface ProbeResult {
   /** `run_id` of the Redis process that answered (null if INFO did not say). */
   readonly runId: string | null
-  /** The epoch value now in Redis. */
-  readonly epoch: string
+  /**
+   * The epoch value now in Redis; null when it is missing and Redis refuses to store one now
+   * (OOM at maxmemory): Redis answers, the components can use it, the epoch is created later.
+   */
+  readonly epoch: string | null
   /** No command this process sent before can still execute (see EarlierSockets). */
   readonly fenced: boolean
 }
@@ -57,7 +61,7 @@ export async function probe(deps: ProbeDeps): Promise<ProbeResult> {
     'probe',
   )
   const receivedAt = Date.now()
-  deps.rtt.sample(performance.now() - started)
+  deps.rtt.sampleAfterOutage(performance.now() - started)
   if (replies === null || replies.length < 4) throw new RedisUnavailableError('probe aborted')
   for (const [error] of replies) if (error) throw error
   const runId = parseRunId(replies[1]?.[1])
@@ -66,7 +70,10 @@ export async function probe(deps: ProbeDeps): Promise<ProbeResult> {
   const epoch =
     typeof found === 'string'
       ? found
-      : await createEpoch(health, deps.epochKey, deps.commandDeadlineMs)
+      : await createEpoch(health, deps.epochKey, deps.commandDeadlineMs).catch((error: unknown) => {
+          if (isRefusedForNow(error) && !isConnectivityError(error)) return null
+          throw error
+        })
 
   const fenced = await closeEarlierSockets(command, runId, deps)
   return { runId, epoch, fenced }
@@ -136,7 +143,8 @@ async function closeEarlierSockets(
   }
   const [idError, idReply] = replies?.[0] ?? [null, null]
   if (idError) deps.onFenceError(idError)
-  const newId = idError || idReply === null || idReply === undefined ? null : Number(idReply)
+  const parsed = idError || idReply === null || idReply === undefined ? NaN : Number(idReply)
+  const newId = Number.isInteger(parsed) && parsed > 0 ? parsed : null
   const killed = victims.map((id, i) => {
     const reply = replies?.[i + 1]
     // A socket already gone answers "No such client" (an error reply, or 0 killed): closed.
@@ -145,7 +153,7 @@ async function closeEarlierSockets(
     if (reply !== undefined && !ok && error !== null) deps.onFenceError(error)
     return { id, ok }
   })
-  return deps.sockets.settle(runId, Number.isInteger(newId) ? newId : null, killed)
+  return deps.sockets.settle(runId, newId, killed)
 }
 
 function parseRunId(info: unknown): string | null {

@@ -31,6 +31,23 @@ export class RttEstimator {
     this.#srtt = 0.875 * this.#srtt + 0.125 * ms
   }
 
+  /**
+   * A sample from the probe, after an outage: a link that became slow in one step (a route
+   * change, a congested path) was taken for a freeze once — its first slow reply missed a
+   * deadline set by the fast samples before. The probe's round trip, when it is far above what
+   * the estimate expects, restarts the estimate from it, so that Redis is not declared down
+   * again at the next heartbeat (TCP restarts its estimate after a retransmission timeout).
+   */
+  sampleAfterOutage(ms: number): void {
+    if (this.#srtt !== null && ms <= 2 * (this.#srtt + 4 * this.#rttvar)) {
+      this.sample(ms)
+      return
+    }
+    if (!Number.isFinite(ms) || ms < 0) return
+    this.#srtt = ms
+    this.#rttvar = ms / 2
+  }
+
   /** The deadline for an operation of up to `roundTrips` round trips, within [floor, max]. */
   deadline(floorMs: number, maxMs: number, roundTrips = ROUND_TRIPS): number {
     if (this.#srtt === null) return floorMs

@@ -91,9 +91,15 @@ export class Producer {
     this.#onError = options.onError
     // The adds are tracked here rather than through `monitor.run` (one wrapper less per
     // dispatch); the monitor's watchdog still sees the oldest one.
-    this.#watch = this.#monitor.watchInFlight(() => {
-      const oldest = this.#waiting.values().next().value
-      return oldest === undefined ? 0 : performance.now() - oldest.start
+    this.#watch = this.#monitor.watchInFlight((since) => {
+      // Insertion order is start order: the first one started since the outage began. Those
+      // from before it were answered (ambiguous, spooled) and no longer matter to the
+      // watchdog: forgotten here, whether BullMQ ever settles them or not.
+      for (const entry of this.#waiting) {
+        if (entry.start >= since) return performance.now() - entry.start
+        if (entry.answered) this.#waiting.delete(entry)
+      }
+      return 0
     })
   }
 

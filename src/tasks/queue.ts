@@ -280,6 +280,7 @@ export class TaskQueue {
       100,
       86_400_000,
     )
+    const maxStalledCount = workOption(options.maxStalledCount, 5, 'maxStalledCount', 0, 1000)
     if (this.#memoryOnly) return idleWorker
     const worker = new TaskWorker({
       monitor: this.#monitor,
@@ -291,6 +292,7 @@ export class TaskQueue {
       concurrency,
       lockDurationMs,
       stalledIntervalMs,
+      maxStalledCount,
       removeOnComplete: this.options.removeOnComplete,
       removeOnFail: this.options.removeOnFail,
       logger: this.#logger.child({ role: 'worker' }),

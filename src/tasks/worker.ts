@@ -27,6 +27,14 @@ export interface WorkOptions {
   lockDurationMs?: number | undefined
   /** How often this worker looks for such jobs, in ms. Default 5000 (BullMQ's is 30000). */
   stalledIntervalMs?: number | undefined
+  /**
+   * Times a job may be taken again for stalled before BullMQ fails it for good. An outage
+   * loses the reply that hands a job to a worker, and each such loss counts as a stall; a second
+   * run of the task can never start beside the first (the lease), so stalls caused by outages
+   * are harmless. The bound is for a job that crashes its worker every time. Default 5
+   * (BullMQ's is 1, which failed — and so lost — jobs caught by two outages).
+   */
+  maxStalledCount?: number | undefined
 }
 
 /** Returned by `tasks.work()`. */
@@ -81,6 +89,7 @@ interface WorkerDeps {
   readonly concurrency: number
   readonly lockDurationMs: number
   readonly stalledIntervalMs: number
+  readonly maxStalledCount: number
   readonly removeOnComplete: KeepJobs
   readonly removeOnFail: KeepJobs
   readonly logger: Logger
@@ -177,6 +186,7 @@ export class TaskWorker implements WorkerHandle {
         concurrency: deps.concurrency,
         lockDuration: deps.lockDurationMs,
         stalledInterval: deps.stalledIntervalMs,
+        maxStalledCount: deps.maxStalledCount,
         removeOnComplete: keep(deps.removeOnComplete),
         removeOnFail: keep(deps.removeOnFail),
         runRetryDelay: RUN_RETRY_DELAY_MS,

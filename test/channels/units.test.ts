@@ -60,6 +60,8 @@ describe('reassembly (receiver side of gap repair)', () => {
       deliver: (_topic, w) => delivered.push(w.seq),
       request: (_origin, range) => requests.push(range),
       topicInfo: () => ({ joinedAt: 100, clean }),
+      canAsk: () => true,
+      giveUpMs: 31_000,
     })
     return { reassembly, delivered, requests }
   }

@@ -127,4 +127,22 @@ describe('health monitor under an adversary', () => {
     // ~20 sequential round trips took 3–6 s here before; a handful of them, pipelined, is the target.
     assert.ok(recoveryMs < 2500, `recovery over a 150 ms link took ${recoveryMs} ms`)
   })
+
+  test('a command from before an outage that never settles does not take Redis down again after it', async (t) => {
+    const server = await startRedis(t)
+    const failsoft = open(t, { redis: server.url, health: FAST_HEALTH })
+    await failsoft.ready()
+    const downs: number[] = []
+    failsoft.health.on('down', ({ at }) => downs.push(at))
+    // A component's command whose promise never settles (a call built on a connection that
+    // will not be ready again): to the watchdog it looks like a freeze — once.
+    void failsoft.context.monitor
+      .run(() => new Promise<never>(() => undefined))
+      .catch(() => undefined)
+    await waitFor(() => downs.length === 1, { message: 'taken for a freeze' })
+    await waitFor(() => failsoft.health.state === 'up', { timeoutMs: 3000, message: 'back up' })
+    await sleep(1000)
+    assert.equal(failsoft.health.state, 'up', 'it stays up')
+    assert.equal(downs.length, 1, 'one outage, not one per return of Redis')
+  })
 })
