@@ -23,10 +23,9 @@
 // writes: its memory tier may differ from other processes (documented, bounded by
 // maxStaleSeconds and the TTL, both longer than a run).
 //
-// A miss is always allowed. Documented (severity 'documented', not a failure without
-// --strict): the read or the replacing write was made by another process within 400 ms of the
-// generation change of a clear() — its completion, or for a clear() made while degraded its
-// process' recovery — as the new generation reaches the others at their next check.
+// A miss is always allowed. A clear() is a write like any other: every operation on a data key
+// checks the generation in its own round trip (docs/cache.md, "Generation changes"), so there
+// is no window after it.
 import { INF, type History, type OpRecord } from './history.js'
 import { opEvents, withContext, type Violation } from './violation.js'
 
@@ -129,12 +128,9 @@ export function checkCache(h: History): { violations: Violation[]; stats: CacheS
         visible(h, w2, r, rDeg, deg),
     )
     if (candidates.length === 0) continue
-    // The replacing write closest to the read is the most telling one; one the clear window
-    // does not explain comes first.
+    // The replacing write closest to the read is the most telling one.
     candidates.sort((a, b) => (a.completeT > b.completeT ? -1 : 1))
-    const unexplained = candidates.filter((w2) => clearWindow(h, clears, w2, r, deg) === undefined)
-    const w2 = unexplained[0] ?? candidates[0]!
-    const clear = unexplained.length === 0 ? clearWindow(h, clears, w2, r, deg) : undefined
+    const w2 = candidates[0]!
     const what =
       w2.op === 'cache.clear'
         ? 'clear()'
@@ -144,55 +140,17 @@ export function checkCache(h: History): { violations: Violation[]; stats: CacheS
     const gapMs = Number(r.invokeT - w2.completeT) / 1e6
     violations.push({
       invariant: rDeg ? 'cache.read-your-writes' : 'cache.stale-read',
-      severity: clear === undefined ? 'violation' : 'documented',
+      severity: 'violation',
       message:
         `${r.process} ${rDeg ? '(degraded) ' : ''}get(${key}) returned ${JSON.stringify(value)} ` +
         `(written by ${w1.process}#${w1.opId}), but ${w2.process}#${w2.opId} ${what}` +
         `${deg(w2) ? ' (made while degraded)' : ''}, invoked after that write completed, was ` +
         `acknowledged ${gapMs.toFixed(1)} ms before the read began` +
-        (candidates.length > 1 ? ` (${candidates.length - 1} more such writes)` : '') +
-        (clear !== undefined
-          ? `; within ${CLEAR_WINDOW_MS} ms of ${clear.process}#${clear.opId} clear(), whose new ` +
-            'generation reaches the other processes at their next generation check (docs/cache.md)'
-          : ''),
-      events: withContext(h, opEvents(w1, w2, r, clear)),
+        (candidates.length > 1 ? ` (${candidates.length - 1} more such writes)` : ''),
+      events: withContext(h, opEvents(w1, w2, r)),
     })
   }
   return { violations, stats }
-}
-
-/**
- * A clear() switches its process to a new generation at once and the others at their next
- * generation check (generationCheckMs, 200 ms): until then they read and write the old one.
- * A clear() made while degraded changes the generation during that process' recovery step
- * instead (before its 'up'). Documented (docs/cache.md, "Generation changes"). A stale read
- * is put down to it when the read or the replacing write was made by another process than
- * the clear's, invoked after the clear began and at most CLEAR_WINDOW_MS after the
- * generation changed (for a degraded clear: after its process' 'up').
- */
-export const CLEAR_WINDOW_MS = 400
-
-function clearWindow(
-  h: History,
-  clears: readonly OpRecord[],
-  w2: OpRecord,
-  r: OpRecord,
-  deg: (op: OpRecord) => boolean,
-): OpRecord | undefined {
-  const window = BigInt(CLEAR_WINDOW_MS) * 1_000_000n
-  return clears.find((c) => {
-    if (!c.ok || c.completeT > r.invokeT) return false
-    // Made while degraded (down, or up with the cache not synced yet): the generation changes
-    // during the process' recovery step (before its 'up'), or at its sync if it was up already.
-    const until =
-      deg(c) && h.stateAt(c.process, c.completeT) !== 'up'
-        ? h.nextUp(c.process, c.completeT)
-        : c.completeT
-    if (until === undefined) return false
-    return [r, w2].some(
-      (op) => op.process !== c.process && op.invokeT >= c.invokeT && op.invokeT - until <= window,
-    )
-  })
 }
 
 function visible(
