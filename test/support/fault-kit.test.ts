@@ -14,6 +14,7 @@ import {
   waitFor,
   type AfterHook,
 } from './fault-kit.js'
+import { HOLD_LIMIT_BYTES } from './tcp-proxy.js'
 
 const ports: number[] = []
 
@@ -217,7 +218,7 @@ describe('TcpProxy', () => {
     await waitFor(() => proxy.connections === 0, { message: 'proxy connection closed' })
   })
 
-  test('blackhole swallows commands but keeps the socket open; pass restores', async (t) => {
+  test('blackhole holds commands and keeps the socket open; pass delivers them in order, as TCP retransmission does', async (t) => {
     const server = await startRedis(t)
     ports.push(server.port)
     const proxy = await startProxy(t, server)
@@ -239,11 +240,29 @@ describe('TcpProxy', () => {
     assert.equal(await nextData(late, 100), undefined)
 
     proxy.pass()
-    socket.write('PING\r\n')
+    // The PING held during the partition is answered at the heal: a reply is never lost nor
+    // given to a later command.
     assert.equal(await nextData(socket, 1000), '+PONG\r\n')
-    late.write('PING\r\n')
     assert.equal(await nextData(late, 1000), '+PONG\r\n')
+    socket.write('ECHO after\r\n')
+    assert.equal(await nextData(socket, 1000), '$5\r\nafter\r\n')
     assert.equal(await respCommand({ host: proxy.host, port: proxy.port }, ['PING']), 'PONG')
+  })
+
+  test('a connection that held more than the limit during a blackhole is reset at the heal', async (t) => {
+    const server = await startRedis(t)
+    ports.push(server.port)
+    const proxy = await startProxy(t, server)
+    const socket = await connectRaw(proxy.port)
+    t.after(() => socket.destroy())
+    await waitFor(() => proxy.connections === 1)
+    proxy.blackhole()
+    const chunk = Buffer.alloc(64 * 1024, 'x')
+    for (let i = 0; i * chunk.length <= HOLD_LIMIT_BYTES; i++) socket.write(chunk)
+    await waitFor(() => socket.writableLength === 0, { message: 'written to the proxy' })
+    const error = nextError(socket)
+    proxy.pass()
+    assert.equal((await error).code, 'ECONNRESET')
   })
 
   test('a server lost during blackhole resets the client when the partition heals', async (t) => {

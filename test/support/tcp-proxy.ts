@@ -1,5 +1,12 @@
 // An in-process TCP proxy placed between a client and a redis-server to inject network faults:
 // silent partitions (blackhole), latency, connection resets and refused connects.
+//
+// A partition never loses bytes from the middle of a connection: TCP cannot (it retransmits,
+// or the connection fails). Bytes sent during a blackhole are held, and delivered in order when
+// it heals, as retransmission delivers them; a connection that held more than HOLD_LIMIT_BYTES
+// one way, or whose far end died meanwhile, is reset at the heal instead. (Dropping the bytes
+// and going on forwarding — what this proxy did before — desynchronises the RESP stream: a
+// later command's reply answers an earlier, swallowed command, which no network can do.)
 // Its listener and sockets are unref'd: a proxy a failed test forgot does not keep Node alive
 // (the clients using it do, while they are connected).
 import net from 'node:net'
@@ -20,11 +27,21 @@ function resetSocket(socket: net.Socket): void {
 
 type Item = { due: number; chunk: Buffer | 'end' }
 
-/** One direction of a connection: forwards chunks in order, optionally after a fixed delay. */
+/** What one direction of a connection holds during a partition before it is reset at the heal. */
+export const HOLD_LIMIT_BYTES = 4 * 1024 * 1024
+
+/**
+ * One direction of a connection: forwards chunks in order, optionally after a fixed delay;
+ * while held (a partition), queues everything and delivers nothing.
+ */
 class Pipe {
   readonly #queue: Item[] = []
   #timer: NodeJS.Timeout | undefined
   #lastDue = 0
+  #held = false
+  #heldBytes = 0
+  /** More than HOLD_LIMIT_BYTES arrived while held: the connection cannot be kept. */
+  overflowed = false
 
   constructor(
     private readonly dest: () => net.Socket | undefined,
@@ -32,7 +49,27 @@ class Pipe {
   ) {}
 
   push(chunk: Buffer, delayMs: number): void {
+    if (this.#held) {
+      this.#heldBytes += chunk.length
+      if (this.#heldBytes > HOLD_LIMIT_BYTES) this.overflowed = true
+      if (this.overflowed) return
+    }
     this.#enqueue(chunk, delayMs)
+  }
+
+  /** A partition: nothing is delivered (what is queued stays queued) until release(). */
+  hold(): void {
+    this.#held = true
+    if (this.#timer) clearTimeout(this.#timer)
+    this.#timer = undefined
+  }
+
+  /** The partition healed: what was held goes now, in order (each chunk no earlier than due). */
+  release(): void {
+    if (!this.#held) return
+    this.#held = false
+    this.#heldBytes = 0
+    this.#schedule()
   }
 
   /** Half-close the destination once everything queued before has been delivered. */
@@ -45,10 +82,11 @@ class Pipe {
     this.#queue.length = 0
     if (this.#timer) clearTimeout(this.#timer)
     this.#timer = undefined
+    this.#heldBytes = 0
   }
 
   #enqueue(chunk: Buffer | 'end', delayMs: number): void {
-    if (delayMs <= 0 && this.#queue.length === 0) {
+    if (delayMs <= 0 && this.#queue.length === 0 && !this.#held) {
       this.#deliver(chunk)
       return
     }
@@ -61,7 +99,7 @@ class Pipe {
 
   #schedule(): void {
     const head = this.#queue[0]
-    if (this.#timer || head === undefined) return
+    if (this.#timer || head === undefined || this.#held) return
     this.#timer = setTimeout(
       () => {
         this.#timer = undefined
@@ -172,19 +210,24 @@ export class TcpProxy {
     return this.#links.size
   }
 
-  /** Silent partition: connections stay open, nothing is forwarded either way, bytes are dropped. */
+  /**
+   * Silent partition: connections stay open, nothing is forwarded either way; what is sent
+   * meanwhile is held and delivered when the partition heals (`pass()`), as TCP retransmits.
+   */
   blackhole(): void {
     this.#mode = 'blackhole'
     for (const link of this.#links) {
-      link.toUpstream.clear()
-      link.toClient.clear()
+      link.toUpstream.hold()
+      link.toClient.hold()
     }
   }
 
   /** Fixed one-way delay on every chunk in both directions (order preserved). 0 = pass. */
   latency(ms: number): void {
+    const healing = this.#mode === 'blackhole'
     this.#latencyMs = Math.max(0, ms)
     this.#mode = this.#latencyMs > 0 ? 'latency' : 'pass'
+    if (healing) this.#heal()
   }
 
   /**
@@ -196,17 +239,26 @@ export class TcpProxy {
     this.#deliverAfterClose = on
   }
 
-  /** Plain forwarding again. Bytes swallowed during blackhole are not replayed. */
+  /**
+   * Plain forwarding again. Bytes held during a blackhole are delivered now, in order; a
+   * connection whose far end went away meanwhile, or that held too much, is reset.
+   */
   pass(): void {
     this.#mode = 'pass'
     this.#latencyMs = 0
-    for (const link of this.#links) {
-      if (link.upstreamLost) {
-        // The far end went away during the partition: the client now learns it (RST).
+    this.#heal()
+  }
+
+  #heal(): void {
+    for (const link of [...this.#links]) {
+      if (link.upstreamLost || link.toUpstream.overflowed || link.toClient.overflowed) {
+        // The far end went away during the partition (or TCP gave up): the client learns it now.
         this.#reset(link)
-      } else if (link.upstream === undefined) {
-        this.#connectUpstream(link)
+        continue
       }
+      if (link.upstream === undefined) this.#connectUpstream(link)
+      link.toUpstream.release()
+      link.toClient.release()
     }
   }
 
@@ -257,13 +309,12 @@ export class TcpProxy {
     client.unref()
     const link = new Link(client)
     this.#links.add(link)
-    client.on('data', (chunk: Buffer) => {
-      if (this.#mode === 'blackhole') return
-      link.toUpstream.push(chunk, this.#latencyMs)
-    })
-    client.on('end', () => {
-      if (this.#mode !== 'blackhole') link.toUpstream.end()
-    })
+    if (this.#mode === 'blackhole') {
+      link.toUpstream.hold()
+      link.toClient.hold()
+    }
+    client.on('data', (chunk: Buffer) => link.toUpstream.push(chunk, this.#latencyMs))
+    client.on('end', () => link.toUpstream.end())
     client.on('error', () => undefined) // reported through 'close'
     client.on('close', () => {
       this.#links.delete(link)
@@ -284,10 +335,7 @@ export class TcpProxy {
     upstream.setNoDelay(true)
     upstream.unref()
     link.upstream = upstream
-    upstream.on('data', (chunk: Buffer) => {
-      if (this.#mode === 'blackhole') return
-      link.toClient.push(chunk, this.#latencyMs)
-    })
+    upstream.on('data', (chunk: Buffer) => link.toClient.push(chunk, this.#latencyMs))
     const lost = (reset: boolean): void => {
       if (link.upstream !== upstream) return
       if (this.#mode === 'blackhole') {
