@@ -70,3 +70,11 @@ export const PEER_POLL_MS = 25
  */
 export const RANGE_TIMEOUT_MS = 1000
 export const RANGE_TRIES = 2
+
+/**
+ * A message from another process that finds its channel full waits this long (ms) for the
+ * receiver to make room before it is skipped (memory-layer.ts, the backlog). A receiver that
+ * takes nothing for this long is not keeping up; one that awaits `receive` in a loop drains a
+ * burst (an outbox flushed at recovery, a repair) in one event-loop turn.
+ */
+export const BACKLOG_WAIT_MS = 5000

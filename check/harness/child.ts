@@ -275,6 +275,9 @@ async function close(): Promise<void> {
   loading = false
   closing.abort()
   await Promise.race([Promise.all([...loops, ...inFlight]), sleep(3000)])
+  // Every component's counters at the end (repairs, gaps, spool, workers): read when a
+  // violation needs explaining, never by the checker.
+  rec.info('final-status', { status: failsoft.status() })
   try {
     await worker?.close({ timeoutMs: 3000 })
     await failsoft.close()

@@ -106,6 +106,11 @@ export class ChannelLayer implements ChannelLayerApi {
     this.#now = () => this.#monitor.clock.now()
     this.#local = new LocalChannels({
       capacity: this.#options.capacity,
+      // What one publisher's outbox may hold can wait here for a receiver to take it.
+      backlog: {
+        messages: this.#options.outbox.maxMessages,
+        bytes: this.#options.outbox.maxBytes,
+      },
       expiryMs: this.#expiryMs,
       groupExpiryMs: this.#options.groupExpirySeconds * 1000,
       now: this.#now,
@@ -114,6 +119,7 @@ export class ChannelLayer implements ChannelLayerApi {
         channelRemoved: (channel) => {
           if (this.#namedInterest.delete(channel)) this.#unwant('c', channel)
         },
+        backlogSkipped: (count, channel) => this.#noteFull(count, channel),
       },
     })
     this.#remote =
@@ -450,7 +456,7 @@ export class ChannelLayer implements ChannelLayerApi {
       return
     }
     if (kind === 'g') {
-      const { full } = this.#local.groupDeliver(name, wire.entry)
+      const { full } = this.#local.groupDeliver(name, wire.entry, true)
       if (full > 0) this.#noteFull(full, name)
     } else if (kind === 'p') {
       const target = wire.target
@@ -464,12 +470,12 @@ export class ChannelLayer implements ChannelLayerApi {
         this.#counters.malformed++
         return
       }
-      if (!this.#local.deliver(target, wire.entry)) {
+      if (!this.#local.deliver(target, wire.entry, true)) {
         this.#local.counters.full++
         this.#noteFull(1, target)
       }
     } else if (this.#local.hasChannel(name)) {
-      if (!this.#local.deliver(name, wire.entry)) {
+      if (!this.#local.deliver(name, wire.entry, true)) {
         this.#local.counters.full++
         this.#noteFull(1, name)
       }

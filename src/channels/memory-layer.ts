@@ -1,4 +1,5 @@
 import type { Entry } from './message.js'
+import { BACKLOG_WAIT_MS } from '../tunables.js'
 
 /** Pushes entries to a live consumer (a WebSocket) instead of buffering them for `receive`. */
 export type Sink = (entry: Entry) => void
@@ -8,22 +9,62 @@ interface Waiter {
   reject(error: unknown): void
 }
 
-/** One channel's receive buffer: a FIFO bounded by the layer's capacity. */
+/** A message from another process waiting for room in a full channel, since `at` (monotonic ms). */
+interface Waiting {
+  readonly entry: Entry
+  readonly at: number
+}
+
+/**
+ * One channel's receive buffer: a FIFO bounded by the layer's capacity, and behind it the
+ * backlog of messages from other processes that found it full (see LocalChannels).
+ */
 class ChannelBuffer {
   entries: Entry[] = []
   head = 0
+  backlog: Waiting[] = []
+  backlogHead = 0
+  backlogBytes = 0
   readonly waiters: Waiter[] = []
   sink: Sink | null = null
   /** Groups this channel belongs to (the reverse index of LocalChannels.groups). */
   readonly groups = new Set<string>()
   lastUsed: number
 
-  constructor(now: number) {
+  constructor(
+    readonly name: string,
+    now: number,
+  ) {
     this.lastUsed = now
   }
 
   get size(): number {
     return this.entries.length - this.head
+  }
+
+  get backlogSize(): number {
+    return this.backlog.length - this.backlogHead
+  }
+
+  pushBacklog(entry: Entry, at: number): void {
+    this.backlog.push({ entry, at })
+    this.backlogBytes += entry.json.length
+  }
+
+  peekBacklog(): Waiting | undefined {
+    return this.backlog[this.backlogHead]
+  }
+
+  shiftBacklog(): Waiting | undefined {
+    if (this.backlogHead >= this.backlog.length) return undefined
+    const waiting = this.backlog[this.backlogHead]!
+    this.backlogHead++
+    this.backlogBytes -= waiting.entry.json.length
+    if (this.backlogHead >= 64 && this.backlogHead * 2 >= this.backlog.length) {
+      this.backlog = this.backlog.slice(this.backlogHead)
+      this.backlogHead = 0
+    }
+    return waiting
   }
 
   push(entry: Entry): void {
@@ -49,13 +90,19 @@ class ChannelBuffer {
   clear(): void {
     this.entries = []
     this.head = 0
+    this.backlog = []
+    this.backlogHead = 0
+    this.backlogBytes = 0
   }
 }
 
 export interface LocalCounters {
   /** Messages dropped because they were older than `expirySeconds` when received. */
   expired: number
-  /** Deliveries skipped because the receiving channel was full. */
+  /**
+   * Deliveries skipped because the receiving channel was full (for a message from another
+   * process: full, and its backlog full or its wait over).
+   */
   full: number
   /** Channels dropped from their groups because their messages expired unread (Channels' rule). */
   abandoned: number
@@ -68,6 +115,8 @@ export interface LocalHooks {
   groupEmptied(group: string): void
   /** A channel buffer was deleted (idle, abandoned or discarded). */
   channelRemoved(channel: string): void
+  /** Messages from other processes waited in a full channel's backlog too long and were skipped. */
+  backlogSkipped?(count: number, channel: string): void
 }
 
 /**
@@ -80,6 +129,7 @@ export class LocalChannels {
   readonly #channels = new Map<string, ChannelBuffer>()
   readonly #groups = new Map<string, Map<string, number>>()
   readonly #capacity: number
+  readonly #backlogMax: { readonly messages: number; readonly bytes: number }
   readonly #expiryMs: number
   readonly #groupExpiryMs: number
   readonly #hooks: LocalHooks
@@ -89,12 +139,18 @@ export class LocalChannels {
 
   constructor(options: {
     capacity: number
+    /**
+     * Bounds of each channel's backlog: messages from other processes that found it full and
+     * wait (BACKLOG_WAIT_MS at most) for its receiver to make room. Defaults: none (0, 0).
+     */
+    backlog?: { messages: number; bytes: number }
     expiryMs: number
     groupExpiryMs: number
     hooks: LocalHooks
     now?: () => number
   }) {
     this.#capacity = options.capacity
+    this.#backlogMax = options.backlog ?? { messages: 0, bytes: 0 }
     this.#expiryMs = options.expiryMs
     this.#groupExpiryMs = options.groupExpiryMs
     this.#hooks = options.hooks
@@ -109,9 +165,10 @@ export class LocalChannels {
     return this.#groups.size
   }
 
+  /** Messages held for receivers: in channel buffers and their backlogs. */
   get bufferedCount(): number {
     let n = 0
-    for (const buffer of this.#channels.values()) n += buffer.size
+    for (const buffer of this.#channels.values()) n += buffer.size + buffer.backlogSize
     return n
   }
 
@@ -134,24 +191,31 @@ export class LocalChannels {
       existing.lastUsed = now
       return false
     }
-    this.#channels.set(channel, new ChannelBuffer(now))
+    this.#channels.set(channel, new ChannelBuffer(channel, now))
     return true
   }
 
   /**
    * Deliver to one channel: to its waiting receiver, its sink, or its buffer. Returns false
    * when the buffer is full (the caller decides: throw for `send`, skip and count for groups).
+   *
+   * `remote`: the message comes from another process. Its sender cannot be told the channel is
+   * full, and such messages arrive in bursts that a receiver awaiting `receive` in a loop cannot
+   * take one by one (one socket read, an outbox flushed at recovery, a gap repaired): one that
+   * finds the buffer full waits in the channel's backlog, in order, and moves into the buffer
+   * as the receiver takes messages. It is skipped (false) only when the backlog is full, and
+   * later if it waited BACKLOG_WAIT_MS (counted by the sweep).
    */
-  deliver(channel: string, entry: Entry): boolean {
+  deliver(channel: string, entry: Entry, remote = false): boolean {
     let buffer = this.#channels.get(channel)
     if (!buffer) {
-      buffer = new ChannelBuffer(entry.sentAt)
+      buffer = new ChannelBuffer(channel, entry.sentAt)
       this.#channels.set(channel, buffer)
     }
-    return this.#deliverTo(buffer, entry)
+    return this.#deliverTo(buffer, entry, remote)
   }
 
-  #deliverTo(buffer: ChannelBuffer, entry: Entry): boolean {
+  #deliverTo(buffer: ChannelBuffer, entry: Entry, remote: boolean): boolean {
     if (buffer.sink !== null) {
       buffer.sink(entry)
       return true
@@ -161,17 +225,60 @@ export class LocalChannels {
       waiter.resolve(entry)
       return true
     }
+    // Behind messages already waiting: the backlog keeps the order of arrival.
+    if (remote && buffer.backlogSize > 0) return this.#wait(buffer, entry)
     if (buffer.size >= this.#capacity) {
       // Expired messages do not count against capacity.
       this.#dropExpired(buffer, this.#now())
-      if (buffer.size >= this.#capacity) return false
+      if (buffer.size >= this.#capacity) return remote && this.#wait(buffer, entry)
     }
     buffer.push(entry)
     return true
   }
 
-  /** Deliver to every local member; counts (and returns) the members skipped because full. */
-  groupDeliver(group: string, entry: Entry): { delivered: number; full: number } {
+  #wait(buffer: ChannelBuffer, entry: Entry): boolean {
+    const now = performance.now()
+    this.#dropWaited(buffer, now - BACKLOG_WAIT_MS)
+    const max = this.#backlogMax
+    if (buffer.backlogSize >= max.messages || buffer.backlogBytes + entry.json.length > max.bytes)
+      return false
+    buffer.pushBacklog(entry, now)
+    return true
+  }
+
+  /** Skip (and count) the backlog messages that arrived before `before` (monotonic ms). */
+  #dropWaited(buffer: ChannelBuffer, before: number): void {
+    let skipped = 0
+    for (let w = buffer.peekBacklog(); w !== undefined && w.at <= before;) {
+      buffer.shiftBacklog()
+      skipped++
+      w = buffer.peekBacklog()
+    }
+    if (skipped === 0) return
+    this.counters.full += skipped
+    this.#hooks.backlogSkipped?.(skipped, buffer.name)
+  }
+
+  /** Room was made in the buffer: messages from the backlog move in, oldest first. */
+  #refill(buffer: ChannelBuffer): void {
+    while (buffer.backlogSize > 0 && buffer.size < this.#capacity) {
+      const waiting = buffer.shiftBacklog()
+      if (waiting !== undefined) buffer.push(waiting.entry)
+    }
+  }
+
+  /** Take the next entry from the buffer, making room for the backlog. */
+  #take(buffer: ChannelBuffer): Entry | undefined {
+    const entry = buffer.shift()
+    if (entry !== undefined && buffer.backlogSize > 0) this.#refill(buffer)
+    return entry
+  }
+
+  /**
+   * Deliver to every local member; counts (and returns) the members skipped because full.
+   * `remote`: from another process (see `deliver`).
+   */
+  groupDeliver(group: string, entry: Entry, remote = false): { delivered: number; full: number } {
     const members = this.#groups.get(group)
     if (!members) return { delivered: 0, full: 0 }
     let delivered = 0
@@ -184,7 +291,7 @@ export class LocalChannels {
         this.counters.membershipsExpired++
         continue
       }
-      if (this.#deliverTo(buffer ?? this.#create(channel, entry.sentAt), entry)) delivered++
+      if (this.#deliverTo(buffer ?? this.#create(channel, entry.sentAt), entry, remote)) delivered++
       else full++
     }
     if (full > 0) this.counters.full += full
@@ -192,7 +299,7 @@ export class LocalChannels {
   }
 
   #create(channel: string, now: number): ChannelBuffer {
-    const buffer = new ChannelBuffer(now)
+    const buffer = new ChannelBuffer(channel, now)
     this.#channels.set(channel, buffer)
     return buffer
   }
@@ -205,7 +312,7 @@ export class LocalChannels {
     buffer.lastUsed = now
     if (buffer.waiters.length === 0) {
       this.#dropExpired(buffer, now)
-      const entry = buffer.shift()
+      const entry = this.#take(buffer)
       if (entry !== undefined) return Promise.resolve(entry)
     }
     if (signal?.aborted) return Promise.reject(abortReason(signal))
@@ -238,7 +345,8 @@ export class LocalChannels {
     const buffer = this.#channels.get(channel) ?? this.#create(channel, now)
     buffer.sink = sink
     this.#dropExpired(buffer, now)
-    for (let entry = buffer.shift(); entry !== undefined; entry = buffer.shift()) sink(entry)
+    for (let entry = this.#take(buffer); entry !== undefined; entry = this.#take(buffer))
+      sink(entry)
   }
 
   groupAdd(group: string, channel: string, now = this.#now()): boolean {
@@ -311,14 +419,22 @@ export class LocalChannels {
    * discarding.
    */
   sweep(now = this.#now()): void {
+    const waitedBefore = performance.now() - BACKLOG_WAIT_MS
     for (const [channel, buffer] of this.#channels) {
+      // Backlog messages whose wait is over: the receiver is not keeping up.
+      this.#dropWaited(buffer, waitedBefore)
       const live = buffer.sink !== null || buffer.waiters.length > 0
       if (live) continue
       if (this.#dropExpired(buffer, now) > 0 && buffer.groups.size > 0) {
         this.counters.abandoned++
         for (const group of [...buffer.groups]) this.groupDiscard(group, channel)
       }
-      if (buffer.size === 0 && buffer.groups.size === 0 && now - buffer.lastUsed > this.#expiryMs) {
+      if (
+        buffer.size === 0 &&
+        buffer.backlogSize === 0 &&
+        buffer.groups.size === 0 &&
+        now - buffer.lastUsed > this.#expiryMs
+      ) {
         this.#channels.delete(channel)
         this.#hooks.channelRemoved(channel)
       }
@@ -352,7 +468,10 @@ export class LocalChannels {
       dropped++
       entry = buffer.peek()
     }
-    if (dropped > 0) this.counters.expired += dropped
+    if (dropped > 0) {
+      this.counters.expired += dropped
+      this.#refill(buffer)
+    }
     return dropped
   }
 }

@@ -6,6 +6,7 @@ export interface ChannelLayerStatus {
   /** Receive buffers, groups with local members, and messages waiting in buffers. */
   channels: number
   groups: number
+  /** Messages waiting for receivers: in channel buffers and in full channels' backlogs. */
   buffered: number
   /** Pub/sub topics subscribed now. */
   subscriptions: number
@@ -18,7 +19,10 @@ export interface ChannelLayerStatus {
   published: number
   /** Messages from other processes handed to local members. */
   remoteReceived: number
-  /** Deliveries skipped because the receiving channel was full (`capacity`). */
+  /**
+   * Deliveries skipped because the receiving channel was full (`capacity`); for a message from
+   * another process, only once the channel's backlog was full too or it waited there 5 s.
+   */
   skippedFull: number
   /** Messages dropped as older than `expirySeconds` (in buffers, or on arrival). */
   expired: number

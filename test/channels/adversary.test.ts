@@ -48,6 +48,37 @@ describe('channel layer under an adversary', () => {
     )
   })
 
+  test('an outbox three times the channel capacity, flushed at recovery, reaches a receive loop whole', async (t) => {
+    // The checker's seed 11: a burst from Redis (an outbox flush, a repair) arrives in one
+    // socket read, before a receiver awaiting receive() in a loop can take one message; the
+    // channel's capacity (100) used to skip everything past it.
+    const server = await startRedis(t)
+    const prefix = uniquePrefix()
+    const proxy = await startProxy(t, server)
+    const sender = await makeLayer(t, proxy.urlFor(server), { prefix })
+    const receiver = await makeLayer(t, server.url, { prefix })
+    const channel = await receiver.layer.newChannel()
+    await receiver.layer.groupAdd('room', channel)
+    const got = collect(receiver.layer, channel)
+    await sender.layer.groupSend('room', { type: 'before', n: -1 })
+    await waitFor(() => got.messages.length === 1, { message: 'live delivery first' })
+    proxy.blackhole()
+    await waitFor(() => !sender.failsoft.health.available)
+    for (let n = 0; n < 300; n++) await sender.layer.groupSend('room', { type: 'outage', n })
+    proxy.pass()
+    await waitFor(() => got.messages.length >= 301, {
+      timeoutMs: 8000,
+      message: 'the whole outbox reaches the receiver',
+    })
+    await sleep(300)
+    got.stop()
+    assert.deepEqual(
+      got.messages.slice(1).map((m) => m.n),
+      [...Array(300).keys()],
+    )
+    assert.equal(receiver.layer.status().skippedFull, 0)
+  })
+
   test('a receiver in another OS process whose recovery runs late gets every outage message', async (t) => {
     const server = await startRedis(t)
     const prefix = uniquePrefix()

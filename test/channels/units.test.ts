@@ -8,6 +8,7 @@ import type { RangeTuple } from '../../src/channels/control.js'
 import type { WireMessage } from '../../src/channels/message.js'
 import { Reassembly } from '../../src/channels/repair.js'
 import { Retention } from '../../src/channels/retention.js'
+import { LocalChannels } from '../../src/channels/memory-layer.js'
 
 describe('wire format', () => {
   test('round-trips a message, including a type containing the separator', () => {
@@ -185,5 +186,42 @@ describe('outbox', () => {
     assert.equal(outbox.counters.droppedAge, 1)
     outbox.commit(1)
     assert.deepEqual([outbox.size, outbox.bytes, outbox.counters.flushed], [0, 0, 1])
+  })
+})
+
+describe('local channels: the backlog of messages from other processes', () => {
+  const hooks = { groupEmptied: () => undefined, channelRemoved: () => undefined }
+  const entry = (n: number): ReturnType<typeof serializeMessage> =>
+    serializeMessage({ type: 'm', n }, 1024, Date.now())
+  const n = (e: { json: string }): unknown => (JSON.parse(e.json) as { n: unknown }).n
+
+  test('a full channel keeps remote messages in order behind its buffer, up to the bound', async () => {
+    const local = new LocalChannels({
+      capacity: 2,
+      backlog: { messages: 3, bytes: 1 << 20 },
+      expiryMs: 60_000,
+      groupExpiryMs: 60_000,
+      hooks,
+    })
+    local.touch('c')
+    const accepted = [0, 1, 2, 3, 4, 5].map((i) => local.deliver('c', entry(i), true))
+    assert.deepEqual(
+      accepted,
+      [true, true, true, true, true, false],
+      '2 buffered, 3 waiting, 1 skipped',
+    )
+    assert.equal(local.bufferedCount, 5)
+    // A local send still meets the capacity: it is the sender's to handle (ChannelFullError).
+    assert.equal(local.deliver('c', entry(9)), false)
+    const got: unknown[] = []
+    for (let i = 0; i < 5; i++) got.push(n(await local.receive('c', undefined)))
+    assert.deepEqual(got, [0, 1, 2, 3, 4])
+    assert.equal(local.bufferedCount, 0)
+  })
+
+  test('without a backlog bound a remote message to a full channel is skipped, as before', () => {
+    const local = new LocalChannels({ capacity: 1, expiryMs: 60_000, groupExpiryMs: 60_000, hooks })
+    assert.equal(local.deliver('c', entry(0), true), true)
+    assert.equal(local.deliver('c', entry(1), true), false)
   })
 })
