@@ -99,7 +99,16 @@ export class AppTasks {
         })
         return { stored }
       }),
-      { attempts: 3, backoff: { type: 'exponential', delayMs: 500 }, timeoutMs: 10_000 },
+      // The welcome email is keyed (welcome:<id>). While Redis is down a keyed dispatch is
+      // spooled by default (its done marker is out of reach); an email should go out now, and
+      // the outbox row is unique per task id, so a second run (another replica during the same
+      // outage) stores nothing twice: run it inline.
+      {
+        attempts: 3,
+        backoff: { type: 'exponential', delayMs: 500 },
+        timeoutMs: 10_000,
+        keyedFallback: 'inline',
+      },
     )
 
     queue.define<CompostArgs, { projects: number; durationMs: number }>(
@@ -124,7 +133,13 @@ export class AppTasks {
         )
         return { embedded }
       }),
-      { attempts: 2, backoff: { type: 'fixed', delayMs: 200 }, timeoutMs: 10_000 },
+      // Keyed by project version; saving an embedding is idempotent: inline while down.
+      {
+        attempts: 2,
+        backoff: { type: 'fixed', delayMs: 200 },
+        timeoutMs: 10_000,
+        keyedFallback: 'inline',
+      },
     )
   }
 
