@@ -99,8 +99,12 @@ export class CrossProcess {
   readonly #reassembly: Reassembly
   readonly #controlTopic: string
   readonly #processTopic: string
-  /** Topics listened to: since when (Redis time), and whether the subscription stayed unbroken. */
-  readonly #topics = new Map<string, { joinedAt: number; clean: boolean }>()
+  /**
+   * Topics listened to: since when (this process' clock: converted to Redis' clock when used,
+   * with the offset known then — a process that joins before it ever reached Redis does not
+   * know it yet), and whether the subscription stayed unbroken since.
+   */
+  readonly #topics = new Map<string, { joinedLocal: number; clean: boolean }>()
   /** Repair ranges to ask for, per publisher, sent together at the end of the tick. */
   readonly #requests = new Map<string, RangeTuple[]>()
   #requestsScheduled = false
@@ -130,7 +134,11 @@ export class CrossProcess {
     this.#reassembly = new Reassembly({
       deliver: (topic, wire) => this.#deliver(topic, wire),
       request: (origin, range) => this.#request(origin, range),
-      topicInfo: (topic) => this.#topics.get(topic) ?? null,
+      topicInfo: (topic) => {
+        const info = this.#topics.get(topic)
+        if (info === undefined) return null
+        return { joinedAt: this.#monitor.clock.toRedis(info.joinedLocal), clean: info.clean }
+      },
       canAsk: () => this.#monitor.available && !this.transport.behind,
       // Nothing older than the outbox's age bound is kept by a publisher.
       giveUpMs: deps.options.outbox.maxAgeMs + 1000,
@@ -179,7 +187,14 @@ export class CrossProcess {
   /** Listen on a topic; resolves once subscribed while Redis is up (see RedisTransport.want). */
   want(topic: string): Promise<void> {
     if (!this.#topics.has(topic)) {
-      this.#topics.set(topic, { joinedAt: this.#monitor.clock.now(), clean: true })
+      // While Redis is up the caller waits for the subscription, so nothing published after
+      // it returns is missed: clean. While it is unavailable the membership starts now but the
+      // subscription only at recovery: what others publish in between (their outboxes flushed
+      // before this process is back) is repaired then, from the join time — and `hello` must
+      // be said even if this process never saw an outage (it started cut off).
+      const subscribed = this.#monitor.available
+      this.#topics.set(topic, { joinedLocal: Date.now(), clean: subscribed })
+      if (!subscribed) this.#resync = true
     }
     return this.transport.want(topic)
   }

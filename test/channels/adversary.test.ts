@@ -79,6 +79,40 @@ describe('channel layer under an adversary', () => {
     assert.equal(receiver.layer.status().skippedFull, 0)
   })
 
+  test('a process that starts cut off from Redis, its clock 5 s ahead, gets what was sent after it joined', async (t) => {
+    // The checker's seed 28: a worker restarted during an outage joined while down. Its join
+    // time was taken on its own clock (it had not measured Redis' yet: 4.8 s ahead), and its
+    // subscription counted as unbroken (it had never seen an outage), so nothing was repaired.
+    const server = await startRedis(t)
+    const prefix = uniquePrefix()
+    const sender = await makeLayer(t, server.url, { prefix })
+    const proxy = await startProxy(t, server)
+    proxy.blackhole()
+    const peer = await Peer.start(t, {
+      REDIS_URL: proxy.urlFor(server),
+      PREFIX: prefix,
+      CLOCK_OFFSET_MS: '5000',
+    })
+    assert.notEqual((await peer.status()).health, 'up')
+    await peer.join('room')
+    await sleep(50)
+    for (let n = 0; n < 5; n++) await sender.layer.groupSend('room', { type: 'while-away', n })
+    await sleep(200)
+    proxy.pass()
+    await waitFor(() => peer.received.length >= 5, {
+      timeoutMs: 8000,
+      message: 'the messages sent after the join reach the late starter',
+    })
+    // A live message right after: it must not jump over the repaired ones.
+    await sender.layer.groupSend('room', { type: 'live', n: 5 })
+    await waitFor(() => peer.received.length >= 6, { timeoutMs: 3000 })
+    await sleep(300)
+    assert.deepEqual(
+      peer.received.map((m) => m.message.n),
+      [0, 1, 2, 3, 4, 5],
+    )
+  })
+
   test('a receiver in another OS process whose recovery runs late gets every outage message', async (t) => {
     const server = await startRedis(t)
     const prefix = uniquePrefix()
