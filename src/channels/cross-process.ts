@@ -192,9 +192,11 @@ export class CrossProcess {
       // subscription only at recovery: what others publish in between (their outboxes flushed
       // before this process is back) is repaired then, from the join time — and `hello` must
       // be said even if this process never saw an outage (it started cut off).
-      const subscribed = this.#monitor.available
-      this.#topics.set(topic, { joinedLocal: Date.now(), clean: subscribed })
-      if (!subscribed) this.#resync = true
+      // (Before the first connection is settled, 'starting', the first subscription is the
+      // start itself: nothing was missed.)
+      const cutOff = this.#monitor.state === 'down'
+      this.#topics.set(topic, { joinedLocal: Date.now(), clean: !cutOff })
+      if (cutOff) this.#resync = true
     }
     return this.transport.want(topic)
   }
@@ -230,7 +232,7 @@ export class CrossProcess {
       this.retention.keep(item)
       this.#inFlight++
       this.counters.published++
-      const direct = topic.charCodeAt(this.#deps.topicBase.length) === 112 // 'p': a specific channel
+      const direct = this.#isDirect(topic)
       this.transport.publish(topic, payload).then(
         (receivers) => {
           this.#settled()
@@ -245,6 +247,11 @@ export class CrossProcess {
     }
     this.outbox.push(item)
     if (this.#monitor.available) this.#scheduleFlush()
+  }
+
+  /** A specific channel's topic ('p'), as opposed to a group or a normal name. */
+  #isDirect(topic: string): boolean {
+    return topic.charCodeAt(this.#deps.topicBase.length) === 112
   }
 
   #publishFailed(item: OutboxItem, error: unknown): void {
@@ -336,8 +343,12 @@ export class CrossProcess {
           break
         }
         try {
-          const { replyErrors } = await this.transport.publishBatch(batch)
-          for (const item of batch) this.retention.keep(item)
+          const { replyErrors, receivers } = await this.transport.publishBatch(batch)
+          batch.forEach((item, i) => {
+            this.retention.keep(item)
+            // A send to a specific channel whose process is gone, as for a direct publish.
+            if (receivers[i] === 0 && this.#isDirect(item.topic)) this.counters.undeliverable++
+          })
           this.outbox.commit(batch.length)
           flushed += batch.length
           this.counters.published += batch.length - replyErrors

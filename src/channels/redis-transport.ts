@@ -187,18 +187,25 @@ export class RedisTransport {
   /** Publish a batch in one pipeline; resolves with how many commands Redis answered with an error. */
   async publishBatch(
     items: ReadonlyArray<{ topic: string; payload: string }>,
-  ): Promise<{ replyErrors: number }> {
+  ): Promise<{ replyErrors: number; receivers: number[] }> {
     const results = await this.#monitor.run((redis) => {
       const pipeline = redis.pipeline()
       for (const item of items) pipeline.publish(item.topic, item.payload)
       return pipeline.exec()
     })
-    let replyErrors = 0
-    for (const [error] of results ?? []) if (error) replyErrors++
     if (results === null || results.length < items.length) {
       throw new RedisUnavailableError('the publish pipeline was aborted')
     }
-    return { replyErrors }
+    let replyErrors = 0
+    // How many subscribers each publish reached (-1: a reply error).
+    const receivers = results.map(([error, count]) => {
+      if (error) {
+        replyErrors++
+        return -1
+      }
+      return Number(count)
+    })
+    return { replyErrors, receivers }
   }
 
   /**

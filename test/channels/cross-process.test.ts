@@ -90,6 +90,16 @@ describe('cross-process delivery (two instances, one Redis)', () => {
     await waitFor(() => layer.status().undeliverable === 1)
   })
 
+  test('a send to a process that is gone, kept in the outbox during an outage, is counted as undeliverable when flushed', async (t) => {
+    const server = await startRedis(t)
+    const { failsoft, layer } = await makeLayer(t, server.url)
+    failsoft.health.forceFallback(true)
+    await layer.send('specific.goneProcess!abc', { type: 'lost' })
+    assert.equal(layer.status().outbox.size, 1)
+    failsoft.health.forceFallback(false)
+    await waitFor(() => layer.status().undeliverable === 1)
+  })
+
   test('a remote send to a full channel waits in its backlog, then is dropped and counted at the receiver', async (t) => {
     const server = await startRedis(t)
     const prefix = uniquePrefix()
