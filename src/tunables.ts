@@ -72,6 +72,15 @@ export const RANGE_TIMEOUT_MS = 1000
 export const RANGE_TRIES = 2
 
 /**
+ * A pending range is asked again at once when the publisher shows up (its heads) or this
+ * process is back on Redis — unless it was asked less than this (ms) ago: that ask is still on
+ * its way, and a second one makes the publisher send the whole range twice (a test saw 20
+ * duplicates when the publisher's answer to `hello` and its own heads after its flush came
+ * together). A lost ask is asked again by the periodic tick (RANGE_TIMEOUT_MS).
+ */
+export const REASK_MIN_AGE_MS = 250
+
+/**
  * A message from another process that finds its channel full waits this long (ms) for the
  * receiver to make room before it is skipped (memory-layer.ts, the backlog). A receiver that
  * takes nothing for this long is not keeping up; one that awaits `receive` in a loop drains a

@@ -1,6 +1,6 @@
 import type { HeadTuple, RangeTuple } from './control.js'
 import type { WireMessage } from './message.js'
-import { RANGE_TIMEOUT_MS, RANGE_TRIES } from '../tunables.js'
+import { RANGE_TIMEOUT_MS, RANGE_TRIES, REASK_MIN_AGE_MS } from '../tunables.js'
 
 /** What the receiver side needs from the layer. */
 export interface ReassemblyDeps {
@@ -209,6 +209,7 @@ export class Reassembly {
       for (const [origin, st] of origins) {
         const pending = st.pending
         if (pending === null || !match(origin)) continue
+        if (t - pending.at < REASK_MIN_AGE_MS) continue // that ask is still on its way
         pending.tries = 1
         pending.at = t
         this.counters.requested++

@@ -223,6 +223,9 @@ describe('losses are counted, never hidden', () => {
     await sleep(100)
     b.failsoft.health.forceFallback(false)
     await up(b.layer)
+    // Back, B says hello; A's heads show the gap and B asks for it. Only then does A send
+    // again: a send before the ask arrives would push one more kept message out of A's two.
+    await waitFor(() => b1.messages.length === 3, { message: 'the kept two repaired' })
     await a.layer.groupSend('room', { type: 'seen', n: 6 })
     await waitFor(() => b1.messages.length === 4)
     assert.deepEqual(ns(b1.messages, 'missed'), [3, 4], 'the two still kept are repaired')

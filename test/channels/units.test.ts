@@ -106,6 +106,17 @@ describe('reassembly (receiver side of gap repair)', () => {
     assert.equal(requests.length, 1, 'up to date: nothing asked')
   })
 
+  test('a range just asked is not asked again when the publisher shows up: that ask is on its way', async () => {
+    const { reassembly, requests } = setup(false)
+    reassembly.heads('p', [['t', 1, 3, 1]]) // asks [0, 4)
+    reassembly.heads('p', [['t', 1, 3, 1]]) // the publisher's second notice, right after
+    reassembly.resubscribed()
+    assert.equal(requests.length, 1, 'one ask: the publisher would send the range twice')
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    reassembly.heads('p', [['t', 1, 3, 1]])
+    assert.equal(requests.length, 2, 'an older ask may have been lost: asked again')
+  })
+
   test('a new stream from the same publisher starts over; a late answer nobody waits for is dropped', () => {
     const { reassembly, delivered } = setup()
     reassembly.accept('t', wire(1), false)
