@@ -43,6 +43,14 @@ export interface ReceiveOptions {
   signal?: AbortSignal
 }
 
+/** A push consumer's channel (`layer.listen`). */
+export interface ChannelListener {
+  /** The channel's name (`<prefix>.<processId>!<local>`): `send` to it, `groupAdd` it. */
+  readonly channel: string
+  /** Stop: the channel leaves its groups and is forgotten. Idempotent. */
+  close(): void
+}
+
 /** A rate-limited warning: at most one line per this period, with a count of what it covers. */
 const WARNING_INTERVAL_MS = 10_000
 
@@ -192,6 +200,34 @@ export class ChannelLayer implements ChannelLayerApi {
     if (name.length >= MAX_NAME_LENGTH) assertChannelName(name)
     this.#local.touch(name)
     return name
+  }
+
+  /**
+   * A push consumer: a new channel of this process (named as `newChannel(prefix)` names it)
+   * whose messages are handed to `onMessage` as they arrive, synchronously and in order, each
+   * a fresh copy, instead of being buffered for `receive`. Like a WebSocket consumer's channel
+   * it has no `capacity` bound (the handler is the consumer), is never swept as idle and its
+   * group memberships do not expire. A handler that throws is logged (at most once per
+   * second) and later messages are still delivered. `close()` (or the layer closing) ends it.
+   */
+  listen(onMessage: (message: ChannelMessage) => void, prefix = 'listen'): ChannelListener {
+    const channel = this.#newChannel(prefix)
+    this.#local.attach(channel, (entry) => {
+      try {
+        onMessage(parseEntry(entry))
+      } catch (error) {
+        this.#logError(error, channel, 'channel layer listener threw')
+      }
+    })
+    let open = true
+    return {
+      channel,
+      close: () => {
+        if (!open) return
+        open = false
+        if (!this.#closed) this.#local.deleteChannel(channel)
+      },
+    }
   }
 
   /**
@@ -500,7 +536,7 @@ export class ChannelLayer implements ChannelLayerApi {
     this.#fullSinceWarning = 0
   }
 
-  #logError(error: unknown, where: unknown): void {
+  #logError(error: unknown, where: unknown, message = 'channel layer send failed'): void {
     this.#errorsSinceLog++
     const now = Date.now()
     if (now - this.#lastErrorLog < 1000) return
@@ -510,7 +546,7 @@ export class ChannelLayer implements ChannelLayerApi {
         where: typeof where === 'string' ? where : describeValue(where),
         failures: this.#errorsSinceLog,
       },
-      'channel layer send failed',
+      message,
     )
     this.#lastErrorLog = now
     this.#errorsSinceLog = 0
