@@ -28,6 +28,7 @@ export type {
   ChannelBackend,
   ChannelLayerStatus,
   ChannelListener,
+  GroupSendOptions,
   ReceiveOptions,
 } from './channels/layer.js'
 export type { ChannelLayerApi } from './channels/api.js'

@@ -43,6 +43,11 @@ export interface ReceiveOptions {
   signal?: AbortSignal
 }
 
+export interface GroupSendOptions {
+  /** A member channel of this process that does not get the message (the sender's own). */
+  except?: string
+}
+
 /** A push consumer's channel (`layer.listen`). */
 export interface ChannelListener {
   /** The channel's name (`<prefix>.<processId>!<local>`): `send` to it, `groupAdd` it. */
@@ -317,9 +322,15 @@ export class ChannelLayer implements ChannelLayerApi {
    * Send to every member of a group, in every process. Local members are served in this call,
    * from memory; a full member is skipped and counted (status `skippedFull`, a WARNING at most
    * every 10 s). Never waits for Redis: one PUBLISH is handed to the connection (before the
-   * local deliveries), or to the outbox while Redis is unavailable.
+   * local deliveries), or to the outbox while Redis is unavailable. `options.except` names one
+   * channel of this process that is a member but should not get this message (a sender that
+   * listens on the group itself, e.g. failsoft/socket.io's adapters).
    */
-  async groupSend(group: string, message: ChannelMessage): Promise<void> {
+  async groupSend(
+    group: string,
+    message: ChannelMessage,
+    options?: GroupSendOptions,
+  ): Promise<void> {
     this.#context.assertOpen()
     this.#assertOpen()
     assertGroupName(group)
@@ -331,7 +342,7 @@ export class ChannelLayer implements ChannelLayerApi {
     // and write to its own sockets.
     const remote = this.#remote
     remote?.publish(remote.topic('g', group), group, entry)
-    const { full } = this.#local.groupDeliver(group, entry)
+    const { full } = this.#local.groupDeliver(group, entry, options?.except)
     if (full > 0) this.#noteFull(full, group)
     if (remote !== null) await remote.backpressure()
   }

@@ -170,14 +170,18 @@ export class LocalChannels {
     return true
   }
 
-  /** Deliver to every local member; counts (and returns) the members skipped because full. */
-  groupDeliver(group: string, entry: Entry): { delivered: number; full: number } {
+  /**
+   * Deliver to every local member but `except`; counts (and returns) the members skipped
+   * because full.
+   */
+  groupDeliver(group: string, entry: Entry, except?: string): { delivered: number; full: number } {
     const members = this.#groups.get(group)
     if (!members) return { delivered: 0, full: 0 }
     let delivered = 0
     let full = 0
     const expiredBefore = entry.sentAt - this.#groupExpiryMs
     for (const [channel, joinedAt] of members) {
+      if (channel === except) continue
       const buffer = this.#channels.get(channel)
       if (joinedAt < expiredBefore && buffer?.sink == null) {
         this.#removeMember(group, members, channel)

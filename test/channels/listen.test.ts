@@ -73,6 +73,26 @@ describe('layer.listen', () => {
     assert.equal(layer.status().membershipsExpired, 0)
   })
 
+  test('groupSend with except leaves out that member here, not elsewhere', async (t) => {
+    const prefix = uniquePrefix()
+    const a = await makeLayer(t, server.url, { prefix })
+    const b = await makeLayer(t, server.url, { prefix })
+    const got = { self: 0, peer: 0, remote: 0 }
+    const self = a.layer.listen(() => got.self++)
+    const peer = a.layer.listen(() => got.peer++)
+    const remote = b.layer.listen(() => got.remote++)
+    for (const [layer, listener] of [
+      [a.layer, self],
+      [a.layer, peer],
+      [b.layer, remote],
+    ] as const) {
+      await layer.groupAdd('room', listener.channel)
+    }
+    await a.layer.groupSend('room', { type: 'm' }, { except: self.channel })
+    await waitFor(() => got.remote === 1)
+    assert.deepEqual(got, { self: 0, peer: 1, remote: 1 })
+  })
+
   test('receives group messages and direct sends from another process, through Redis', async (t) => {
     const prefix = uniquePrefix()
     const a = await makeLayer(t, server.url, { prefix })
