@@ -324,7 +324,8 @@ export class FailsoftAdapter extends ClusterAdapterWithHeartbeat {
       const wire: WireMessage = marked
         ? { type: WIRE_TYPE, m: value, b: 1 }
         : { type: WIRE_TYPE, m: value }
-      if (to === null) await this.#layer.groupSend(this.#group, wire)
+      // Not to this adapter itself: it is a member of its group (to receive the others').
+      if (to === null) await this.#layer.groupSend(this.#group, wire, { except: this.uid })
       else await this.#layer.send(to, wire)
       this.#counters.published++
     } catch (error) {
@@ -351,7 +352,7 @@ export class FailsoftAdapter extends ClusterAdapterWithHeartbeat {
       this.#counters.malformed++
       return
     }
-    // This adapter's own group messages come back to it (it is a member): nothing to do.
+    // Never its own (groupSend skips this adapter); should one come back, it is not counted.
     if (inner.uid === this.uid) return
     if (inner.nsp !== this.nsp.name) {
       this.#counters.malformed++
