@@ -496,6 +496,8 @@ export class ChannelLayer implements ChannelLayerApi {
       this.#counters.expiredOnArrival++
       return
     }
+    // The first receiver gets this parse instead of making its own (parseEntry).
+    wire.entry.parsed = parsed as ChannelMessage
     if (kind === 'g') {
       const { full } = this.#local.groupDeliver(name, wire.entry)
       if (full > 0) this.#noteFull(full, name)
