@@ -330,9 +330,12 @@ export class FailsoftAdapter extends ClusterAdapterWithHeartbeat {
       this.#counters.published++
     } catch (error) {
       this.#counters.notPublished++
-      this.#warn(error, 'a Socket.IO cluster message was not sent to the other servers', {
-        messageType: MessageType[message.type],
-      })
+      // A closed layer (failsoft closed before Socket.IO) is a shutdown, not a problem to report.
+      if (!this.#layer.closed) {
+        this.#warn(error, 'a Socket.IO cluster message was not sent to the other servers', {
+          messageType: MessageType[message.type],
+        })
+      }
     }
     // No offsets: connection state recovery needs a persistent log (as with the Redis
     // pub/sub adapter, it is not supported across servers).
