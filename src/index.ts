@@ -24,7 +24,13 @@ export {
   MessageTooLargeError,
 } from './errors.js'
 export { ChannelLayer } from './channels/layer.js'
-export type { ChannelBackend, ChannelLayerStatus, ReceiveOptions } from './channels/layer.js'
+export type {
+  ChannelBackend,
+  ChannelLayerStatus,
+  ChannelListener,
+  GroupSendOptions,
+  ReceiveOptions,
+} from './channels/layer.js'
 export type { ChannelLayerApi } from './channels/api.js'
 export type { ChannelMessage } from './channels/message.js'
 export { defaultChannelLayerOptions } from './channels/options.js'

@@ -1,15 +1,17 @@
 /**
  * Channels suite: WebSocket fan-out through failsoft's channel layer and through Socket.IO
- * with its Redis adapters, in the same run, on real redis-server processes and real sockets.
+ * with its Redis adapters and with failsoft/socket.io, in the same run, on real redis-server
+ * processes and real sockets.
  *
  * - Cross-process fan-out: two server processes (children), 25 WebSocket clients on each, all
  *   in one group/room; one server sends a burst; deliveries/s counted at the 50 clients (this
  *   process), and latency at a steady 300 messages/s.
  * - In-process fan-out while degraded: one server, 50 clients, Redis killed (failsoft serves
  *   from memory and fills its outbox), against Socket.IO's in-memory adapter.
- * - Redis killed for 3 s then restarted (empty, and with its data) under a steady 200
- *   messages/s: same-process and cross-process losses, the longest local delivery stall, and
- *   the time from Redis answering again to the first cross-process delivery.
+ * - Redis killed for 3 s then restarted (empty, and with its data), or frozen (SIGSTOP) for
+ *   3 s, under a steady 200 messages/s: same-process and cross-process losses, the longest
+ *   local delivery stall, and the time from Redis answering again to the first cross-process
+ *   delivery.
  */
 import { fork, type ChildProcess } from 'node:child_process'
 import { performance } from 'node:perf_hooks'
@@ -28,10 +30,17 @@ import {
 } from '../report.js'
 
 type Impl =
-  'failsoft' | 'sio-redis' | 'sio-streams' | 'sio-memory' | 'sio-redis-ff' | 'sio-streams-ff'
+  | 'failsoft'
+  | 'sio-failsoft'
+  | 'sio-redis'
+  | 'sio-streams'
+  | 'sio-memory'
+  | 'sio-redis-ff'
+  | 'sio-streams-ff'
 
 const LABEL: Record<Impl, string> = {
   failsoft: 'failsoft channel layer (ws)',
+  'sio-failsoft': 'Socket.IO + failsoft/socket.io',
   'sio-redis': 'Socket.IO + redis-adapter (pub/sub)',
   'sio-streams': 'Socket.IO + redis-streams-adapter',
   'sio-memory': 'Socket.IO in-memory adapter',
@@ -205,6 +214,11 @@ async function setUp(
     await sleep(200)
     if (all.every((c, i) => c.recorder.count > before[i]!)) break
   }
+  // Then a short burst, so that no stack's first measured burst also measures its JIT warm-up
+  // (a 600-message quick burst from cold varied by ±30 % between stacks, run to run).
+  const warmUp = all.reduce((sum, c) => sum + c.recorder.count, 0) + 200 * all.length
+  await procs[0]!.call({ cmd: 'burst', count: 200, batch: 50 })
+  await drain(all, warmUp, 500)
   return { servers: procs, clients }
 }
 
@@ -285,9 +299,18 @@ async function steadyLatency(
   }
 }
 
+/** kill + restart empty, kill + restart with its data, SIGSTOP + SIGCONT. */
+type Fault = 'kill-empty' | 'kill-data' | 'freeze'
+
+const FAULT_LABEL: Record<Fault, string> = {
+  'kill-empty': 'kill, restart empty',
+  'kill-data': 'kill, restart with data',
+  freeze: 'freeze (SIGSTOP)',
+}
+
 interface FaultResult {
   impl: Impl
-  keepData: boolean
+  fault: Fault
   sent: number
   /** Messages missing, summed over the clients of the sending server / of the other one. */
   localLost: number
@@ -302,11 +325,7 @@ interface FaultResult {
   timeline: Array<[number, number]>
 }
 
-async function killAndRestart(
-  impl: Impl,
-  keepData: boolean,
-  ctx: BenchContext,
-): Promise<FaultResult> {
+async function outage(impl: Impl, fault: Fault, ctx: BenchContext): Promise<FaultResult> {
   const server = await RedisServer.start()
   let setup: Setup | undefined
   try {
@@ -319,7 +338,13 @@ async function killAndRestart(
     await setup.servers[0]!.call({ cmd: 'steady', perSecond })
     await sleep(1000)
     const killAt = now()
-    await server.restart({ keepData, delayMs: outageMs })
+    if (fault === 'freeze') {
+      server.freeze()
+      await sleep(outageMs)
+      server.thaw()
+    } else {
+      await server.restart({ keepData: fault === 'kill-data', delayMs: outageMs })
+    }
     const upAt = now()
     await sleep(ctx.quick ? 2000 : 2500)
     const { sent } = await setup.servers[0]!.call<{ sent: number }>({ cmd: 'stop' })
@@ -358,7 +383,7 @@ async function killAndRestart(
     )
     return {
       impl,
-      keepData,
+      fault,
       sent,
       localLost: lost(local),
       remoteLost: lost(remote),
@@ -386,7 +411,7 @@ function targetsTable(
   const rate = (impl: Impl): number => median(cross[impl]?.rates ?? [])
   const ours = latencyOf('failsoft')
   const peer = latencyOf('sio-redis')
-  const mine = faults.filter((f) => f.impl === 'failsoft')
+  const mine = faults.filter((f) => f.impl === 'failsoft' && f.fault !== 'freeze')
   const yes = (ok: boolean): string => (ok ? 'yes' : 'no')
   return {
     title: 'Channels targets (issue 4)',
@@ -412,13 +437,57 @@ function targetsTable(
         mine
           .map(
             (f) =>
-              `${f.keepData ? 'with data' : 'empty'}: lost ${f.localLost} same / ${f.remoteLost} cross, back ${fmt(f.backMs)} ms`,
+              `${f.fault === 'kill-data' ? 'with data' : 'empty'}: lost ${f.localLost} same / ${f.remoteLost} cross, back ${fmt(f.backMs)} ms`,
           )
           .join('; '),
         yes(mine.length > 0 && mine.every((f) => f.localLost === 0 && f.backMs <= 1000)),
       ],
     ],
     note: 'Percentiles are medians over the latency rounds; "back" is from redis-server answering again to the first cross-process delivery.',
+  }
+}
+
+/** failsoft/socket.io against the official Socket.IO adapters, measured in the same run. */
+function socketIoTargetsTable(
+  cross: Record<string, { rates: number[] }>,
+  latencyOf: (impl: Impl) => Latency,
+  faults: FaultResult[],
+): Table {
+  const rate = (impl: Impl): number => median(cross[impl]?.rates ?? [])
+  const yes = (ok: boolean): string => (ok ? 'yes' : 'no')
+  const peers = (['sio-redis', 'sio-streams'] as Impl[]).filter((impl) => cross[impl])
+  const ours = latencyOf('sio-failsoft')
+  const mine = faults.filter((f) => f.impl === 'sio-failsoft')
+  const lossRows = (Object.keys(FAULT_LABEL) as Fault[])
+    .filter((fault) => mine.some((f) => f.fault === fault))
+    .map((fault) => {
+      const f = mine.find((r) => r.fault === fault)!
+      const theirs = faults
+        .filter((r) => r.fault === fault && r.impl.startsWith('sio-') && r.impl !== 'sio-failsoft')
+        .map((r) => `${LABEL[r.impl]} ${r.localLost + r.remoteLost}`)
+      return [
+        `${FAULT_LABEL[fault]}: lost 0 (same- and cross-process)`,
+        `${f.localLost} same / ${f.remoteLost} cross; others: ${theirs.join(', ') || 'n/a'}`,
+        yes(f.localLost === 0 && f.remoteLost === 0),
+      ]
+    })
+  return {
+    title: 'Socket.IO on failsoft/socket.io: targets',
+    columns: ['target', 'measured', 'met'],
+    rows: [
+      ...peers.map((peer) => [
+        `cross-process fan-out >= ${LABEL[peer]}`,
+        `${k(rate('sio-failsoft'))} vs ${k(rate(peer))} deliveries/s (${ratio(rate('sio-failsoft'), rate(peer))})`,
+        yes(rate('sio-failsoft') >= rate(peer)),
+      ]),
+      ...peers.map((peer) => [
+        `p99 at 300/s no worse than ${LABEL[peer]}`,
+        `${fmt(ours.p99, 1)} vs ${fmt(latencyOf(peer).p99, 1)} ms`,
+        yes(ours.p99 <= latencyOf(peer).p99),
+      ]),
+      ...lossRows,
+    ],
+    note: 'Losses are messages never received, summed over the 25 clients of each server; "others" sums both servers for each official adapter in the same scenario.',
   }
 }
 
@@ -437,8 +506,8 @@ export default async function channels(ctx: BenchContext): Promise<SuiteReport> 
   // nothing) and the runs alternate between them, in a rotating order: the shared machine's
   // noise — a GC pause in the bench process, another process waking — hits all stacks alike.
   const crossImpls: Impl[] = ctx.quick
-    ? ['failsoft', 'sio-redis']
-    : ['failsoft', 'sio-redis', 'sio-streams']
+    ? ['failsoft', 'sio-failsoft', 'sio-redis']
+    : ['failsoft', 'sio-failsoft', 'sio-redis', 'sio-streams']
   const latencyRounds = ctx.quick ? 1 : 3
   const cross: Record<string, { rates: number[]; lost: number[]; latency: Latency[] }> = {}
   {
@@ -489,7 +558,7 @@ export default async function channels(ctx: BenchContext): Promise<SuiteReport> 
     const server = await RedisServer.start()
     await server.kill() // failsoft keeps probing a dead Redis and fills its outbox meanwhile
     try {
-      for (const impl of ['failsoft', 'sio-memory'] as Impl[]) {
+      for (const impl of ['failsoft', 'sio-failsoft', 'sio-memory'] as Impl[]) {
         ctx.log(`channels: in-process fan-out, ${impl}`)
         const setup = await setUp(impl, server.url, 1, 50)
         try {
@@ -510,12 +579,15 @@ export default async function channels(ctx: BenchContext): Promise<SuiteReport> 
   // 3. Kill 3 s, restart empty / with data.
   const faults: FaultResult[] = []
   const faultImpls: Impl[] = ctx.quick
-    ? ['failsoft', 'sio-redis']
+    ? ['failsoft', 'sio-failsoft', 'sio-redis']
     : [...crossImpls, 'sio-redis-ff', 'sio-streams-ff']
-  for (const keepData of ctx.quick ? [false] : [false, true]) {
+  const faultKinds: Fault[] = ctx.quick
+    ? ['kill-empty', 'freeze']
+    : ['kill-empty', 'kill-data', 'freeze']
+  for (const fault of faultKinds) {
     for (const impl of faultImpls) {
-      ctx.log(`channels: kill + restart ${keepData ? 'with data' : 'empty'}, ${impl}`)
-      faults.push(await killAndRestart(impl, keepData, ctx))
+      ctx.log(`channels: ${FAULT_LABEL[fault]}, ${impl}`)
+      faults.push(await outage(impl, fault, ctx))
     }
   }
   data.faults = faults
@@ -527,7 +599,7 @@ export default async function channels(ctx: BenchContext): Promise<SuiteReport> 
     xLabel: 's since the kill',
     yLabel: '% of the expected deliveries per 100 ms',
     series: faults
-      .filter((f) => !f.keepData)
+      .filter((f) => f.fault === 'kill-empty')
       .map((f) => ({ name: LABEL[f.impl], points: f.timeline })),
     bands: [{ from: 0, to: (ctx.quick ? 1500 : 3000) / 1000, label: 'Redis down' }],
   }
@@ -535,9 +607,10 @@ export default async function channels(ctx: BenchContext): Promise<SuiteReport> 
   return {
     suite: 'channels',
     title:
-      'Channels: WebSocket fan-out across processes, in-process while degraded, and through a Redis restart',
+      'Channels: WebSocket fan-out across processes, in-process while degraded, and through a Redis restart or freeze',
     tables: [
       targetsTable(cross, latencyOf, degraded, faults),
+      socketIoTargetsTable(cross, latencyOf, faults),
       {
         title: `Cross-process fan-out: 2 server processes × 25 WebSocket clients in one group (burst of ${burstCount} messages)`,
         columns: [
@@ -569,8 +642,12 @@ export default async function channels(ctx: BenchContext): Promise<SuiteReport> 
       {
         title: `In-process fan-out: 1 server × 50 clients (burst of ${burstCount}); failsoft with Redis killed`,
         columns: ['stack', 'deliveries/s (median)', 'failsoft ratio'],
-        rows: (['failsoft', 'sio-memory'] as Impl[]).map((impl) => [
-          impl === 'failsoft' ? 'failsoft, degraded (Redis down, outbox filling)' : LABEL[impl],
+        rows: (['failsoft', 'sio-failsoft', 'sio-memory'] as Impl[]).map((impl) => [
+          impl === 'failsoft'
+            ? 'failsoft, degraded (Redis down, outbox filling)'
+            : impl === 'sio-failsoft'
+              ? 'Socket.IO + failsoft/socket.io, degraded (Redis down)'
+              : LABEL[impl],
           k(median(degraded[impl]!)),
           impl === 'failsoft'
             ? '1.00x'
@@ -579,10 +656,10 @@ export default async function channels(ctx: BenchContext): Promise<SuiteReport> 
         note: 'failsoft serves local members from memory and also keeps each message in its bounded outbox for the other processes.',
       },
       {
-        title: `Redis killed ${ctx.quick ? 1.5 : 3} s then restarted, 200 messages/s from one server, 25 clients on each of 2 servers`,
+        title: `Redis killed ${ctx.quick ? 1.5 : 3} s then restarted, or frozen as long, 200 messages/s from one server, 25 clients on each of 2 servers`,
         columns: [
           'stack',
-          'restart',
+          'fault',
           'sent',
           'same-process lost',
           'cross-process lost (of 25 × sent)',
@@ -592,7 +669,7 @@ export default async function channels(ctx: BenchContext): Promise<SuiteReport> 
         ],
         rows: faults.map((f) => [
           LABEL[f.impl],
-          f.keepData ? 'with data' : 'empty',
+          FAULT_LABEL[f.fault],
           f.sent,
           f.localLost,
           f.remoteLost,

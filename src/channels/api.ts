@@ -14,6 +14,6 @@ export interface ChannelLayerApi {
   receive(channel: string, options?: { signal?: AbortSignal }): Promise<ChannelMessage>
   groupAdd(group: string, channel: string): Promise<void>
   groupDiscard(group: string, channel: string): Promise<void>
-  groupSend(group: string, message: ChannelMessage): Promise<void>
+  groupSend(group: string, message: ChannelMessage, options?: { except?: string }): Promise<void>
   safeGroupSend(group: string, message: ChannelMessage): Promise<boolean>
 }

@@ -43,6 +43,19 @@ export interface ReceiveOptions {
   signal?: AbortSignal
 }
 
+export interface GroupSendOptions {
+  /** A member channel of this process that does not get the message (the sender's own). */
+  except?: string
+}
+
+/** A push consumer's channel (`layer.listen`). */
+export interface ChannelListener {
+  /** The channel's name (`<prefix>.<processId>!<local>`): `send` to it, `groupAdd` it. */
+  readonly channel: string
+  /** Stop: the channel leaves its groups and is forgotten. Idempotent. */
+  close(): void
+}
+
 /** A rate-limited warning: at most one line per this period, with a count of what it covers. */
 const WARNING_INTERVAL_MS = 10_000
 
@@ -201,6 +214,34 @@ export class ChannelLayer implements ChannelLayerApi {
   }
 
   /**
+   * A push consumer: a new channel of this process (named as `newChannel(prefix)` names it)
+   * whose messages are handed to `onMessage` as they arrive, synchronously and in order, each
+   * a fresh copy, instead of being buffered for `receive`. Like a WebSocket consumer's channel
+   * it has no `capacity` bound (the handler is the consumer), is never swept as idle and its
+   * group memberships do not expire. A handler that throws is logged (at most once per
+   * second) and later messages are still delivered. `close()` (or the layer closing) ends it.
+   */
+  listen(onMessage: (message: ChannelMessage) => void, prefix = 'listen'): ChannelListener {
+    const channel = this.#newChannel(prefix)
+    this.#local.attach(channel, (entry) => {
+      try {
+        onMessage(parseEntry(entry))
+      } catch (error) {
+        this.#logError(error, channel, 'channel layer listener threw')
+      }
+    })
+    let open = true
+    return {
+      channel,
+      close: () => {
+        if (!open) return
+        open = false
+        if (!this.#closed) this.#local.deleteChannel(channel)
+      },
+    }
+  }
+
+  /**
    * Send to one channel. A channel of this process (or a normal channel name) is served from
    * memory at once; a channel of another process is one PUBLISH (or the outbox while Redis is
    * down). Throws ChannelFullError when a local channel already holds `capacity` messages.
@@ -287,9 +328,15 @@ export class ChannelLayer implements ChannelLayerApi {
    * Send to every member of a group, in every process. Local members are served in this call,
    * from memory; a full member is skipped and counted (status `skippedFull`, a WARNING at most
    * every 10 s). Never waits for Redis: one PUBLISH is handed to the connection (before the
-   * local deliveries), or to the outbox while Redis is unavailable.
+   * local deliveries), or to the outbox while Redis is unavailable. `options.except` names one
+   * channel of this process that is a member but should not get this message (a sender that
+   * listens on the group itself, e.g. failsoft/socket.io's adapters).
    */
-  async groupSend(group: string, message: ChannelMessage): Promise<void> {
+  async groupSend(
+    group: string,
+    message: ChannelMessage,
+    options?: GroupSendOptions,
+  ): Promise<void> {
     this.#context.assertOpen()
     this.#assertOpen()
     assertGroupName(group)
@@ -301,7 +348,7 @@ export class ChannelLayer implements ChannelLayerApi {
     // and write to its own sockets.
     const remote = this.#remote
     remote?.publish(remote.topic('g', group), group, entry)
-    const { full } = this.#local.groupDeliver(group, entry)
+    const { full } = this.#local.groupDeliver(group, entry, { except: options?.except })
     if (full > 0) this.#noteFull(full, group)
     if (remote !== null) await remote.backpressure()
   }
@@ -455,8 +502,10 @@ export class ChannelLayer implements ChannelLayerApi {
       this.#counters.expiredOnArrival++
       return
     }
+    // The first receiver gets this parse instead of making its own (parseEntry).
+    wire.entry.parsed = parsed as ChannelMessage
     if (kind === 'g') {
-      const { full } = this.#local.groupDeliver(name, wire.entry, true)
+      const { full } = this.#local.groupDeliver(name, wire.entry, { remote: true })
       if (full > 0) this.#noteFull(full, name)
     } else if (kind === 'p') {
       const target = wire.target
@@ -506,7 +555,7 @@ export class ChannelLayer implements ChannelLayerApi {
     this.#fullSinceWarning = 0
   }
 
-  #logError(error: unknown, where: unknown): void {
+  #logError(error: unknown, where: unknown, message = 'channel layer send failed'): void {
     this.#errorsSinceLog++
     const now = Date.now()
     if (now - this.#lastErrorLog < 1000) return
@@ -516,7 +565,7 @@ export class ChannelLayer implements ChannelLayerApi {
         where: typeof where === 'string' ? where : describeValue(where),
         failures: this.#errorsSinceLog,
       },
-      'channel layer send failed',
+      message,
     )
     this.#lastErrorLog = now
     this.#errorsSinceLog = 0

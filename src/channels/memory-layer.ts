@@ -275,16 +275,21 @@ export class LocalChannels {
   }
 
   /**
-   * Deliver to every local member; counts (and returns) the members skipped because full.
-   * `remote`: from another process (see `deliver`).
+   * Deliver to every local member but `except`; counts (and returns) the members skipped
+   * because full. `remote`: from another process (see `deliver`).
    */
-  groupDeliver(group: string, entry: Entry, remote = false): { delivered: number; full: number } {
+  groupDeliver(
+    group: string,
+    entry: Entry,
+    { remote = false, except }: { remote?: boolean; except?: string | undefined } = {},
+  ): { delivered: number; full: number } {
     const members = this.#groups.get(group)
     if (!members) return { delivered: 0, full: 0 }
     let delivered = 0
     let full = 0
     const expiredBefore = entry.sentAt - this.#groupExpiryMs
     for (const [channel, joinedAt] of members) {
+      if (channel === except) continue
       const buffer = this.#channels.get(channel)
       if (joinedAt < expiredBefore && buffer?.sink == null) {
         this.#removeMember(group, members, channel)

@@ -26,6 +26,12 @@ export interface Entry {
    * reused by the others (a group send to 50 sockets encodes it once, not 50 times).
    */
   bytes?: Buffer
+  /**
+   * A message from another process is parsed once on arrival, to check it; that object is
+   * handed to the first receiver that parses the entry instead of parsing it again (the ones
+   * after it parse their own copy).
+   */
+  parsed?: ChannelMessage | undefined
 }
 
 /**
@@ -60,6 +66,11 @@ export function serializeMessage(message: unknown, maxBytes: number, now: number
 
 /** Parse an entry for a receiver: each call returns a fresh object. */
 export function parseEntry(entry: Entry): ChannelMessage {
+  const parsed = entry.parsed
+  if (parsed !== undefined) {
+    entry.parsed = undefined
+    return parsed
+  }
   return safeJsonParse(entry.json) as ChannelMessage
 }
 

@@ -8,6 +8,7 @@
  *   sio-redis     Socket.IO + @socket.io/redis-adapter (pub/sub), ioredis clients
  *   sio-streams   Socket.IO + @socket.io/redis-streams-adapter, ioredis client
  *   sio-memory    Socket.IO with its default in-memory adapter (one process)
+ *   sio-failsoft  Socket.IO + failsoft/socket.io (failsoft's channel layer), failsoft defaults
  *
  * With FAIL_FAST=1 the Socket.IO stacks' ioredis clients use the settings a careful user picks
  * to fail fast (no offline queue, no retries per command, a command timeout, reconnects
@@ -22,8 +23,9 @@ import { Server as SocketIoServer } from 'socket.io'
 import { createAdapter as createPubSubAdapter } from '@socket.io/redis-adapter'
 import { createAdapter as createStreamsAdapter } from '@socket.io/redis-streams-adapter'
 import { createFailsoft } from '../../../src/index.js'
+import { createAdapter as createFailsoftAdapter } from '../../../src/socket.io.js'
 
-type Impl = 'failsoft' | 'sio-redis' | 'sio-streams' | 'sio-memory'
+type Impl = 'failsoft' | 'sio-redis' | 'sio-streams' | 'sio-memory' | 'sio-failsoft'
 const impl = (process.env.IMPL ?? 'failsoft') as Impl
 const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:1'
 const FAIL_FAST: RedisOptions = {
@@ -76,6 +78,7 @@ if (impl === 'failsoft') {
 } else {
   const io = new SocketIoServer(http, { transports: ['websocket'], serveClient: false })
   const clients: Redis[] = []
+  let closeFailsoft = async (): Promise<void> => undefined
   const redis = (): Redis => {
     // The adapters' documented setup (default options), or the fail-fast settings.
     const client = new Redis(redisUrl, clientOptions)
@@ -91,11 +94,22 @@ if (impl === 'failsoft') {
     io.adapter(createPubSubAdapter(pub, sub))
   } else if (impl === 'sio-streams') {
     io.adapter(createStreamsAdapter(redis()))
+  } else if (impl === 'sio-failsoft') {
+    // failsoft's defaults: the fail-fast settings are what failsoft does anyway.
+    const failsoft = createFailsoft({ redis: redisUrl, prefix: 'benchsio', logger: false })
+    io.adapter(createFailsoftAdapter(failsoft))
+    closeFailsoft = () => failsoft.close()
+    describe = () => ({
+      adapter: (io.of('/').adapter as unknown as { status(): unknown }).status(),
+      layer: failsoft.channels({ name: 'socket.io' }).status(),
+    })
+    await failsoft.ready()
   }
   io.on('connection', (socket) => void socket.join('room'))
   emit = (message) => void io.to('room').emit('bench', message)
   shutdown = async () => {
-    io.close()
+    await io.close()
+    await closeFailsoft()
     for (const client of clients) client.disconnect()
   }
 }
