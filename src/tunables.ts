@@ -16,6 +16,21 @@ export const PROBE_RETRY_AFTER_TIMEOUT_MS = 20
 // ── tasks ────────────────────────────────────────────────────────────────────────────────────
 
 /**
+ * A rollback (Redis forgot writes it acknowledged: see health/watermark.ts) re-adds the jobs
+ * this process handed to Redis in this window (ms), at most 10 000 of them, and re-writes the
+ * done markers of the tasks its workers completed in it. A rollback that reaches further back
+ * — an RDB snapshot minutes old — is detected and logged, but older jobs are not known here.
+ */
+export const ROLLBACK_WINDOW_MS = 60_000
+
+/**
+ * Jobs re-added after a rollback wait this long (ms) before a worker takes them, so that the
+ * workers that completed them — in any process — have written their done markers again first
+ * (each does in its own recovery step, within about a probe interval of Redis answering).
+ */
+export const ROLLBACK_REPLAY_DELAY_MS = 2000
+
+/**
  * Spool replay per recovery round (ms). Well under `recoveryTimeoutMs` (5000 by default), so one
  * queue's backlog never fails its recovery step; the monitor runs another round while work
  * remains (needsRecovery), and the other components' steps run beside it.

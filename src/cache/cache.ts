@@ -8,6 +8,7 @@ import { withDeadline } from '../util/async.js'
 import { CacheCodec } from './codec.js'
 import { Fills, type Flight, type WriteOutcome } from './fills.js'
 import { Journal } from './journal.js'
+import { CLEARED, RecentWrites } from './recent-writes.js'
 import { MemoryStore } from './memory-store.js'
 import type { ResolvedCacheOptions } from './options.js'
 import { RedisStore, type Runner } from './redis-store.js'
@@ -50,6 +51,8 @@ export class Cache {
   /** The component name, `cache:<namespace>`. */
   readonly name: string
   readonly #monitor: HealthMonitor
+  /** Writes Redis acknowledged lately, for a rollback (see RecentWrites). */
+  readonly #recent = new RecentWrites()
   readonly #handle: ComponentHandle
   readonly #logger: Logger
   readonly #options: ResolvedCacheOptions
@@ -83,6 +86,7 @@ export class Cache {
   #stats = {
     reconciledKeys: 0,
     generationBumps: 0,
+    rollbacks: 0,
     memoryHits: 0,
     replyErrors: 0,
     decodeErrors: 0,
@@ -332,6 +336,7 @@ export class Cache {
     if (redis !== null && route !== 'memory') {
       try {
         await redis.bumpGeneration(this.#run)
+        this.#stamp(CLEARED)
         this.#epoch++
         this.#memory.clear()
         this.#stats.generationBumps++
@@ -388,6 +393,7 @@ export class Cache {
       fallbackOps: this.#handle.fallbackOps,
       reconciledKeys: this.#stats.reconciledKeys,
       generationBumps: this.#stats.generationBumps,
+      rollbacks: this.#stats.rollbacks,
       memoryHits: this.#stats.memoryHits,
       replyErrors: this.#stats.replyErrors,
       decodeErrors: this.#stats.decodeErrors,
@@ -504,6 +510,7 @@ export class Cache {
           fill === undefined
             ? await redis.set(key, text, ttlMs, this.#run)
             : await redis.fill(key, text, ttlMs, fill.lease ?? '', this.#run)
+        if (stored) this.#stamp(key)
         if (stored && epoch === this.#epoch && fill?.invalidated !== true) {
           this.#keepCopy(key, text, ttlMs)
         } else {
@@ -540,6 +547,7 @@ export class Cache {
     if (route !== 'memory' && redis !== null) {
       try {
         const existed = await redis.delete(key, this.#run)
+        this.#stamp(key)
         this.#memory.delete(key)
         return existed
       } catch (error) {
@@ -562,10 +570,34 @@ export class Cache {
     if (redis === null) return
     try {
       await redis.delete(key, this.#run)
+      this.#stamp(key)
     } catch (error) {
       if (isConnectivityError(error)) this.#journal.add(key)
       else this.#problem('could not invalidate a key after a failed write', error)
     }
+  }
+
+  /** Redis acknowledged a write of `key` (or a clear): remembered in case it forgets it. */
+  #stamp(key: string | typeof CLEARED): void {
+    this.#recent.record(key, this.#monitor.watermark.stamp())
+  }
+
+  /**
+   * Redis may have forgotten writes it acknowledged (see RecoveryContext.rollback): the keys
+   * this process wrote since are journaled, so the reconciliation deletes them — their old value
+   * may be back. A deep rollback (others' writes may be lost too), a `clear()` among them, or
+   * writes older than this process remembers: the generation moves instead, which hides every
+   * value from before, anyone's.
+   */
+  #afterRollback(rollback: NonNullable<RecoveryContext['rollback']>): void {
+    const { keys, cleared, complete } = this.#recent.since(rollback.after)
+    if (rollback.deep || cleared || !complete) {
+      this.#journal.requireGenerationBump()
+      this.#stats.rollbacks++
+      return
+    }
+    for (const key of keys) this.#journal.add(key)
+    if (keys.size > 0) this.#stats.rollbacks++
   }
 
   #fellBack(): void {
@@ -614,6 +646,7 @@ export class Cache {
       return
     }
     this.#recovery = context
+    if (context.rollback !== null) this.#afterRollback(context.rollback)
     try {
       await this.#reconcile(context.run, context.lateCommandsFenced)
     } catch (error) {
@@ -668,7 +701,10 @@ export class Cache {
   async #reconcile(run: Runner, fenced: boolean): Promise<void> {
     const redis = this.#redis
     if (redis === null) return
-    await reconcile(this.#journal, redis, run, fenced, ({ keys, generationBumped }) => {
+    await reconcile(this.#journal, redis, run, fenced, ({ keys, deleted, generationBumped }) => {
+      // Writes too: if Redis forgets them, the outage's changes would be visible again.
+      for (const key of deleted) this.#stamp(key)
+      if (generationBumped) this.#stamp(CLEARED)
       this.#outage.reconciledKeys += keys
       this.#stats.reconciledKeys += keys
       if (generationBumped) {

@@ -7,6 +7,8 @@ const RECONCILE_BATCH = 500
 /** What one reconciliation did. */
 export interface Reconciled {
   readonly keys: number
+  /** The keys deleted by this step (Redis acknowledged it). */
+  readonly deleted: readonly string[]
   readonly generationBumped: boolean
 }
 
@@ -29,7 +31,7 @@ export async function reconcile(
   if (journal.needsGenerationBump) {
     await redis.bumpGeneration(run)
     journal.generationBumped()
-    onProgress({ keys: 0, generationBumped: true })
+    onProgress({ keys: 0, deleted: [], generationBumped: true })
   }
   while (journal.size > 0) {
     const keys = journal.take(RECONCILE_BATCH)
@@ -39,7 +41,7 @@ export async function reconcile(
       journal.restore(keys)
       throw error
     }
-    onProgress({ keys: keys.length, generationBumped: false })
+    onProgress({ keys: keys.length, deleted: keys, generationBumped: false })
   }
   journal.reconciled()
 }

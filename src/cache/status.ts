@@ -25,6 +25,12 @@ export interface CacheStatus {
   /** Keys deleted in Redis by reconciliation, since creation. */
   reconciledKeys: number
   generationBumps: number
+  /**
+   * Recoveries after which this cache reconciled writes Redis may have forgotten (a restart from
+   * older data, a failover; see docs/high-availability.md): their keys deleted, or the
+   * generation moved.
+   */
+  rollbacks: number
   /** Reads served from the memory tier while Redis was up ('l1' mode). */
   memoryHits: number
   /** Redis answered with an error for one command (e.g. OOM): that write failed, the key was invalidated. */

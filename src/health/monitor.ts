@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto'
 import type { Redis } from 'ioredis'
 import { ClosedError, RedisTimeoutError, RedisUnavailableError } from '../errors.js'
 import { loggableError, type Logger } from '../logger.js'
@@ -19,6 +20,7 @@ import { probe, readEpoch } from './probe.js'
 import { RecoveryAbandoned, RecoveryStepError, runRecoverySteps } from './recovery.js'
 import { RttEstimator } from './rtt.js'
 import type { HealthTimings } from './timings.js'
+import { Watermark, type Rollback } from './watermark.js'
 import type {
   ComponentHandle,
   ComponentRegistration,
@@ -64,6 +66,11 @@ export class HealthMonitor implements Health {
   readonly target: RedisTarget | null
   /** Redis' clock as estimated here (see RedisClock). */
   readonly clock = new RedisClock()
+  /**
+   * Lost-write detection (see Watermark): components stamp the writes they would have to
+   * reconcile if Redis forgot them; a recovery's `rollback` says which.
+   */
+  readonly watermark: Watermark
   readonly #timings: HealthTimings
   readonly #logger: Logger
   readonly #events: TypedEvents<HealthEvents>
@@ -94,7 +101,9 @@ export class HealthMonitor implements Health {
   /** Whether the last probe could close every earlier command socket (see RecoveryContext). */
   #lateCommandsFenced = true
   #fenceFailures = 0
-  #transitions = { down: 0, up: 0, reset: 0 }
+  #transitions = { down: 0, up: 0, reset: 0, rollback: 0 }
+  /** Writes Redis may have forgotten, to be reconciled by the next recovery (see Watermark). */
+  #pendingRollback: Rollback | null = null
   #lastTransition: { to: HealthState; at: number } | null = null
   /** Bumped on every Redis failure: anything started before it is stale. */
   #generation = 0
@@ -134,6 +143,7 @@ export class HealthMonitor implements Health {
       ),
     )
     this.#epochKey = `${options.prefix}:failsoft:epoch`
+    this.watermark = new Watermark(`${options.prefix}:failsoft:wm:${randomUUID()}`)
     this.#connectionPrefix = `failsoft:${options.prefix}`
     this.#heartbeat = new Heartbeat({
       epochKey: this.#epochKey,
@@ -141,7 +151,16 @@ export class HealthMonitor implements Health {
       clock: this.clock,
       deadlineMs: () =>
         this.#rtt.deadline(this.#timings.heartbeatTimeoutMs, this.#maxDeadline(), 2),
+      watermark: this.watermark,
       onFailure: (error) => this.#redisDown(error),
+      // Redis forgot acknowledged writes without any connection failing (a failover that
+      // kept the sockets, a restart too quick to notice): off Redis, and the probe assesses.
+      onWatermarkBehind: () =>
+        this.#redisDown(
+          new RedisUnavailableError(
+            'Redis forgot acknowledged writes (its write counter went back); reconciling',
+          ),
+        ),
       onEpoch: (epoch) => {
         if (epoch !== this.#epoch) void this.#onResetWhileUp()
         else if (epoch === null) this.#createEpochSoon()
@@ -520,6 +539,7 @@ export class HealthMonitor implements Health {
         health,
         command,
         epochKey: this.#epochKey,
+        watermarkKey: this.watermark.key,
         connectDeadlineMs,
         commandDeadlineMs: () =>
           this.#rtt.deadline(this.#timings.heartbeatTimeoutMs, this.#maxDeadline(), 2),
@@ -533,6 +553,7 @@ export class HealthMonitor implements Health {
       const reset = this.#epoch !== null && result.epoch !== this.#epoch
       this.#epoch = result.epoch
       this.#lateCommandsFenced = result.fenced
+      this.#assessRollback(result.watermark, result.runId)
       this.#redisUp(result.runId, reset)
     } catch (error) {
       if (this.#closed) return
@@ -563,6 +584,46 @@ export class HealthMonitor implements Health {
       { err: loggableError(error, this.target?.secrets) },
       'cannot close earlier connections in Redis (CLIENT ID / CLIENT KILL); after an outage the cache bumps its generation instead when a write may still land',
     )
+  }
+
+  /**
+   * Redis answers again: may it have forgotten writes it acknowledged? Another Redis process
+   * (a restart, a failover) makes the writes not yet confirmed uncertain; the write counter
+   * found behind means acknowledged writes were forgotten (see Watermark).
+   */
+  #assessRollback(found: number | null, runId: string | null): void {
+    const replaced = this.#runId !== null && runId !== this.#runId
+    const rollback = this.watermark.assess(found, replaced)
+    if (rollback === null) return
+    const pending = this.#pendingRollback
+    this.#pendingRollback =
+      pending === null
+        ? rollback
+        : {
+            after: Math.min(pending.after, rollback.after),
+            deep: pending.deep || rollback.deep,
+            seen: Math.max(pending.seen, rollback.seen),
+            found: rollback.found,
+          }
+    if (rollback.deep) {
+      this.#transitions.rollback++
+      this.#logger.error(
+        { seen: rollback.seen, found: rollback.found, runId, previousRunId: this.#runId },
+        'Redis forgot writes it had acknowledged (restarted from older data, or failed over to a replica that had not received them); components reconcile before using it',
+      )
+      this.#events.emit('rollback', {
+        at: now(),
+        seen: rollback.seen,
+        found: rollback.found,
+        runId,
+        previousRunId: this.#runId,
+      })
+    } else {
+      this.#logger.info(
+        { runId, previousRunId: this.#runId },
+        'another Redis process answers (restarted or failed over); the last writes not yet confirmed are reconciled',
+      )
+    }
   }
 
   #redisUp(runId: string | null, reset: boolean): void {
@@ -711,6 +772,7 @@ export class HealthMonitor implements Health {
     this.#recovery = controller
     const context: RecoveryContext = {
       reset,
+      rollback: this.#pendingRollback,
       downtimeMs,
       signal: controller.signal,
       lateCommandsFenced: this.#lateCommandsFenced,
@@ -741,6 +803,7 @@ export class HealthMonitor implements Health {
     // The components dealt with whatever could still land; until the next outage nothing can.
     this.#lateCommandsFenced = true
     this.#pendingReset = false
+    this.#pendingRollback = null
     this.#state = 'up'
     this.#since = at
     this.#error = null

@@ -19,12 +19,15 @@ export interface ProbeResult {
   readonly epoch: string | null
   /** No command this process sent before can still execute (see EarlierSockets). */
   readonly fenced: boolean
+  /** The write counter now (see Watermark); null when missing or not a number. */
+  readonly watermark: number | null
 }
 
 export interface ProbeDeps {
   readonly health: Redis
   readonly command: Redis
   readonly epochKey: string
+  readonly watermarkKey: string
   /** Deadline of each connection attempt, in ms. */
   readonly connectDeadlineMs: number
   /** Deadline of each round trip once connected, in ms (the monitor's adaptive deadline). */
@@ -39,7 +42,7 @@ export interface ProbeDeps {
 /**
  * One probe of a Redis that was unavailable, in as few round trips as it can: both connections
  * open at once; then one pipeline on the health connection (PING, INFO server, TIME, the epoch
- * key); a second round trip only when the epoch key is missing (`SET NX GET`); then one pipeline
+ * key, the write counter); a second round trip only when the epoch key is missing (`SET NX GET`); then one pipeline
  * on the new command socket (CLIENT ID and CLIENT KILL of this process' earlier sockets, which
  * needs the run_id). Every round trip has a deadline: a partition that starts while the probe
  * waits for a reply fails this probe instead of holding every later one until TCP gives up.
@@ -56,14 +59,17 @@ export async function probe(deps: ProbeDeps): Promise<ProbeResult> {
   const sentAt = Date.now()
   const started = performance.now()
   const replies = await withDeadline(
-    health.pipeline().ping().info('server').time().get(deps.epochKey).exec(),
+    health.pipeline().ping().info('server').time().get(deps.epochKey).get(deps.watermarkKey).exec(),
     deps.commandDeadlineMs(),
     'probe',
   )
   const receivedAt = Date.now()
   deps.rtt.sampleAfterOutage(performance.now() - started)
-  if (replies === null || replies.length < 4) throw new RedisUnavailableError('probe aborted')
+  if (replies === null || replies.length < 5) throw new RedisUnavailableError('probe aborted')
   for (const [error] of replies) if (error) throw error
+  const mark = replies[4]?.[1]
+  const counted = typeof mark === 'string' ? Number(mark) : NaN
+  const watermark = Number.isSafeInteger(counted) ? counted : null
   const runId = parseRunId(replies[1]?.[1])
   deps.clock.sample(replies[2]?.[1], sentAt, receivedAt)
   const found = replies[3]?.[1]
@@ -76,7 +82,7 @@ export async function probe(deps: ProbeDeps): Promise<ProbeResult> {
         })
 
   const fenced = await closeEarlierSockets(command, runId, deps)
-  return { runId, epoch, fenced }
+  return { runId, epoch, fenced, watermark }
 }
 
 /**

@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis'
 import type { Logger } from '../logger.js'
 import type { Disposable } from './events.js'
+import type { Rollback } from './watermark.js'
 
 /** The state every component reads before each operation. */
 export type HealthState = 'starting' | 'up' | 'down'
@@ -39,6 +40,20 @@ export interface HealthEvents {
     readonly runId: string | null
     readonly previousRunId: string | null
   }
+  /**
+   * Redis forgot writes it had acknowledged: it restarted from older data (an RDB snapshot, an
+   * AOF `everysec` tail), or failed over to a replica that had not received them. Components
+   * reconcile before using it again (see RecoveryContext.rollback). `seen` is the highest
+   * value of failsoft's write counter this process had seen, `found` the value now (null:
+   * gone).
+   */
+  rollback: {
+    readonly at: number
+    readonly seen: number
+    readonly found: number | null
+    readonly runId: string | null
+    readonly previousRunId: string | null
+  }
 }
 
 /** The public face of the monitor: `failsoft.health`. */
@@ -73,6 +88,13 @@ export type Runner = <T>(fn: (redis: Redis) => Promise<T>) => Promise<T>
 export interface RecoveryContext {
   /** Redis lost its data since the component last used it: re-assert everything. */
   readonly reset: boolean
+  /**
+   * Redis may have forgotten writes it acknowledged (see Watermark): the writes this process
+   * stamped after `rollback.after` are to be re-applied or invalidated; with `deep`, Redis
+   * certainly forgot acknowledged writes, possibly other processes' too, so a component also
+   * takes its global measure (the cache moves its generation). Null: nothing can be lost.
+   */
+  readonly rollback: Rollback | null
   readonly downtimeMs: number
   /** Aborted if Redis fails again (or failsoft closes, or the operator forces the fallbacks) while the step runs. */
   readonly signal: AbortSignal

@@ -2,7 +2,7 @@
 // restart with or without data). Every process started here is tracked in a module-level
 // registry and SIGKILLed synchronously when the Node process exits, even if a test failed.
 import { execFile, spawn, type ChildProcess } from 'node:child_process'
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import net from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -329,6 +329,18 @@ export interface RedisServerOptions {
   tls?: boolean
   /** Extra redis-server arguments, e.g. ['--maxmemory', '2mb', '--maxmemory-policy', 'noeviction']. */
   args?: string[]
+  /**
+   * Run as a Redis Sentinel (`redis-server <conf> --sentinel`) monitoring one primary. The
+   * config file lives in the temp dir and is rewritten by Sentinel itself (it must be
+   * writable); it survives restarts, as a real Sentinel's does.
+   */
+  sentinel?: {
+    name: string
+    primary: { host: string; port: number }
+    quorum: number
+    downAfterMs: number
+    failoverTimeoutMs: number
+  }
 }
 
 class StartError extends Error {
@@ -359,6 +371,9 @@ export class RedisServer {
   #exited: Promise<void> = Promise.resolve()
   #frozen = false
   #stopped = false
+  #snapshots = 0
+  /** Arguments for the next launch only, after the configured ones. */
+  #extraArgs: string[] = []
   #log = ''
 
   private constructor(
@@ -510,6 +525,39 @@ export class RedisServer {
     if (savedDump) rmSync(join(this.dataDir, 'dump.rdb'), { force: true })
   }
 
+  /**
+   * Take an RDB snapshot now (`SAVE`) and keep a copy of it aside: `restartFromSnapshot(path)`
+   * later brings the server back with this data, as a Redis restarted from an older snapshot
+   * (every write after this moment forgotten, though acknowledged).
+   */
+  async snapshot(): Promise<string> {
+    this.#requireRunning('snapshot')
+    await respCommand(this.respTarget, ['SAVE'], { timeoutMs: 10_000 })
+    const path = join(this.dir, `snapshot-${++this.#snapshots}.rdb`)
+    copyFileSync(join(this.dataDir, 'dump.rdb'), path)
+    return path
+  }
+
+  /** SIGKILL, then start on the same port loading only the snapshot at `path` (see snapshot()). */
+  async restartFromSnapshot(path: string, options: { delayMs?: number } = {}): Promise<void> {
+    this.#requireNotStopped('restart')
+    if (this.running) {
+      if (this.#frozen) this.thaw()
+      await this.kill()
+    }
+    rmSync(this.dataDir, { recursive: true, force: true })
+    mkdirSync(this.dataDir, { recursive: true })
+    copyFileSync(path, join(this.dataDir, 'dump.rdb'))
+    if (options.delayMs !== undefined && options.delayMs > 0) await sleep(options.delayMs)
+    this.#extraArgs = ['--appendonly', 'no'] // the snapshot, not an AOF, is what loads
+    try {
+      await this.#launchSamePort()
+    } finally {
+      this.#extraArgs = []
+    }
+    rmSync(join(this.dataDir, 'dump.rdb'), { force: true })
+  }
+
   /** Start again after kill(): same port, same data dir as it was. */
   async start(): Promise<void> {
     this.#requireNotStopped('start')
@@ -559,6 +607,7 @@ export class RedisServer {
 
   #args(): string[] {
     const o = this.#options
+    if (o.sentinel !== undefined) return this.#sentinelArgs(o.sentinel)
     const args = ['--bind', HOST, '--dir', this.dataDir, '--dbfilename', 'dump.rdb']
     args.push('--logfile', '', '--daemonize', 'no', '--enable-debug-command', 'local')
     if (this.#tlsFiles) {
@@ -576,8 +625,31 @@ export class RedisServer {
     if (o.aclUser) {
       args.push('--user', o.aclUser.username, 'on', `>${o.aclUser.password}`, '~*', '&*', '+@all')
     }
-    args.push(...(o.args ?? []))
+    args.push(...(o.args ?? []), ...this.#extraArgs)
     return args
+  }
+
+  #sentinelArgs(sentinel: NonNullable<RedisServerOptions['sentinel']>): string[] {
+    const conf = join(this.dir, 'sentinel.conf')
+    if (!existsSync(conf)) {
+      const { name, primary } = sentinel
+      writeFileSync(
+        conf,
+        [
+          `port ${this.port}`,
+          `bind ${HOST}`,
+          'daemonize no',
+          'logfile ""',
+          `dir ${this.dataDir}`,
+          `sentinel monitor ${name} ${primary.host} ${primary.port} ${sentinel.quorum}`,
+          `sentinel down-after-milliseconds ${name} ${sentinel.downAfterMs}`,
+          `sentinel failover-timeout ${name} ${sentinel.failoverTimeoutMs}`,
+          `sentinel parallel-syncs ${name} 1`,
+          '',
+        ].join('\n'),
+      )
+    }
+    return [conf, '--sentinel', ...(this.#options.args ?? [])]
   }
 
   async #launch(): Promise<void> {
