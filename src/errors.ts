@@ -82,6 +82,10 @@ export function describeValue(value: unknown): string {
   if (Array.isArray(value)) return `an array of length ${value.length}`
   if (typeof value === 'function') return 'a function'
   if (typeof value === 'symbol') return 'a symbol'
+  const name = (value as { constructor?: { name?: unknown } }).constructor?.name
+  if (typeof name === 'string' && name !== 'Object' && /^[A-Za-z0-9_$]{1,60}$/.test(name)) {
+    return `an instance of ${name}`
+  }
   return `an object (${Object.prototype.toString.call(value)})`
 }
 

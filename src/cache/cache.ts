@@ -659,7 +659,11 @@ export class Cache {
     }
     // Our outage writes are gone from Redis; other instances may still hold theirs.
     const { at } = await redis.heartbeat(context.run)
-    if (this.#options.peerWaitMs > 0) this.#peers?.begin(at, this.#generation?.lastCleanAt ?? null)
+    if (this.#options.peerWaitMs > 0) {
+      const generation = this.#generation
+      const listed = context.replaced ? (generation?.peers ?? []) : null
+      this.#peers?.begin(at, generation?.lastCleanAt ?? null, listed)
+    }
     this.#memory.clear()
     this.#epoch++
   }

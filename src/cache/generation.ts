@@ -1,5 +1,9 @@
 import type { CacheBus } from './bus.js'
 import type { RedisStore, Runner } from './redis-store.js'
+import { PEER_ALIVE_MS } from '../tunables.js'
+
+/** Every this many beats, the beat also lists the peers alive (see `peers`). */
+const LIST_PEERS_EVERY = 10
 
 export interface GenerationDeps {
   readonly redis: RedisStore
@@ -21,6 +25,14 @@ export class GenerationKeeper {
   #sweeping = false
   /** Server time (ms) of this instance's last clean mark; null before the first. */
   lastCleanAt: number | null = null
+  /**
+   * The other instances of this namespace seen alive in Redis at the last listing (every tenth
+   * beat): after Redis is replaced, its members set may have forgotten some of them, and this
+   * instance waits for these (see PeerWait). Bounded by the members alive in the last
+   * PEER_ALIVE_MS.
+   */
+  peers: readonly string[] = []
+  #beats = 0
 
   constructor(deps: GenerationDeps) {
     this.#deps = deps
@@ -34,8 +46,13 @@ export class GenerationKeeper {
   beat(): Promise<void> {
     this.#checking ??= (async () => {
       await this.#deps.bus?.connect()
-      const { at } = await this.#deps.redis.heartbeat(this.#deps.run)
+      const list = this.#beats++ % LIST_PEERS_EVERY === 0
+      const { at, peers } = await this.#deps.redis.heartbeat(
+        this.#deps.run,
+        list ? PEER_ALIVE_MS : undefined,
+      )
       this.lastCleanAt = at
+      if (peers !== undefined) this.peers = peers
     })()
       .catch((error: unknown) => this.#deps.background(error))
       .finally(() => {

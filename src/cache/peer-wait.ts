@@ -26,6 +26,8 @@ interface Waiting {
   readonly before: number
   readonly started: number
   readonly deadline: number
+  /** Redis was replaced: the peers listed before, rather than its members set (null: not). */
+  readonly listed: readonly string[] | null
   downtimeMs: number
   timer: NodeJS.Timeout | null
 }
@@ -35,7 +37,10 @@ interface Waiting {
  * every instance alive just before the outage has deleted, in Redis, the keys it changed in
  * memory meanwhile, Redis still holds their old values. After its own recovery an instance
  * therefore keeps its reads off Redis until none of those instances is left unconfirmed (a
- * clean mark in [from, before) and none since) — or until `peerWaitMs`. (A peer whose recovery
+ * clean mark in [from, before) and none since) — or until `peerWaitMs`. When Redis was replaced
+ * (restarted from older data, failed over to a replica), its members set may be older than the
+ * outage: the peers are then the ones this instance listed before it (see GenerationKeeper).
+ * (A peer whose recovery
  * bumped the generation is seen by the very next operation here: every operation on a data key
  * checks the generation in the same round trip, see RedisStore.)
  */
@@ -55,9 +60,11 @@ export class PeerWait {
 
   /**
    * Start a wait after this instance's reconciliation marked it clean at server time `at`;
-   * `lastCleanAt` is its last mark before the outage (null if none).
+   * `lastCleanAt` is its last mark before the outage (null if none). `listed`: Redis was
+   * replaced (restarted, failed over) and may have forgotten marks and writes — wait for each
+   * of these peers (listed before the outage) to mark itself clean on it.
    */
-  begin(at: number, lastCleanAt: number | null): void {
+  begin(at: number, lastCleanAt: number | null, listed: readonly string[] | null = null): void {
     this.stop()
     const started = performance.now()
     this.#waiting = {
@@ -65,6 +72,7 @@ export class PeerWait {
       before: at,
       started,
       deadline: started + this.#deps.peerWaitMs,
+      listed,
       downtimeMs: 0,
       timer: null,
     }
@@ -96,7 +104,12 @@ export class PeerWait {
         wait.timer = setTimeout(() => this.#poll(wait, onEnd), PEER_POLL_MS)
       }
     }
-    this.#deps.redis.peers(wait.from, wait.before, this.#deps.run).then(
+    const { redis, run } = this.#deps
+    const counted =
+      wait.listed === null
+        ? redis.peers(wait.from, wait.before, run)
+        : redis.listedPeers(wait.before, wait.listed, run)
+    counted.then(
       (reply) => next(reply),
       (error: unknown) => {
         // An outage ends the wait (stop); anything else is retried until the deadline.

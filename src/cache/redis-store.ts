@@ -151,15 +151,20 @@ return g
  * The periodic check and this instance's "clean" mark, in one round trip. Records the server's
  * time as the last moment this instance was on Redis with nothing left to reconcile (score of
  * its id in the members set), forgets members silent for longer than the prune age, and
- * returns the generation (false if missing) with that time. Other instances read the marks
- * when they recover (see PEERS). KEYS: generation, members. ARGV: instance id, prune age ms.
- * Returns {generation | false, server time ms}.
+ * returns the generation (false if missing) with that time — and, when ARGV[3] is a number of
+ * ms, the ids of the members marked within that long (the peers this instance will wait for if
+ * Redis is replaced, see LISTED_PEERS). Other instances read the marks when they recover (see
+ * PEERS). KEYS: generation, members. ARGV: instance id, prune age ms, [alive ms].
+ * Returns {generation | false, server time ms, [ids]}.
  */
 const HEARTBEAT = script(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZADD', KEYS[2], now, ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[2]))
+if ARGV[3] then
+  return {redis.call('GET', KEYS[1]), now, redis.call('ZRANGEBYSCORE', KEYS[2], now - tonumber(ARGV[3]), '+inf')}
+end
 return {redis.call('GET', KEYS[1]), now}
 `)
 
@@ -170,6 +175,22 @@ return {redis.call('GET', KEYS[1]), now}
  */
 const PEERS = script(`
 return {redis.call('ZCOUNT', KEYS[2], ARGV[1], '(' .. ARGV[2]), redis.call('GET', KEYS[1])}
+`)
+
+/**
+ * PEERS for a Redis that was replaced (restarted from older data, failed over): its members set
+ * may have forgotten instances, so the instances are the ones this instance listed before —
+ * how many of them have no clean mark at or after `before`. KEYS: generation, members.
+ * ARGV: before, ids... Returns {unconfirmed, generation | false}.
+ */
+const LISTED_PEERS = script(`
+local before = tonumber(ARGV[1])
+local n = 0
+for i = 2, #ARGV do
+  local score = redis.call('ZSCORE', KEYS[2], ARGV[i])
+  if not score or tonumber(score) < before then n = n + 1 end
+end
+return {n, redis.call('GET', KEYS[1])}
 `)
 
 /** A TTL as the scripts and SET take it: whole ms, at least 1; 0 for no expiry. */
@@ -386,20 +407,23 @@ export class RedisStore implements CacheStore {
    * marks this instance clean (it must have nothing left to reconcile) at the server's time,
    * which is returned: `changed` as for `sync`.
    */
-  async heartbeat(run: Runner = this.#run): Promise<{ changed: boolean; at: number }> {
+  async heartbeat(
+    run: Runner = this.#run,
+    listPeersAliveMs?: number,
+  ): Promise<{ changed: boolean; at: number; peers?: string[] }> {
+    const args: Array<string | number> = [this.instanceId, MEMBER_PRUNE_MS]
+    if (listPeersAliveMs !== undefined) args.push(listPeersAliveMs)
     const reply = await run((redis) =>
-      evalScript(
-        cork(redis),
-        HEARTBEAT,
-        [this.generationKey, this.membersKey],
-        [this.instanceId, MEMBER_PRUNE_MS],
-      ),
+      evalScript(cork(redis), HEARTBEAT, [this.generationKey, this.membersKey], args),
     )
     if (!Array.isArray(reply)) throw new Error('cache heartbeat: unexpected reply')
-    const [generation, at] = reply as [unknown, unknown]
+    const [generation, at, ids] = reply as [unknown, unknown, unknown]
     if (typeof at !== 'number') throw new Error('cache heartbeat: unexpected reply')
-    if (typeof generation !== 'string') return { changed: await this.sync(run), at }
-    return { changed: this.#adopt(generation), at }
+    const peers = Array.isArray(ids)
+      ? ids.filter((id): id is string => typeof id === 'string' && id !== this.instanceId)
+      : undefined
+    const changed = typeof generation === 'string' ? this.#adopt(generation) : await this.sync(run)
+    return peers === undefined ? { changed, at } : { changed, at, peers }
   }
 
   /**
@@ -414,6 +438,29 @@ export class RedisStore implements CacheStore {
   ): Promise<{ unconfirmed: number; changed: boolean }> {
     const reply = await run((redis) =>
       evalScript(cork(redis), PEERS, [this.generationKey, this.membersKey], [from, before]),
+    )
+    if (!Array.isArray(reply)) throw new Error('cache peers: unexpected reply')
+    const [unconfirmed, generation] = reply as [unknown, unknown]
+    const changed = typeof generation === 'string' ? this.#adopt(generation) : await this.sync(run)
+    return { unconfirmed: Number(unconfirmed), changed }
+  }
+
+  /**
+   * After Redis was replaced: how many of `ids` (the peers listed before, see heartbeat) have
+   * not marked themselves clean at or after `before`. The generation is adopted as for peers().
+   */
+  async listedPeers(
+    before: number,
+    ids: readonly string[],
+    run: Runner = this.#run,
+  ): Promise<{ unconfirmed: number; changed: boolean }> {
+    const reply = await run((redis) =>
+      evalScript(
+        cork(redis),
+        LISTED_PEERS,
+        [this.generationKey, this.membersKey],
+        [before, ...ids],
+      ),
     )
     if (!Array.isArray(reply)) throw new Error('cache peers: unexpected reply')
     const [unconfirmed, generation] = reply as [unknown, unknown]

@@ -16,8 +16,8 @@ export interface HeartbeatDeps {
   readonly deadlineMs: () => number
   /** No reply within the deadline, or a connectivity error: Redis is unavailable. */
   readonly onFailure: (error: Error) => void
-  /** The epoch key's value, on every reply. */
-  readonly onEpoch: (epoch: string | null) => void
+  /** The epoch key's value, on every reply; true when it starts a reset (Redis lost its data). */
+  readonly onEpoch: (epoch: string | null) => boolean
   /** The write counter went backwards: Redis forgot acknowledged writes. */
   readonly onWatermarkBehind: () => void
 }
@@ -78,7 +78,12 @@ export class Heartbeat {
         deps.rtt.sample(performance.now() - started)
         const [markError, mark] = results?.[1] ?? [null, null]
         if (withClock) deps.clock.sample(results?.[2]?.[1], sentAt, Date.now())
-        deps.onEpoch(typeof epoch === 'string' ? epoch : null)
+        if (deps.onEpoch(typeof epoch === 'string' ? epoch : null)) {
+          // Redis lost everything (FLUSHALL, a restart empty unnoticed): the reset re-asserts
+          // it all; the counter starts a new history rather than reading as a rollback.
+          watermark.forget()
+          return
+        }
         // A refused INCR (OOM at maxmemory) confirms nothing: the writes stay unconfirmed.
         if (markError) {
           if (isConnectivityError(markError)) throw markError

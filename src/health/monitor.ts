@@ -104,6 +104,10 @@ export class HealthMonitor implements Health {
   #transitions = { down: 0, up: 0, reset: 0, rollback: 0 }
   /** Writes Redis may have forgotten, to be reconciled by the next recovery (see Watermark). */
   #pendingRollback: Rollback | null = null
+  /** Another Redis process (or one never seen) answers since the last recovery. */
+  #pendingReplaced = false
+  /** host:port of the Redis the last probe reached (a Sentinel set's current primary). */
+  #primary: string | null = null
   #lastTransition: { to: HealthState; at: number } | null = null
   /** Bumped on every Redis failure: anything started before it is stale. */
   #generation = 0
@@ -162,8 +166,12 @@ export class HealthMonitor implements Health {
           ),
         ),
       onEpoch: (epoch) => {
-        if (epoch !== this.#epoch) void this.#onResetWhileUp()
-        else if (epoch === null) this.#createEpochSoon()
+        if (epoch !== this.#epoch) {
+          void this.#onResetWhileUp()
+          return true
+        }
+        if (epoch === null) this.#createEpochSoon()
+        return false
       },
     })
 
@@ -340,6 +348,8 @@ export class HealthMonitor implements Health {
       since: new Date(this.#since).toISOString(),
       error: this.#state === 'down' ? (this.#error?.message ?? null) : null,
       target: this.target?.label ?? null,
+      topology: this.target?.topology ?? null,
+      primary: this.#primary,
       tls: this.target?.tls ?? false,
       mode: this.target === null ? 'memory-only' : 'redis',
       forced: this.#forced,
@@ -554,6 +564,7 @@ export class HealthMonitor implements Health {
       this.#epoch = result.epoch
       this.#lateCommandsFenced = result.fenced
       this.#assessRollback(result.watermark, result.runId)
+      this.#primary = remoteAddress(health)
       this.#redisUp(result.runId, reset)
     } catch (error) {
       if (this.#closed) return
@@ -593,6 +604,7 @@ export class HealthMonitor implements Health {
    */
   #assessRollback(found: number | null, runId: string | null): void {
     const replaced = this.#runId !== null && runId !== this.#runId
+    this.#pendingReplaced ||= replaced
     const rollback = this.watermark.assess(found, replaced)
     if (rollback === null) return
     const pending = this.#pendingRollback
@@ -773,6 +785,7 @@ export class HealthMonitor implements Health {
     const context: RecoveryContext = {
       reset,
       rollback: this.#pendingRollback,
+      replaced: this.#pendingReplaced,
       downtimeMs,
       signal: controller.signal,
       lateCommandsFenced: this.#lateCommandsFenced,
@@ -804,6 +817,7 @@ export class HealthMonitor implements Health {
     this.#lateCommandsFenced = true
     this.#pendingReset = false
     this.#pendingRollback = null
+    this.#pendingReplaced = false
     this.#state = 'up'
     this.#since = at
     this.#error = null
@@ -812,10 +826,20 @@ export class HealthMonitor implements Health {
     if (this.#summaryTimer) clearInterval(this.#summaryTimer)
     this.#summaryTimer = null
     if (wasStarting) {
-      this.#logger.info({ target: this.target?.label, runId: this.#runId }, 'Redis available')
+      this.#logger.info(
+        { target: this.target?.label, primary: this.#primary, runId: this.#runId },
+        'Redis available',
+      )
     } else {
       this.#logger.info(
-        { target: this.target?.label, downtimeMs, fallbackOps, reset, runId: this.#runId },
+        {
+          target: this.target?.label,
+          primary: this.#primary,
+          downtimeMs,
+          fallbackOps,
+          reset,
+          runId: this.#runId,
+        },
         'Redis is back; components returned to Redis',
       )
     }
@@ -845,4 +869,15 @@ async function closeConnection(connection: Redis): Promise<void> {
     }
   }
   dropConnection(connection)
+}
+
+/** host:port a connection's socket reached (IPv6 in brackets); null before it connected. */
+function remoteAddress(connection: Redis): string | null {
+  const socket = (
+    connection as unknown as { stream?: { remoteAddress?: string; remotePort?: number } }
+  ).stream
+  const host = socket?.remoteAddress
+  const port = socket?.remotePort
+  if (typeof host !== 'string' || typeof port !== 'number') return null
+  return `${host.includes(':') ? `[${host}]` : host}:${port}`
 }

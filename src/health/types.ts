@@ -95,6 +95,12 @@ export interface RecoveryContext {
    * takes its global measure (the cache moves its generation). Null: nothing can be lost.
    */
   readonly rollback: Rollback | null
+  /**
+   * Another Redis process answers than the one of the last recovery (a restart, a failover):
+   * other processes may have lost writes this one cannot know of — the cache waits for each
+   * of them to reconcile before reading (see PeerWait).
+   */
+  readonly replaced: boolean
   readonly downtimeMs: number
   /** Aborted if Redis fails again (or failsoft closes, or the operator forces the fallbacks) while the step runs. */
   readonly signal: AbortSignal
@@ -157,14 +163,25 @@ export interface RedisStatus {
   since: string
   /** The last failure's message while down, else null. */
   error: string | null
-  /** host:port/db of the target (never credentials); null in memory-only mode. */
+  /**
+   * host:port/db of the target, or `sentinel:<name>@host:port,…/db` for a Sentinel set (never
+   * credentials); null in memory-only mode.
+   */
   target: string | null
+  /** 'standalone' or 'sentinel'; null in memory-only mode. */
+  topology: 'standalone' | 'sentinel' | null
+  /**
+   * host:port of the Redis reached by the last successful probe: with Sentinel, the current
+   * primary (it changes with each failover). Null before the first.
+   */
+  primary: string | null
   tls: boolean
   mode: 'redis' | 'memory-only'
   forced: boolean
   /** `run_id` of the Redis process last seen. */
   runId: string | null
-  transitions: { down: number; up: number; reset: number }
+  /** Transitions counted since start; `rollback`: Redis found to have forgotten acknowledged writes. */
+  transitions: { down: number; up: number; reset: number; rollback: number }
   lastTransition: { to: HealthState; at: string } | null
   fallbackOps: number
   /** Smoothed round trip to Redis (heartbeats), in ms; null before the first sample. */

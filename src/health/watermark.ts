@@ -161,6 +161,13 @@ export class Watermark {
     return this.#adopt({ after, deep: false, seen, found })
   }
 
+  /** Redis lost all its data (a reset, handled as such): start a new history. */
+  forget(): void {
+    this.#seen = null
+    this.#confirmations.length = 0
+    this.#sentUpTo = 0
+  }
+
   #adopt(rollback: Rollback): Rollback {
     this.#seen = rollback.found
     // Those values belong to a history Redis no longer has.

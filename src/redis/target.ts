@@ -4,8 +4,13 @@ import { invalidOption } from '../errors.js'
 /** Where failsoft connects, parsed once; `label` is safe to log (no credentials). */
 export interface RedisTarget {
   readonly options: RedisOptions
-  /** host:port/db — never a username or password. */
+  /**
+   * host:port/db, or `sentinel:<name>@host:port,…/db` for a Sentinel set — never a username or
+   * password.
+   */
   readonly label: string
+  /** One Redis (standalone), or a primary found through Redis Sentinel. */
+  readonly topology: 'standalone' | 'sentinel'
   readonly tls: boolean
   /** Strings that must never appear in a log line or a status payload. */
   readonly secrets: readonly string[]
@@ -21,6 +26,15 @@ const DEFAULT_URL = 'redis://127.0.0.1:6379'
 export function parseRedisTarget(input: string | RedisOptions | undefined): RedisTarget {
   if (input === undefined) return parseRedisTarget(DEFAULT_URL)
   if (typeof input === 'string') return fromUrl(input)
+  if (isClient(input)) {
+    // Read as options, a client has no host: failsoft would connect to 127.0.0.1:6379 —
+    // on a developer's machine, some other Redis.
+    throw invalidOption(
+      'redis',
+      'connection options or a URL, not a connected client (failsoft opens its own connections, each with the settings its role needs): pass the options you built the client with',
+      input,
+    )
+  }
   if (typeof input === 'object' && input !== null && !Array.isArray(input))
     return fromOptions(input)
   throw invalidOption(
@@ -64,7 +78,26 @@ function fromUrl(raw: string): RedisTarget {
   return fromOptions(options)
 }
 
+/** An ioredis `Redis` or `Cluster` instance (or a node-redis client): not options. */
+function isClient(input: unknown): boolean {
+  if (typeof input !== 'object' || input === null) return false
+  const candidate = input as Record<string, unknown>
+  return (
+    typeof candidate['sendCommand'] === 'function' ||
+    candidate['isCluster'] === true ||
+    typeof candidate['connect'] === 'function'
+  )
+}
+
 function fromOptions(options: RedisOptions): RedisTarget {
+  if ('cluster' in options || 'startupNodes' in options) {
+    throw invalidOption(
+      'redis',
+      'a standalone Redis or a Sentinel set (Redis Cluster is not supported yet)',
+      'cluster' in options ? 'cluster' : 'startupNodes',
+    )
+  }
+  if (options.sentinels !== undefined && options.sentinels !== null) return fromSentinel(options)
   const host = options.host ?? '127.0.0.1'
   const port = options.port ?? 6379
   if (!Number.isInteger(port) || port <= 0 || port > 65535) {
@@ -80,6 +113,67 @@ function fromOptions(options: RedisOptions): RedisTarget {
   return {
     options: { ...options, host, port, db },
     label: `${where}/${db}`,
+    topology: 'standalone',
+    tls: options.tls !== undefined,
+    secrets,
+  }
+}
+
+/**
+ * ioredis' Sentinel options: `sentinels` (host/port of each Sentinel) and `name` (the primary's
+ * name in them); `sentinelPassword` / `sentinelUsername` for Sentinels that require AUTH,
+ * `password` / `username` for the data nodes, `role` must stay the primary's.
+ */
+function fromSentinel(options: RedisOptions): RedisTarget {
+  const sentinels = options.sentinels
+  if (!Array.isArray(sentinels) || sentinels.length === 0) {
+    throw invalidOption('redis.sentinels', 'a non-empty array of { host, port }', sentinels)
+  }
+  const where = sentinels.map((sentinel, i) => {
+    if (typeof sentinel !== 'object' || sentinel === null) {
+      throw invalidOption(`redis.sentinels[${i}]`, 'an object { host, port }', sentinel)
+    }
+    const host = sentinel.host ?? '127.0.0.1'
+    const port = sentinel.port ?? 26379
+    if (typeof host !== 'string' || host === '') {
+      throw invalidOption(`redis.sentinels[${i}].host`, 'a host name or address', host)
+    }
+    if (!Number.isInteger(port) || port <= 0 || port > 65535) {
+      throw invalidOption(
+        `redis.sentinels[${i}].port`,
+        'an integer between 1 and 65535',
+        port,
+        'range',
+      )
+    }
+    return `${host.includes(':') ? `[${host}]` : host}:${port}`
+  })
+  const name = options.name
+  if (typeof name !== 'string' || !/^[A-Za-z0-9._:-]{1,200}$/.test(name)) {
+    throw invalidOption(
+      'redis.name',
+      "the primary's name in the Sentinels (letters, digits, . _ : -)",
+      name,
+    )
+  }
+  if (options.role !== undefined && options.role !== 'master') {
+    throw invalidOption(
+      'redis.role',
+      "'master' (failsoft writes: it must follow the primary; replicas answer READONLY)",
+      options.role,
+    )
+  }
+  const db = options.db ?? 0
+  const secrets = [options.password, options.sentinelPassword].filter(
+    (s): s is string => typeof s === 'string' && s.length > 0,
+  )
+  return {
+    // ioredis asks the Sentinels for the primary on every connection attempt (failsoft's
+    // connections never reconnect by themselves: each probe is a fresh attempt, so each one
+    // follows a failover). A Sentinel that names a replica, or a demoted primary, is refused.
+    options: { ...options, db, role: 'master' },
+    label: `sentinel:${name}@${where.join(',')}/${db}`,
+    topology: 'sentinel',
     tls: options.tls !== undefined,
     secrets,
   }

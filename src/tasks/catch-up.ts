@@ -7,6 +7,7 @@ import type { LogLimiter } from '../util/log-limiter.js'
 import { sleep } from '../util/sleep.js'
 import { LeaseKeeper, type TaskClaims } from './claims.js'
 import type { KeyedRuns } from './keyed.js'
+import type { RecentDispatches } from './recent-dispatches.js'
 import type { TaskQueueOptions } from './options.js'
 import type { OutgoingJob, Producer } from './producer.js'
 import type { ScheduleEntry, Schedules } from './scheduler.js'
@@ -14,7 +15,7 @@ import type { JobJournal, SpooledJob } from './spool.js'
 import type { TaskCounts } from './status.js'
 import type { TaskDefinition } from './task.js'
 import type { TaskWorker } from './worker.js'
-import { REPLAY_BUDGET_MS } from '../tunables.js'
+import { REPLAY_BUDGET_MS, ROLLBACK_REPLAY_DELAY_MS, ROLLBACK_WINDOW_MS } from '../tunables.js'
 
 /** Retry of recovery writes Redis refused for now (OOM…): first delay, doubling up to the cap. */
 const REFUSED_RETRY_MS = 250
@@ -26,6 +27,7 @@ export interface CatchUpDeps {
   readonly journal: JobJournal
   readonly schedules: Schedules
   readonly keyed: KeyedRuns
+  readonly recent: RecentDispatches
   readonly claims: TaskClaims | null
   readonly definitions: ReadonlyMap<string, TaskDefinition>
   readonly options: Readonly<TaskQueueOptions>
@@ -69,7 +71,47 @@ export class CatchUp {
     const deadline = Date.now() + REPLAY_BUDGET_MS
     await this.#deps.producer.prepare(REPLAY_BUDGET_MS)
     if (ctx.reset) this.#deps.schedules.invalidate()
+    if (ctx.rollback !== null) await this.#afterRollback(ctx.rollback.after, ctx.run)
     await this.#catchUp(ctx.run, deadline, ctx.signal)
+  }
+
+  /**
+   * Redis may have forgotten writes it acknowledged after stamp `after` (see Watermark): done
+   * markers, leases, schedulers, jobs. In this order — so that no job added again can run a
+   * second time — the workers write again the markers of the tasks they completed, keyed inline
+   * runs theirs, the schedulers are re-asserted (by #catchUp), and the jobs this process handed
+   * to Redis since are added again under the same ids, ROLLBACK_REPLAY_DELAY_MS late: the
+   * workers of other processes write their markers again in their own recovery meanwhile.
+   * Idempotent: a failure here fails the recovery step, and the next round does it again.
+   */
+  async #afterRollback(after: number, run: Runner): Promise<void> {
+    const { producer, counts, logger, recent, keyed, schedules } = this.#deps
+    for (const worker of this.#deps.workers()) await worker.reassertMarkers(run)
+    keyed.rollback()
+    schedules.invalidate()
+    const { jobs, complete } = recent.since(after)
+    if (!complete) {
+      counts.rollbackIncomplete++
+      logger.error(
+        { windowMs: ROLLBACK_WINDOW_MS, readded: jobs.length },
+        'Redis forgot writes older than the jobs this process remembers: jobs dispatched before may be lost',
+      )
+    }
+    if (jobs.length === 0) return
+    const now = Date.now()
+    const outgoing = jobs.map(({ job, due }) => ({
+      ...job,
+      idIsJobId: true,
+      delayMs: Math.max(ROLLBACK_REPLAY_DELAY_MS, due - now),
+    }))
+    for (let i = 0; i < outgoing.length; i += 500) {
+      await producer.addBatch(outgoing.slice(i, i + 500), run, this.#timeoutMs())
+    }
+    counts.rollbackReadded += outgoing.length
+    logger.warn(
+      { readded: outgoing.length, delayMs: ROLLBACK_REPLAY_DELAY_MS },
+      'Redis may have forgotten jobs it had acknowledged: added them again under the same ids',
+    )
   }
 
   needsRecovery(): boolean {
@@ -258,6 +300,7 @@ export class CatchUp {
     try {
       await producer.addBatch(jobs, run, this.#timeoutMs())
       counts.replayed += jobs.length
+      this.#acknowledged(jobs)
       return
     } catch (error) {
       if (!refusedForGood(error)) throw error
@@ -268,6 +311,7 @@ export class CatchUp {
       try {
         await producer.addBatch([job], run, this.#timeoutMs())
         counts.replayed++
+        this.#acknowledged([job])
       } catch (error) {
         if (!refusedForGood(error)) throw error
         counts.replayRefused++
@@ -276,6 +320,21 @@ export class CatchUp {
           'a spooled task was refused by Redis and skipped',
         )
       }
+    }
+  }
+
+  /** Spooled jobs Redis took: remembered in case it forgets them (see #afterRollback). */
+  #acknowledged(jobs: readonly OutgoingJob[]): void {
+    const { recent, monitor } = this.#deps
+    const now = Date.now()
+    for (const job of jobs) {
+      recent.record({
+        job,
+        due: job.delayMs > 0 ? now + job.delayMs : 0,
+        bytes: approximateBytes(job.args),
+        stamp: monitor.watermark.stamp(),
+        at: now,
+      })
     }
   }
 
@@ -299,4 +358,13 @@ function refusedForGood(error: unknown): boolean {
   // A BullMQ script status (negative code): Redis ran the script and it refused the job.
   const code = (error as { code?: unknown } | null)?.code
   return typeof code === 'number' && code < 0
+}
+
+/** The arguments' JSON size, for the bound of RecentDispatches (0 if they do not serialize). */
+function approximateBytes(args: unknown): number {
+  try {
+    return JSON.stringify(args)?.length ?? 0
+  } catch {
+    return 0
+  }
 }

@@ -56,15 +56,17 @@ return {'claimed'}
 
 /**
  * Renew a run's lease. KEYS: marker. ARGV: run token, marker TTL ms.
- * Returns 1 (held), 2 (the task is done), 0 (lost: taken over, or the marker expired).
+ * Returns 1 (held), 2 (the task is done), 0 (lost: taken over). A missing marker is taken
+ * again (1): nobody else holds the task id, and the key can only have gone with Redis' data
+ * (a reset, a rollback to older data) or its long TTL — while this run still runs, another
+ * run must find its lease.
  */
 const RENEW = script(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local mine = 'run:' .. ARGV[1] .. ':'
 local v = redis.call('GET', KEYS[1])
-if not v then return 0 end
-if string.sub(v, 1, #mine) == mine then
+if (not v) or string.sub(v, 1, #mine) == mine then
   redis.call('SET', KEYS[1], mine .. now .. ':0', 'PX', ARGV[2])
   return 1
 end

@@ -73,6 +73,14 @@ export class KeyedRuns {
     this.#runs.delete(id)
   }
 
+  /**
+   * Redis may have forgotten the markers already written (a rollback): every done run still
+   * remembered writes its marker again (in the recovery step, before 'up').
+   */
+  rollback(): void {
+    for (const run of this.#runs.values()) if (run.state === 'done') run.markerPending = true
+  }
+
   markerWritten(id: string): void {
     const run = this.#runs.get(id)
     if (run !== undefined) run.markerPending = false

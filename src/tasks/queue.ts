@@ -10,6 +10,7 @@ import { asError } from '../util/async.js'
 import { CatchUp } from './catch-up.js'
 import { TaskClaims } from './claims.js'
 import { InlineLimiter, runWithRetries, type RunOutcome } from './inline.js'
+import { RecentDispatches } from './recent-dispatches.js'
 import { KeyedRuns } from './keyed.js'
 import {
   NAME,
@@ -74,6 +75,8 @@ export class TaskQueue {
   readonly #donePrefix: string
   /** Idempotency keys run (or running) inline here: see KeyedRuns. */
   readonly #keyed = new KeyedRuns(MAX_KEYED)
+  /** Jobs handed to Redis lately, to add again if Redis forgets them (a rollback). */
+  readonly #recent = new RecentDispatches()
   /** Task markers and leases in Redis (null when doneTtlMs is 0, or memory-only). */
   readonly #claims: TaskClaims | null
   readonly #deferred = new Set<NodeJS.Timeout>()
@@ -93,6 +96,8 @@ export class TaskQueue {
     unconfirmed: 0,
     keyedConflicts: 0,
     writesDeferred: 0,
+    rollbackReadded: 0,
+    rollbackIncomplete: 0,
     localPeriodicRuns: 0,
   }
   /** Redis refuses writes for now (OOM…): the recovery writes left wait for a retry while up. */
@@ -168,6 +173,7 @@ export class TaskQueue {
         journal: this.#journal,
         schedules: this.#schedules,
         keyed: this.#keyed,
+        recent: this.#recent,
         claims: this.#claims,
         definitions: this.#definitions,
         options: this.options,
@@ -426,6 +432,13 @@ export class TaskQueue {
     return producer.enqueue(job).then((outcome) => {
       if (outcome.kind === 'queued') {
         this.#counts.queued++
+        this.#recent.record({
+          job,
+          due: job.delayMs > 0 ? Date.now() + job.delayMs : 0,
+          bytes: job.payload.length,
+          stamp: this.#monitor.watermark.stamp(),
+          at: Date.now(),
+        })
         return { mode: 'queued', id: job.id, jobId: outcome.jobId }
       }
       if (outcome.kind === 'ambiguous') return this.#ambiguous(job, outcome.error)

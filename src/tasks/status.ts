@@ -36,6 +36,13 @@ export interface TaskCounts {
    */
   writesDeferred: number
   localPeriodicRuns: number
+  /**
+   * Jobs added to the queue again after a rollback (Redis forgot writes it acknowledged): the
+   * jobs this process had handed to it in the window it may have lost (see docs/high-availability.md).
+   */
+  rollbackReadded: number
+  /** Rollbacks that reached further back than the jobs remembered here: older jobs may be lost. */
+  rollbackIncomplete: number
 }
 
 /** `tasks.status()` / the component's entry in `failsoft.status()`. */

@@ -3,12 +3,13 @@ import { DelayedError, UnrecoverableError, WaitingError, Worker, type Job } from
 import type { Redis, RedisOptions } from 'ioredis'
 import type { Disposable } from '../health/events.js'
 import type { HealthMonitor } from '../health/monitor.js'
+import type { Runner } from '../health/types.js'
 import { LeaseLostError } from '../errors.js'
 import { loggableError, type Logger } from '../logger.js'
 import { isConnectivityError, isOutOfMemory, isReplyError } from '../redis/replies.js'
 import { trimOldest } from '../util/bounded.js'
 import { sleep } from '../util/sleep.js'
-import { LeaseKeeper, runToken, type TaskClaims } from './claims.js'
+import { DONE, LeaseKeeper, runToken, type TaskClaims } from './claims.js'
 import { startTry, type RunOutcome } from './inline.js'
 import type { KeepJobs } from './options.js'
 import { TASK_ID_OPTION } from './producer.js'
@@ -148,6 +149,7 @@ export class TaskWorker implements WorkerHandle {
     completed: 0,
     failed: 0,
     skippedDone: 0,
+    markersReasserted: 0,
     unknownTask: 0,
     errors: 0,
     markerErrors: 0,
@@ -412,6 +414,8 @@ export class TaskWorker implements WorkerHandle {
       this.#remember(id, expiresAt)
       try {
         await claims.complete(client, id)
+        // Written: if Redis forgets it (a rollback), reassertMarkers() writes it again.
+        this.#deps.monitor.watermark.stamp()
       } catch (error) {
         // Refused (OOM at maxmemory), or the worker is closing (the connection queues
         // commands while Redis is away). The job itself is complete: keep the marker to
@@ -459,6 +463,31 @@ export class TaskWorker implements WorkerHandle {
         ? { kind: 'busy', retryInMs: claims.leaseMs }
         : { kind: 'done' }
     }
+  }
+
+  /**
+   * Redis may have forgotten acknowledged writes (a rollback): write again the marker of every
+   * task completed here that is still remembered (at most RECENT_DONE_MAX), with the TTL it
+   * has left, in pipelines on the recovery's connection — before 'up', so that no copy of those
+   * jobs Redis may hand out again runs a second time.
+   */
+  async reassertMarkers(run: Runner): Promise<void> {
+    const claims = this.#deps.claims
+    if (claims === null || this.#recentlyDone.size === 0) return
+    const now = Date.now()
+    const markers = [...this.#recentlyDone].filter(([, expiresAt]) => expiresAt - now > 0)
+    for (let i = 0; i < markers.length; i += 1000) {
+      const batch = markers.slice(i, i + 1000)
+      await run(async (redis) => {
+        const pipeline = redis.pipeline()
+        for (const [id, expiresAt] of batch) {
+          pipeline.set(claims.key(id), DONE, 'PX', Math.max(1, Math.round(expiresAt - now)))
+        }
+        const replies = (await pipeline.exec()) ?? []
+        for (const [error] of replies) if (error) throw error
+      })
+    }
+    this.#stats.markersReasserted += markers.length
   }
 
   #remember(id: string, expiresAt: number): void {

@@ -196,7 +196,8 @@ export class SentinelSet {
           break
         }
         const fields = new Map<string, string>()
-        for (let i = 0; i + 1 < info.length; i += 2) fields.set(String(info[i]), String(info[i + 1]))
+        for (let i = 0; i + 1 < info.length; i += 2)
+          fields.set(String(info[i]), String(info[i + 1]))
         if (
           Number(fields.get('num-slaves')) < replicas ||
           Number(fields.get('num-other-sentinels')) < sentinels - 1

@@ -1,0 +1,51 @@
+// Tasks when Redis forgets writes it acknowledged (a restart from an older RDB snapshot): the
+// jobs `dispatch` reported queued are added again under the same ids, the done markers of the
+// tasks that finished are written again first — nothing lost, nothing run twice, producer and
+// worker in different failsoft instances.
+import assert from 'node:assert/strict'
+import { test } from 'node:test'
+import { startRedis, waitFor } from '../support/fault-kit.js'
+import { makeTasks, sleep, uniquePrefix } from './helpers.js'
+
+test('a restart from an older snapshot: every acknowledged job runs, none twice', async (t) => {
+  const server = await startRedis(t)
+  const prefix = uniquePrefix()
+  const producer = await makeTasks(t, server.url, { prefix })
+  const worker = await makeTasks(t, server.url, { prefix })
+  const runs = new Map<string, number>()
+  const job = producer.tasks.define('job', () => undefined)
+  worker.tasks.define('job', (_args: { n: number }, ctx) => {
+    runs.set(ctx.id, (runs.get(ctx.id) ?? 0) + 1)
+  })
+  worker.tasks.work({ concurrency: 4 })
+  await sleep(300)
+  const snapshot = await server.snapshot()
+
+  // After the snapshot: 10 jobs that run and finish, 10 that wait (delayed) in Redis.
+  const finished: string[] = []
+  for (let n = 0; n < 10; n++) {
+    const result = await job.dispatch({ n })
+    assert.equal(result.mode, 'queued')
+    finished.push(result.id)
+  }
+  await waitFor(() => finished.every((id) => runs.get(id) === 1), { message: 'first 10 ran' })
+  const waiting: string[] = []
+  for (let n = 10; n < 20; n++) {
+    const result = await job.dispatch({ n }, { delayMs: 1500 })
+    assert.equal(result.mode, 'queued')
+    waiting.push(result.id)
+  }
+  await sleep(300) // the heartbeats confirm those writes
+  await server.restartFromSnapshot(snapshot)
+
+  await waitFor(() => waiting.every((id) => runs.get(id) !== undefined), {
+    timeoutMs: 20_000,
+    message: 'the waiting jobs Redis forgot ran',
+  })
+  await sleep(3000) // the re-added copies of the finished ones are due by now
+  const twice = [...runs].filter(([, count]) => count > 1)
+  assert.deepEqual(twice, [], 'no task ran twice')
+  assert.equal(runs.size, 20)
+  assert.equal(producer.tasks.status().counts.rollbackReadded, 20)
+  assert.ok(producer.failsoft.status().redis.transitions.rollback >= 1)
+})
