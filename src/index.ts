@@ -81,3 +81,15 @@ export type {
 export type { WorkOptions, WorkerHandle, WorkerStatus } from './tasks/worker.js'
 export type { ScheduleOptions, ScheduleResult } from './tasks/scheduler.js'
 export type { FailsoftErrorCode } from './errors.js'
+export { channelNames } from './diagnostics/channels.js'
+export type {
+  CacheOperationMessage,
+  ChannelOperationMessage,
+  DispatchMessage,
+  FailsoftMessage,
+  HealthTransitionMessage,
+  RecoveryMessage,
+  RecoveryStepMessage,
+  RedisCommandMessage,
+  TaskRunMessage,
+} from './diagnostics/channels.js'

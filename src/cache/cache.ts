@@ -17,6 +17,8 @@ import { GenerationKeeper } from './generation.js'
 import { PeerWait, type PeerWaitDeps } from './peer-wait.js'
 import { reconcile } from './reconcile.js'
 import type { CacheStatus, SetOptions } from './status.js'
+import { tracing } from '../diagnostics/channels.js'
+import { traceCacheOperation } from './tracing.js'
 
 export type { CacheStatus, SetOptions } from './status.js'
 
@@ -235,7 +237,14 @@ export class Cache {
   /** The value, or undefined on a miss (or the default). Never throws because of Redis. */
   get<T = unknown>(key: string): Promise<T | undefined>
   get<T = unknown>(key: string, defaultValue: T): Promise<T>
-  async get<T = unknown>(key: string, defaultValue?: T): Promise<T | undefined> {
+  get<T = unknown>(key: string, defaultValue?: T): Promise<T | undefined> {
+    const t = tracing.cache.get
+    if (t.active)
+      return traceCacheOperation(t, this.#monitor, this, key, () => this.#get(key, defaultValue))
+    return this.#get(key, defaultValue)
+  }
+
+  async #get<T>(key: string, defaultValue?: T): Promise<T | undefined> {
     this.#assertOpen()
     this.#codec.checkKey(key)
     const text = await this.#read(key)
@@ -249,7 +258,14 @@ export class Cache {
    * the key is then invalidated, so its previous value is not served) or the value does not
    * fit the memory tier's byte bound while it is the active backend.
    */
-  async set(key: string, value: unknown, options?: SetOptions): Promise<boolean> {
+  set(key: string, value: unknown, options?: SetOptions): Promise<boolean> {
+    const t = tracing.cache.set
+    if (t.active)
+      return traceCacheOperation(t, this.#monitor, this, key, () => this.#set(key, value, options))
+    return this.#set(key, value, options)
+  }
+
+  async #set(key: string, value: unknown, options?: SetOptions): Promise<boolean> {
     this.#assertOpen()
     this.#codec.checkKey(key)
     const ttlMs = this.#codec.ttl(options)
@@ -262,14 +278,26 @@ export class Cache {
    * Remove a key. Resolves true when the key existed in the active backend. While Redis is
    * unavailable the delete is applied to memory and journaled: Redis loses the key on recovery.
    */
-  async delete(key: string): Promise<boolean> {
+  delete(key: string): Promise<boolean> {
+    const t = tracing.cache.delete
+    if (t.active) return traceCacheOperation(t, this.#monitor, this, key, () => this.#delete(key))
+    return this.#delete(key)
+  }
+
+  async #delete(key: string): Promise<boolean> {
     this.#assertOpen()
     this.#codec.checkKey(key)
     this.#fills.supersede(key)
     return this.#remove(key)
   }
 
-  async has(key: string): Promise<boolean> {
+  has(key: string): Promise<boolean> {
+    const t = tracing.cache.has
+    if (t.active) return traceCacheOperation(t, this.#monitor, this, key, () => this.#has(key))
+    return this.#has(key)
+  }
+
+  async #has(key: string): Promise<boolean> {
     this.#assertOpen()
     this.#codec.checkKey(key)
     return (await this.#read(key, true)) !== undefined
@@ -284,7 +312,17 @@ export class Cache {
    * loaded value is returned to this caller but not stored, and callers that joined the load
    * load again, so nobody is handed a value older than an acknowledged delete.
    */
-  async getOrSet<T>(key: string, loader: () => T | Promise<T>, options?: SetOptions): Promise<T> {
+  getOrSet<T>(key: string, loader: () => T | Promise<T>, options?: SetOptions): Promise<T> {
+    const t = tracing.cache.getOrSet
+    if (t.active) {
+      return traceCacheOperation(t, this.#monitor, this, key, () =>
+        this.#getOrSet(key, loader, options),
+      )
+    }
+    return this.#getOrSet(key, loader, options)
+  }
+
+  async #getOrSet<T>(key: string, loader: () => T | Promise<T>, options?: SetOptions): Promise<T> {
     this.#assertOpen()
     this.#codec.checkKey(key)
     const ttlMs = this.#codec.ttl(options)
@@ -327,7 +365,13 @@ export class Cache {
    * their next generation check) then SCAN + UNLINK of the old keys. Never FLUSHDB. While
    * Redis is unavailable the memory tier is emptied and the generation is bumped on recovery.
    */
-  async clear(): Promise<void> {
+  clear(): Promise<void> {
+    const t = tracing.cache.clear
+    if (t.active) return traceCacheOperation(t, this.#monitor, this, null, () => this.#clear())
+    return this.#clear()
+  }
+
+  async #clear(): Promise<void> {
     this.#assertOpen()
     this.#fills.supersedeAll()
     const next = this.#routeNow()

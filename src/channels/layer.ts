@@ -27,6 +27,8 @@ import {
   type ChannelLayerOptions,
 } from './options.js'
 import type { ChannelLayerStatus } from './status.js'
+import { tracing } from '../diagnostics/channels.js'
+import { traceLayerOperation } from './tracing.js'
 import {
   ChannelWebSocketServer,
   type ChannelWebSocketOptions,
@@ -246,7 +248,17 @@ export class ChannelLayer implements ChannelLayerApi {
    * memory at once; a channel of another process is one PUBLISH (or the outbox while Redis is
    * down). Throws ChannelFullError when a local channel already holds `capacity` messages.
    */
-  async send(channel: string, message: ChannelMessage): Promise<void> {
+  send(channel: string, message: ChannelMessage): Promise<void> {
+    const t = tracing.channels.send
+    if (t.active) {
+      return traceLayerOperation(t, this.#monitor, this, channel, () =>
+        this.#send(channel, message),
+      )
+    }
+    return this.#send(channel, message)
+  }
+
+  async #send(channel: string, message: ChannelMessage): Promise<void> {
     this.#context.assertOpen()
     this.#assertOpen()
     assertChannelName(channel)
@@ -332,7 +344,16 @@ export class ChannelLayer implements ChannelLayerApi {
    * channel of this process that is a member but should not get this message (a sender that
    * listens on the group itself, e.g. failsoft/socket.io's adapters).
    */
-  async groupSend(
+  groupSend(group: string, message: ChannelMessage, options?: GroupSendOptions): Promise<void> {
+    const t = tracing.channels.groupSend
+    if (t.active) {
+      const send = (): Promise<void> => this.#groupSend(group, message, options)
+      return traceLayerOperation(t, this.#monitor, this, group, send)
+    }
+    return this.#groupSend(group, message, options)
+  }
+
+  async #groupSend(
     group: string,
     message: ChannelMessage,
     options?: GroupSendOptions,

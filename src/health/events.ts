@@ -13,7 +13,11 @@ type Listener<T> = (payload: T) => void
 export class TypedEvents<Events extends { [K in keyof Events]: unknown }> {
   readonly #listeners = new Map<keyof Events, Set<Listener<never>>>()
 
-  constructor(private readonly onListenerError: (event: string, error: unknown) => void) {}
+  constructor(
+    private readonly onListenerError: (event: string, error: unknown) => void,
+    /** Sees every event, listeners or not (the monitor publishes them on diagnostics channels). */
+    private readonly onEmit?: <K extends keyof Events>(event: K, payload: Events[K]) => void,
+  ) {}
 
   on<K extends keyof Events>(event: K, listener: Listener<Events[K]>): Disposable {
     let set = this.#listeners.get(event)
@@ -35,6 +39,7 @@ export class TypedEvents<Events extends { [K in keyof Events]: unknown }> {
   }
 
   emit<K extends keyof Events>(event: K, payload: Events[K]): void {
+    this.onEmit?.(event, payload)
     const set = this.#listeners.get(event)
     if (!set) return
     for (const listener of [...set]) {

@@ -32,6 +32,8 @@ import type {
   RedisStatus,
 } from './types.js'
 import { PROBE_RETRY_AFTER_TIMEOUT_MS } from '../tunables.js'
+import { tracing } from '../diagnostics/channels.js'
+import { publishTransition, traceOperation } from '../diagnostics/publish.js'
 
 export type {
   ComponentHandle,
@@ -140,11 +142,13 @@ export class HealthMonitor implements Health {
     this.#timings = options.timings
     this.#logger = options.logger.child({ component: 'health' })
     this.#components = new Components(options.logger)
-    this.#events = new TypedEvents<HealthEvents>((event, error) =>
-      this.#logger.error(
-        { err: loggableError(error), event },
-        'a failsoft health listener threw; the error was contained',
-      ),
+    this.#events = new TypedEvents<HealthEvents>(
+      (event, error) =>
+        this.#logger.error(
+          { err: loggableError(error), event },
+          'a failsoft health listener threw; the error was contained',
+        ),
+      (event, payload) => publishTransition(this, event, payload, this.target?.secrets),
     )
     this.#epochKey = `${options.prefix}:failsoft:epoch`
     this.watermark = new Watermark(`${options.prefix}:failsoft:wm:${randomUUID()}`)
@@ -421,6 +425,12 @@ export class HealthMonitor implements Health {
   }
 
   #tracked<T>(connection: Redis, fn: (redis: Redis) => Promise<T>): Promise<T> {
+    if (tracing.redisCommand.active) {
+      const message = { health: this, connection: 'command' } as const
+      return traceOperation(tracing.redisCommand, message, () =>
+        this.#inFlight.track(connection, fn, this.#onCommandFailure),
+      )
+    }
     return this.#inFlight.track(connection, fn, this.#onCommandFailure)
   }
 
@@ -802,6 +812,7 @@ export class HealthMonitor implements Health {
         context,
         controller,
         this.#timings.recoveryTimeoutMs,
+        this,
       )
     } finally {
       if (this.#recovery === controller) this.#recovery = null

@@ -1,5 +1,7 @@
 import { asError, withDeadline } from '../util/async.js'
-import type { ComponentRegistration, RecoveryContext } from './types.js'
+import { tracing } from '../diagnostics/channels.js'
+import { traceOperation } from '../diagnostics/publish.js'
+import type { ComponentRegistration, Health, RecoveryContext } from './types.js'
 
 /** A component's recovery step failed (its own error is the cause). */
 export class RecoveryStepError extends Error {
@@ -32,11 +34,31 @@ export class RecoveryAbandoned extends Error {
  * others stop (the shared signal), and every step has settled when this returns, so no step of
  * this round still runs when the next round starts.
  */
-export async function runRecoverySteps(
+export function runRecoverySteps(
   components: readonly ComponentRegistration[],
   context: RecoveryContext,
   controller: AbortController,
   timeoutMs: number,
+  health: Health,
+): Promise<void> {
+  const round = (): Promise<void> => runSteps(components, context, controller, timeoutMs, health)
+  if (!tracing.recovery.active) return round()
+  const message = {
+    health,
+    reset: context.reset,
+    rollback: context.rollback !== null,
+    downtimeMs: context.downtimeMs,
+    lateCommandsFenced: context.lateCommandsFenced,
+  }
+  return traceOperation(tracing.recovery, message, round)
+}
+
+async function runSteps(
+  components: readonly ComponentRegistration[],
+  context: RecoveryContext,
+  controller: AbortController,
+  timeoutMs: number,
+  health: Health,
 ): Promise<void> {
   let first: RecoveryStepError | null = null
   await Promise.allSettled(
@@ -44,7 +66,11 @@ export async function runRecoverySteps(
       const step = registration.recover
       if (step === undefined || controller.signal.aborted) return
       try {
-        await withDeadline(step.call(registration, context), timeoutMs, 'recovery')
+        const run = (): Promise<void> =>
+          withDeadline(step.call(registration, context), timeoutMs, 'recovery')
+        await (tracing.recoveryStep.active
+          ? traceOperation(tracing.recoveryStep, { health, component: registration.name }, run)
+          : run())
       } catch (error) {
         if (first === null && !controller.signal.aborted) {
           first = new RecoveryStepError(registration.name, error)

@@ -4,6 +4,9 @@ import { TaskTimeoutError } from '../errors.js'
 import { backoffDelay } from './options.js'
 import type { TaskContext, TaskDefinition } from './task.js'
 import { SETTLE_GRACE_MS } from '../tunables.js'
+import { tracing } from '../diagnostics/channels.js'
+import { traceOperation } from '../diagnostics/publish.js'
+import type { Health } from '../health/types.js'
 
 export type RunOutcome = { ok: true; value: unknown } | { ok: false; error: Error }
 
@@ -36,15 +39,26 @@ export function startTry(
   attempt: number,
   onLate: (error: unknown) => void,
   outer?: AbortSignal,
+  /** The instance's health, for the `failsoft:tasks.run` diagnostics channel. */
+  health?: Health,
 ): Try {
   const controller = new AbortController()
   const abortFromOuter = (): void => controller.abort(outer?.reason)
   outer?.addEventListener('abort', abortFromOuter, { once: true })
   const ctx: TaskContext = { ...context, attempt, signal: controller.signal }
   let timer: NodeJS.Timeout | undefined
-  const work = Promise.resolve().then(() =>
-    (definition.handler as (a: unknown, c: TaskContext) => unknown)(args, ctx),
-  )
+  const invoke = (): Promise<unknown> =>
+    Promise.resolve().then(() =>
+      (definition.handler as (a: unknown, c: TaskContext) => unknown)(args, ctx),
+    )
+  const work =
+    health !== undefined && tracing.tasks.run.active
+      ? traceOperation(
+          tracing.tasks.run,
+          { health, ...context, task: context.name, attempt },
+          invoke,
+        )
+      : invoke()
   const deadline = new Promise<never>((_resolve, reject) => {
     timer = setTimeout(() => {
       const error = new TaskTimeoutError(definition.name, definition.options.timeoutMs)
@@ -78,10 +92,11 @@ export async function runWithRetries(
   context: Omit<TaskContext, 'signal' | 'attempt'>,
   onLate: (error: unknown) => void,
   signal?: AbortSignal,
+  health?: Health,
 ): Promise<RunOutcome & { settled: Promise<RunOutcome> }> {
   const { attempts, backoff } = definition.options
   for (let attempt = 1; ; attempt++) {
-    const current = startTry(definition, args, context, attempt, onLate, signal)
+    const current = startTry(definition, args, context, attempt, onLate, signal, health)
     try {
       return { ok: true, value: await current.result, settled: current.settled }
     } catch (error) {

@@ -41,6 +41,8 @@ import {
 import type { TaskCounts, TaskQueueStatus } from './status.js'
 import { TaskWorker, type WorkOptions, type WorkerHandle } from './worker.js'
 import { ORPHAN_RESCAN_MS } from '../tunables.js'
+import { tracing } from '../diagnostics/channels.js'
+import { traceDispatch } from './tracing.js'
 
 export type { TaskCounts, TaskQueueStatus } from './status.js'
 
@@ -407,6 +409,9 @@ export class TaskQueue {
     try {
       this.#assertOpen()
       const job = prepareJob(this.name, definition, args, options, this.options.maxArgsBytes)
+      if (tracing.tasks.dispatch.active) {
+        return traceDispatch(this.#monitor, this.name, job, () => this.#route(job))
+      }
       return this.#route(job)
     } catch (error) {
       return Promise.reject(error)
@@ -637,6 +642,7 @@ export class TaskQueue {
           'task settled after its timeout',
         ),
       this.#closeController.signal,
+      this.#monitor,
     )
   }
 

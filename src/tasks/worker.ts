@@ -358,6 +358,7 @@ export class TaskWorker implements WorkerHandle {
           'task settled after its timeout',
         ),
       signal,
+      this.#deps.monitor,
     )
     const keeper =
       claims === null || client === null
