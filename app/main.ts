@@ -73,8 +73,8 @@ export async function startApp(options: StartOptions = {}): Promise<RunningApp> 
   let hub: StatusHub | null = null
   let closing = false
   const server = createServer()
+  const metrics = createMetrics({ failsoft })
   try {
-    const metrics = createMetrics({ failsoft, layer, queue })
     tasks.onDispatch((record) => metrics.recordDispatch(record))
     hub = new StatusHub({
       failsoft,
@@ -188,6 +188,7 @@ export async function startApp(options: StartOptions = {}): Promise<RunningApp> 
     })
   } catch (error) {
     hub?.close()
+    metrics.close()
     await wsServer?.close()
     await worker?.close()
     await services.close()
@@ -219,6 +220,7 @@ export async function startApp(options: StartOptions = {}): Promise<RunningApp> 
       closed ??= (async () => {
         closing = true
         hub?.close()
+        metrics.close()
         const stopped = new Promise<void>((done) => server.close(() => done()))
         server.closeIdleConnections()
         await wsServer?.close()

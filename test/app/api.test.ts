@@ -263,7 +263,10 @@ describe('probes, metrics and the page', () => {
     assert.match(text, /^failsoft_redis_up 1$/m)
     assert.match(text, /^failsoft_fallback_operations_total\{component="cache:projects"\} 0$/m)
     assert.match(text, /^failsoft_transitions_total\{to="up"\} 1$/m)
-    assert.match(text, /^failsoft_channel_dropped_messages_total\{reason="channel_full"\} 0$/m)
+    assert.match(
+      text,
+      /^failsoft_channel_dropped_messages_total\{layer="default",reason="channel_full"\} 0$/m,
+    )
     assert.match(text, /^app_task_dispatches_total\{task="send_email",mode="queued"\} 1$/m)
     assert.match(
       text,
