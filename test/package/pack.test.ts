@@ -1,5 +1,6 @@
 // The package as it would be published: `npm pack`, the tarball installed into an empty project
-// outside the repository, imported by name (ESM) — `failsoft` and `failsoft/compat` — type-checked
+// outside the repository, imported by name (ESM) — `failsoft`, `failsoft/compat`, `failsoft/otel`
+// (without its optional peer) and `failsoft/prometheus` — type-checked
 // by tsc against the packed .d.ts files only, and the README's quickstart (extracted from
 // README.md now, not a copy) compiled and run against a real redis-server on a free port.
 //
@@ -50,16 +51,27 @@ function link(from: string, to: string): void {
 const consumer = `import assert from 'node:assert/strict'
 import { CloseCode, createFailsoft, type DispatchResult, type Failsoft, type FailsoftOptions } from 'failsoft'
 import { executeTaskSync, safeCacheDelete, safeCacheGet, safeCacheSet, safeGroupSend } from 'failsoft/compat'
+import { instrumentOpenTelemetry } from 'failsoft/otel'
+import { collectFailsoftMetrics } from 'failsoft/prometheus'
+import { Registry } from 'prom-client'
 
 const options: FailsoftOptions = { redis: null, prefix: 'consumer', logger: false }
 const failsoft: Failsoft = createFailsoft(options)
 const tasks = failsoft.tasks({ queue: 'q' })
 const double = tasks.define('double', (n: number) => n * 2)
+// @opentelemetry/api is not installed here: failsoft/otel says so and throws nothing.
+const otel = await instrumentOpenTelemetry(failsoft)
+assert.equal(otel.enabled, false)
+assert.ok(otel.reason?.includes('@opentelemetry/api'))
+const register = new Registry()
+const collector = collectFailsoftMetrics(failsoft, { register })
 const result: DispatchResult<number> = await double.dispatch(21)
 if (result.mode === 'inline' && result.ok) {
   const value: number = result.value
   assert.equal(value, 42)
 } else assert.fail(\`memory-only dispatch ran \${result.mode}\`)
+assert.ok((await register.metrics()).includes('\\nfailsoft_task_inline_runs_total{queue="q",outcome="ok"} 1\\n'))
+collector.dispose()
 // @ts-expect-error the packed types refuse a number prefix (fails if the types were missing or any)
 void (() => createFailsoft({ prefix: 42 }))
 await failsoft.close()
@@ -133,11 +145,14 @@ describe('the packed package', () => {
       ),
       'npm install of the tarball',
     )
-    // The consumer's own dev tooling (after the install, which would prune an extraneous link).
+    // The consumer's own dev tooling (after the install, which would prune an extraneous link),
+    // and prom-client, the optional peer of failsoft/prometheus. @opentelemetry/api, that of
+    // failsoft/otel, stays absent: the consumer checks that it is not needed.
     link(
       join(repoRoot, 'node_modules', '@types', 'node'),
       join(app, 'node_modules', '@types', 'node'),
     )
+    link(join(repoRoot, 'node_modules', 'prom-client'), join(app, 'node_modules', 'prom-client'))
     writeFileSync(join(app, 'tsconfig.json'), JSON.stringify(tsconfig, null, 2))
     writeFileSync(join(app, 'consumer.ts'), consumer)
     writeFileSync(join(app, 'quickstart.ts'), readmeQuickstart())
@@ -153,6 +168,10 @@ describe('the packed package', () => {
       'dist/index.d.ts',
       'dist/compat.js',
       'dist/compat.d.ts',
+      'dist/otel.js',
+      'dist/otel.d.ts',
+      'dist/prometheus.js',
+      'dist/prometheus.d.ts',
       'README.md',
       'package.json',
     ]) {
