@@ -303,6 +303,7 @@ export class TaskQueue {
       maxStalledCount,
       removeOnComplete: this.options.removeOnComplete,
       removeOnFail: this.options.removeOnFail,
+      telemetry: this.options.telemetry,
       logger: this.#logger.child({ role: 'worker' }),
       onClosed: (w) => this.#workers.delete(w),
     })

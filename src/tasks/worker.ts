@@ -1,5 +1,12 @@
 import { LogLimiter } from '../util/log-limiter.js'
-import { DelayedError, UnrecoverableError, WaitingError, Worker, type Job } from 'bullmq'
+import {
+  DelayedError,
+  UnrecoverableError,
+  WaitingError,
+  Worker,
+  type Job,
+  type Telemetry,
+} from 'bullmq'
 import type { Redis, RedisOptions } from 'ioredis'
 import type { Disposable } from '../health/events.js'
 import type { HealthMonitor } from '../health/monitor.js'
@@ -80,6 +87,8 @@ export interface WorkerStatus {
 }
 
 interface WorkerDeps {
+  /** BullMQ's own telemetry (TaskQueueOptions.telemetry), or null. */
+  readonly telemetry: Telemetry | null
   readonly monitor: HealthMonitor
   readonly queue: string
   readonly bullPrefix: string
@@ -193,6 +202,7 @@ export class TaskWorker implements WorkerHandle {
         removeOnFail: keep(deps.removeOnFail),
         runRetryDelay: RUN_RETRY_DELAY_MS,
         autorun: true,
+        ...(deps.telemetry === null ? {} : { telemetry: deps.telemetry }),
       },
     )
     this.#worker.on('error', (error: unknown) => this.#onError(error))

@@ -16,6 +16,7 @@ import {
   SimpleSpanProcessor,
   type ReadableSpan,
 } from '@opentelemetry/sdk-trace-base'
+import type { Telemetry } from 'bullmq'
 import { Registry } from 'prom-client'
 import { channelNames, createFailsoft, type Failsoft } from '../../src/index.js'
 import { instrumentOpenTelemetry, type OpenTelemetryApi } from '../../src/otel.js'
@@ -339,5 +340,57 @@ describe('metrics and traces from the library', () => {
     assert.ok(error instanceof Error)
     assert.ok(!JSON.stringify({ ...error, message: error.message }).includes(PASSWORD))
     assert.equal(Object.keys(error).includes('command'), false, 'not the ioredis error itself')
+  })
+
+  test("hands BullMQ's own telemetry option to the queue and the worker: its producer span, and the context the worker continues", async (t) => {
+    const server = await startRedis(t)
+    const failsoft = open(t, server.url)
+    const started: Array<{ name: string; kind: unknown }> = []
+    const continued: string[] = []
+    const span = {
+      setSpanOnContext: (context: unknown) => context,
+      setAttribute: () => undefined,
+      setAttributes: () => undefined,
+      addEvent: () => undefined,
+      recordException: () => undefined,
+      end: () => undefined,
+    }
+    // A stand-in for bullmq-otel: records what BullMQ asks of it.
+    const telemetry = {
+      tracer: {
+        startSpan(name: string, options?: { kind?: unknown }) {
+          started.push({ name, kind: options?.kind })
+          return span
+        },
+      },
+      contextManager: {
+        with: <A extends () => unknown>(_context: unknown, fn: A) => fn(),
+        active: () => ({}),
+        getMetadata: () => 'context-of-the-dispatch',
+        fromMetadata: (context: unknown, metadata: string) => {
+          continued.push(metadata)
+          return context
+        },
+      },
+    } as unknown as Telemetry
+    const tasks = failsoft.tasks({ queue: 'tq', telemetry })
+    const ran: number[] = []
+    const report = tasks.define('report', (n: number) => ran.push(n))
+    tasks.work({ concurrency: 1 })
+    assert.equal(await failsoft.ready(), 'up')
+    assert.equal((await report.dispatch(7)).mode, 'queued')
+    await waitFor(() => ran.length === 1, { timeoutMs: 10_000, message: 'the worker ran it' })
+    assert.ok(
+      started.some((s) => s.name === 'add tq.report'),
+      `BullMQ's producer span (${started.map((s) => s.name).join(', ')})`,
+    )
+    assert.ok(
+      started.some((s) => s.name === 'process tq'),
+      "BullMQ's consumer span",
+    )
+    assert.ok(continued.includes('context-of-the-dispatch'), 'the worker continued the context')
+    assert.throws(() => failsoft.tasks({ queue: 'bad', telemetry: {} as Telemetry }), {
+      code: 'FAILSOFT_INVALID_OPTION',
+    })
   })
 })
