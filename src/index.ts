@@ -47,7 +47,12 @@ export type {
 export { Cache } from './cache/cache.js'
 export type { CacheStatus, SetOptions } from './cache/cache.js'
 export { defaultCacheOptions } from './cache/options.js'
-export type { CacheOptions, MemoryMode, MemoryTierOptions } from './cache/options.js'
+export type {
+  CacheOptions,
+  MemoryMode,
+  MemoryTierOptions,
+  PeerTimeoutAction,
+} from './cache/options.js'
 export type { Serializer } from './cache/serializer.js'
 export { jsonSerializer } from './cache/serializer.js'
 export {

@@ -177,6 +177,11 @@ export class Cache {
           return
         }
         peers.poll(downtimeMs, (end) => {
+          if (end.invalidated) {
+            this.#stamp(CLEARED)
+            this.#outage.generationBumped = true
+            this.#stats.generationBumps++
+          }
           // Copies made while waiting were never checked against the peers' reconciliation.
           this.#memory.clear()
           this.#epoch++
@@ -723,6 +728,7 @@ export class Cache {
       logger: this.#logger,
       background: (error) => this.#background(error),
       available: () => !this.#closed && this.#monitor.available,
+      onTimeout: this.#options.onPeerTimeout,
     }
   }
 
@@ -770,6 +776,10 @@ export class Cache {
       await this.#bus?.connect()
       await redis.sync(this.#run)
       this.#epoch++
+      // Marked at once: a peer's wait after an outage counts this instance from its first write
+      // (before its first periodic mark, a process that changed keys while Redis was down and
+      // died then was waited for by nobody).
+      await this.#generation?.beat()
       // Not a recovery: nothing can say whether an unsure write could still land.
       await this.#reconcile(this.#run, false)
       this.#memory.clear()
@@ -831,8 +841,19 @@ export class Cache {
     this.#memory.clear()
     this.#fills.supersedeAll()
     this.#onClose()
-    // Others need not wait for this instance after their next outage.
     const redis = this.#redis
+    if (redis !== null && !this.#journal.empty) {
+      // Kept in the members set: the others' peer waits time out on it and invalidate.
+      this.#logger.warn(
+        {
+          namespace: this.namespace,
+          unreconciledKeys: this.#journal.size,
+          pendingGenerationBump: this.#journal.needsGenerationBump,
+        },
+        `${this.name} closed with changes Redis has not seen; the other processes' peer wait will invalidate the namespace`,
+      )
+    }
+    // Others need not wait for this instance after their next outage.
     if (redis !== null && this.#monitor.available && this.#journal.empty) {
       await withDeadline(redis.leave(this.#run), LEAVE_TIMEOUT_MS, 'cache leave').catch(
         (error: unknown) => this.#background(error),

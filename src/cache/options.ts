@@ -65,7 +65,20 @@ export interface CacheOptions {
    * wait off. Default 1000.
    */
   peerWaitMs: number
+  /**
+   * What a peer wait does when it reaches `peerWaitMs` with instances still unconfirmed — cut
+   * off, slow, or gone (closed or killed while Redis was down, with the keys it changed in
+   * memory never deleted in Redis). `'invalidate'` (default): move the namespace to a new
+   * generation before reads return to Redis — nothing is served stale, the cache starts cold
+   * (once per outage; several instances timing out together move it once). `'read'`: read from
+   * Redis anyway (warm, but a value such a peer changed during the outage is served again until
+   * its TTL).
+   */
+  onPeerTimeout: PeerTimeoutAction
 }
+
+export type PeerTimeoutAction = 'invalidate' | 'read'
+const PEER_TIMEOUT_ACTIONS: readonly PeerTimeoutAction[] = ['invalidate', 'read']
 
 export interface ResolvedCacheOptions extends Omit<CacheOptions, 'memory'> {
   readonly memory: MemoryTierOptions
@@ -86,6 +99,7 @@ export const defaultCacheOptions: Readonly<ResolvedCacheOptions> = Object.freeze
   journalMaxKeys: 100_000,
   generationCheckMs: 200,
   peerWaitMs: 1000,
+  onPeerTimeout: 'invalidate' as PeerTimeoutAction,
 })
 
 /** Longest TTL accepted, in seconds (a little over 68 years: Redis' PX fits it easily). */
@@ -166,6 +180,12 @@ export function resolveCacheOptions(input: unknown): ResolvedCacheOptions {
       3_600_000,
     ),
     peerWaitMs: integer('cache.peerWaitMs', given.peerWaitMs, d.peerWaitMs, 0, 60_000),
+    onPeerTimeout: oneOf(
+      'cache.onPeerTimeout',
+      given.onPeerTimeout,
+      d.onPeerTimeout,
+      PEER_TIMEOUT_ACTIONS,
+    ),
   }
 }
 
@@ -210,6 +230,19 @@ function number(name: string, value: unknown, min: number, max: number): number 
     throw invalidOption(name, `between ${min} and ${max}`, value, 'range')
   }
   return value
+}
+
+function oneOf<T extends string>(
+  name: string,
+  value: unknown,
+  fallback: T,
+  allowed: readonly T[],
+): T {
+  if (value === undefined) return fallback
+  if (typeof value !== 'string' || !allowed.includes(value as T)) {
+    throw invalidOption(name, `one of ${allowed.map((a) => `'${a}'`).join(', ')}`, value)
+  }
+  return value as T
 }
 
 function integer(name: string, value: unknown, fallback: number, min: number, max: number): number {

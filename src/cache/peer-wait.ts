@@ -12,6 +12,12 @@ export interface PeerWaitDeps {
   readonly background: (error: unknown) => void
   /** Whether the monitor still says up (an outage ends any wait). */
   readonly available: () => boolean
+  /**
+   * At the deadline with peers unconfirmed: 'invalidate' moves the namespace generation before
+   * reads return to Redis (an unconfirmed peer may have died holding outage writes it never
+   * deleted in Redis); 'read' reads from Redis anyway.
+   */
+  readonly onTimeout: 'invalidate' | 'read'
 }
 
 /** How a wait ended: when and how long it took, and whether peers were left unconfirmed. */
@@ -19,6 +25,8 @@ export interface PeerWaitEnd {
   readonly waitedMs: number
   readonly downtimeMs: number
   readonly timedOut: boolean
+  /** The wait timed out and this instance moved the generation (not done by another first). */
+  readonly invalidated: boolean
 }
 
 interface Waiting {
@@ -40,7 +48,11 @@ interface Waiting {
  * clean mark in [from, before) and none since) — or until `peerWaitMs`. When Redis was replaced
  * (restarted from older data, failed over to a replica), its members set may be older than the
  * outage: the peers are then the ones this instance listed before it (see GenerationKeeper).
- * (A peer whose recovery
+ * A peer still unconfirmed at the deadline may be alive but cut off, or dead — closed or killed
+ * while Redis was down, its list of keys to delete gone with it: by default the wait then
+ * invalidates the whole namespace (a new generation, unless another instance moved it first)
+ * before reads return to Redis, so that no value it changed is served again (a cold cache is
+ * the price). (A peer whose recovery
  * bumped the generation is seen by the very next operation here: every operation on a data key
  * checks the generation in the same round trip, see RedisStore.)
  */
@@ -98,8 +110,10 @@ export class PeerWait {
     const next = (waitingFor: { unconfirmed: number } | null): void => {
       if (this.#waiting !== wait) return
       const clean = waitingFor !== null && waitingFor.unconfirmed === 0
-      if (clean || performance.now() >= wait.deadline) {
-        this.#end(wait, clean ? null : (waitingFor ?? false), onEnd)
+      if (clean) {
+        this.#end(wait, null, false, onEnd)
+      } else if (performance.now() >= wait.deadline) {
+        this.#timedOut(wait, waitingFor ?? false, onEnd)
       } else {
         wait.timer = setTimeout(() => this.#poll(wait, onEnd), PEER_POLL_MS)
       }
@@ -119,9 +133,34 @@ export class PeerWait {
     )
   }
 
+  /** The deadline passed with peers unconfirmed: invalidate first (by default), then end. */
+  #timedOut(
+    wait: Waiting,
+    left: { unconfirmed: number } | false,
+    onEnd: (end: PeerWaitEnd) => void,
+  ): void {
+    if (this.#deps.onTimeout === 'read') {
+      this.#end(wait, left, false, onEnd)
+      return
+    }
+    const { redis, run } = this.#deps
+    redis.bumpGenerationFrom(run).then(
+      (moved) => {
+        if (this.#waiting === wait) this.#end(wait, left, moved, onEnd)
+      },
+      (error: unknown) => {
+        // Reads stay off Redis; an outage ends the wait, anything else is tried again.
+        this.#deps.background(error)
+        if (this.#waiting !== wait) return
+        wait.timer = setTimeout(() => this.#poll(wait, onEnd), PEER_POLL_MS)
+      },
+    )
+  }
+
   #end(
     wait: Waiting,
     left: { unconfirmed: number } | null | false,
+    invalidated: boolean,
     onEnd: (end: PeerWaitEnd) => void,
   ): void {
     this.stop()
@@ -133,14 +172,18 @@ export class PeerWait {
           namespace: this.#deps.namespace,
           peerWaitMs: this.#deps.peerWaitMs,
           unconfirmedPeers: left === false ? null : left.unconfirmed,
+          invalidated,
         },
-        'other instances of this cache have not confirmed their reconciliation; reading from Redis anyway',
+        this.#deps.onTimeout === 'read'
+          ? 'other instances of this cache have not confirmed their reconciliation; reading from Redis anyway'
+          : 'other instances of this cache have not confirmed their reconciliation; the namespace was invalidated before reading from Redis',
       )
     }
     onEnd({
       waitedMs: performance.now() - wait.started,
       downtimeMs: wait.downtimeMs,
       timedOut: left !== null,
+      invalidated,
     })
   }
 }

@@ -117,6 +117,19 @@ return 1
 `)
 
 /**
+ * A new generation only if the current one is still ARGV[4] (a missing one counts as moved:
+ * the next read creates a fresh one), with its bus notice. Returns the generation now current.
+ * Several instances whose peer waits time out together move it once.
+ */
+const BUMP_FROM = script(`
+local current = redis.call('GET', KEYS[1])
+if current ~= ARGV[4] then return current end
+redis.call('SET', KEYS[1], ARGV[1])
+if ARGV[2] ~= '' then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
+return ARGV[1]
+`)
+
+/**
  * A delete removes the value, or a lease (a load in flight for the key can no longer store),
  * and publishes its bus notice. ARGV: lease marker, bus channel ('' = none), message.
  * Returns 1 when a value (not a lease) was removed.
@@ -483,6 +496,28 @@ export class RedisStore implements CacheStore {
     )
     this.#adopt(generation)
     return generation
+  }
+
+  /**
+   * Invalidate the namespace unless another instance already moved its generation since this
+   * one adopted it. Returns whether this call moved it.
+   */
+  async bumpGenerationFrom(run: Runner = this.#run): Promise<boolean> {
+    const expected = this.#generation
+    if (expected === null) return false
+    const generation = newToken()
+    const channel = this.#bus ? this.channel : ''
+    const message = this.#bus ? this.#message({ g: generation }) : ''
+    const reply = await run((redis) =>
+      evalScript(redis, BUMP_FROM, [this.generationKey], [generation, channel, message, expected]),
+    )
+    if (typeof reply === 'string') {
+      this.#adopt(reply)
+      return reply === generation
+    }
+    // Gone (evicted, flushed): a fresh one is created by the next sync.
+    await this.sync(run)
+    return false
   }
 
   /** Delete keys of the current generation in batches (reconciliation: DEL, never SET). */

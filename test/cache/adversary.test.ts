@@ -2,8 +2,11 @@
 // generation while another comes back first, or stays up; a clear() while others read.
 // Each case reproduces a break found by an outside review.
 import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
+import { fileURLToPath } from 'node:url'
 import { describe, test } from 'node:test'
-import { createFailsoft, type Cache, type Failsoft } from '../../src/index.js'
+import { createFailsoft, type Cache, type CacheOptions, type Failsoft } from '../../src/index.js'
 import { sleep, startProxy, startRedis, waitFor, type RedisServer } from '../support/fault-kit.js'
 import { guardUnhandled } from './helpers.js'
 
@@ -16,14 +19,48 @@ const HEALTH = {
   commandTimeoutMs: 100,
 }
 
+const writer = fileURLToPath(new URL('./fixtures/outage-writer.ts', import.meta.url))
+
 function instance(
   t: { after(fn: () => unknown): void },
   url: string,
   prefix: string,
+  cacheOptions: Partial<Omit<CacheOptions, 'namespace'>> = {},
 ): { failsoft: Failsoft; cache: Cache } {
   const failsoft = createFailsoft({ redis: url, prefix, logger: false, health: HEALTH })
   t.after(() => failsoft.close())
-  return { failsoft, cache: failsoft.cache({ namespace: 'ns' }) }
+  return { failsoft, cache: failsoft.cache({ ...cacheOptions, namespace: 'ns' }) }
+}
+
+/**
+ * A and B share Redis (through proxies); both lose it; A deletes K meanwhile (acknowledged to
+ * its caller) and then `leaves` — closed, killed, or cut off for good — before Redis returns.
+ * Returns B's read of K once B is back on Redis and its peer wait is over.
+ */
+async function peerGoneDuringOutage(
+  t: { after(fn: () => unknown): void },
+  leave: (a: { failsoft: Failsoft; cache: Cache }) => Promise<void>,
+  bOptions: Partial<Omit<CacheOptions, 'namespace'>> = {},
+): Promise<{ read: unknown; b: Cache }> {
+  const server = await startRedis(t)
+  const prefix = `gone${process.pid}x${Math.random().toString(36).slice(2, 8)}`
+  const proxyA = await startProxy(t, server)
+  const proxyB = await startProxy(t, server)
+  const a = instance(t, proxyA.urlFor(server), prefix)
+  const b = instance(t, proxyB.urlFor(server), prefix, bOptions)
+  await Promise.all([a.failsoft.ready(), b.failsoft.ready()])
+  await backOnRedis(a.cache)
+  await backOnRedis(b.cache)
+  assert.equal(await a.cache.set('K', 'old'), true)
+  assert.equal(await b.cache.get('K'), 'old')
+  proxyA.blackhole()
+  proxyB.blackhole()
+  await waitFor(() => a.cache.backend === 'memory' && b.cache.backend === 'memory')
+  await a.cache.delete('K') // acknowledged while Redis is down; Redis still holds "old"
+  await leave(a)
+  proxyB.pass()
+  await backOnRedis(b.cache, 10_000)
+  return { read: await b.cache.get('K'), b: b.cache }
 }
 
 async function backOnRedis(cache: Cache, timeoutMs = 5000): Promise<void> {
@@ -115,5 +152,59 @@ describe('cache under an adversary', () => {
     await backOnRedis(a.cache)
     // A is back on Redis: its clear is now everyone's.
     assert.equal(await b.cache.get('K'), undefined)
+  })
+
+  // Regression (outside review B1): A's list of keys to delete in Redis died with it; B's peer
+  // wait ended at peerWaitMs and B read "old" from Redis (3 of 3 runs).
+  test('a process closed while Redis is down, its changes never reconciled: the others do not serve what it deleted', async (t) => {
+    const { read, b } = await peerGoneDuringOutage(t, async (a) => {
+      await a.failsoft.close()
+    })
+    assert.equal(read, undefined)
+    assert.ok(b.status().peerWait.timeouts >= 1, 'the wait timed out on the closed peer')
+  })
+
+  test('a process cut off for good after its outage changes: the others invalidate at the end of their peer wait', async (t) => {
+    const { read, b } = await peerGoneDuringOutage(t, async () => {})
+    assert.equal(read, undefined)
+    assert.ok(b.status().generationBumps >= 1, 'B moved the generation')
+  })
+
+  test("onPeerTimeout: 'read' keeps the cache warm and serves what the gone peer deleted (the documented trade)", async (t) => {
+    const { read } = await peerGoneDuringOutage(t, async () => {}, { onPeerTimeout: 'read' })
+    assert.equal(read, 'old')
+  })
+
+  test('a process SIGKILLed while Redis is down, after changing keys: no other process serves the old values', async (t) => {
+    const server = await startRedis(t)
+    const prefix = `killed${process.pid}`
+    const proxyA = await startProxy(t, server)
+    const proxyB = await startProxy(t, server)
+    const keys = ['K1', 'K2', 'K3']
+    const child = spawn(
+      process.execPath,
+      ['--import', 'tsx', writer, proxyA.urlFor(server), prefix, 'ns', ...keys],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    )
+    t.after(() => child.kill('SIGKILL'))
+    let output = ''
+    child.stdout.setEncoding('utf8').on('data', (chunk: string) => (output += chunk))
+    await waitFor(() => output.includes('ready'), { timeoutMs: 20_000, message: 'writer ready' })
+    const b = instance(t, proxyB.urlFor(server), prefix)
+    await b.failsoft.ready()
+    await backOnRedis(b.cache)
+    for (const key of keys) assert.equal(await b.cache.get(key), 'old')
+    proxyA.blackhole()
+    proxyB.blackhole()
+    await waitFor(() => output.includes('changed'), {
+      timeoutMs: 10_000,
+      message: 'writer changed',
+    })
+    child.kill('SIGKILL')
+    await once(child, 'exit')
+    await waitFor(() => b.cache.backend === 'memory')
+    proxyB.pass()
+    await backOnRedis(b.cache, 10_000)
+    for (const key of keys) assert.equal(await b.cache.get(key), undefined, key)
   })
 })
