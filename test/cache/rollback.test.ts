@@ -3,6 +3,8 @@
 // by an acknowledged write is served again — by the writer, or by another process that comes
 // back first.
 import assert from 'node:assert/strict'
+import { readdirSync, statSync, truncateSync } from 'node:fs'
+import { join } from 'node:path'
 import { describe, test } from 'node:test'
 import { createFailsoft, type Cache, type Failsoft, type FailsoftOptions } from '../../src/index.js'
 import { sleep, startProxy, startRedis, waitFor } from '../support/fault-kit.js'
@@ -19,6 +21,24 @@ const HEALTH = {
 }
 
 let counter = 0
+
+/** AOF with `appendfsync everysec`, as most production Redis runs; a torn tail is loaded. */
+const AOF_EVERYSEC = [
+  '--appendonly',
+  'yes',
+  '--appendfsync',
+  'everysec',
+  '--aof-load-truncated',
+  'yes',
+]
+
+/** The AOF file Redis 7 appends to (multi-part AOF: appendonlydir/<name>.<n>.incr.aof). */
+function incrAof(dataDir: string): string {
+  const dir = join(dataDir, 'appendonlydir')
+  const file = readdirSync(dir).find((name) => name.endsWith('.incr.aof'))
+  if (file === undefined) throw new Error(`no incremental AOF in ${dir}`)
+  return join(dir, file)
+}
 
 function instance(
   t: { after(fn: () => unknown): void },
@@ -190,5 +210,80 @@ describe('cache: Redis forgot acknowledged writes', () => {
       String(status.target),
       /^sentinel:[\w.-]+@127\.0\.0\.1:\d+(,127\.0\.0\.1:\d+){2}\/0$/,
     )
+  })
+
+  test('AOF everysec, Redis SIGKILLed: nothing acknowledged is lost, no rollback, values kept', async (t) => {
+    const server = await startRedis(t, { args: AOF_EVERYSEC })
+    const a = instance(t, server.url, `rb${process.pid}x${++counter}`)
+    await a.failsoft.ready()
+    await waitFor(() => onRedis(a.cache))
+    assert.equal(await a.cache.set('K', 'v1'), true)
+    await sleep(300)
+    await server.kill() // the process dies; what it wrote to the AOF is in the OS's page cache
+    await server.start()
+    await waitFor(() => a.failsoft.status().redis.transitions.up >= 2 && onRedis(a.cache), {
+      timeoutMs: 10_000,
+    })
+    assert.equal(await a.cache.get('K'), 'v1')
+    assert.deepEqual(a.rollbacks, [])
+  })
+
+  test('AOF everysec, the host loses the AOF tail not yet fsynced: the rollback is detected, no stale value', async (t) => {
+    const server = await startRedis(t, { args: AOF_EVERYSEC })
+    const prefix = `rb${process.pid}x${++counter}`
+    const a = instance(t, server.url, prefix)
+    const b = instance(t, server.url, prefix)
+    await Promise.all([a.failsoft.ready(), b.failsoft.ready()])
+    await waitFor(() => onRedis(a.cache) && onRedis(b.cache))
+    assert.equal(await a.cache.set('K', 'old'), true)
+    assert.equal(await a.cache.set('D', 'old'), true)
+    await sleep(1500) // fsynced (everysec)
+    const aof = incrAof(server.dataDir)
+    const synced = statSync(aof).size
+    assert.equal(await a.cache.set('K', 'new'), true)
+    assert.equal(await a.cache.delete('D'), true)
+    await sleep(300) // the writer's heartbeat confirms them
+    // A host crash: the process dies and the unsynced tail of the AOF never reached the disk.
+    await server.kill()
+    truncateSync(aof, synced)
+    await server.start()
+    await waitFor(
+      () => onRedis(a.cache) && onRedis(b.cache) && a.failsoft.status().redis.transitions.up >= 2,
+      {
+        timeoutMs: 10_000,
+        message: 'both back on Redis',
+      },
+    )
+    assert.deepEqual(await staleReads([a.cache, b.cache], { K: 'old', D: 'old' }, 1000), [])
+    assert.equal(a.rollbacks.length, 1, 'the writer saw the rollback')
+  })
+
+  test('SENTINEL FAILOVER (a planned switch, nothing lost) is no rollback and serves no stale value', async (t) => {
+    const set = await SentinelSet.start(t, { replicas: 1 })
+    const prefix = `rb${process.pid}x${++counter}`
+    const a = instance(t, set.options, prefix)
+    const b = instance(t, set.options, prefix)
+    await Promise.all([a.failsoft.ready(), b.failsoft.ready()])
+    await waitFor(() => onRedis(a.cache) && onRedis(b.cache))
+    assert.equal(await a.cache.set('K', 'v1'), true)
+    assert.equal(await a.cache.set('D', 'v1'), true)
+    assert.equal(await a.cache.set('K', 'v2'), true)
+    assert.equal(await b.cache.delete('D'), true)
+    await sleep(300)
+    const before = await set.primary()
+    await set.failover()
+    await waitFor(
+      () =>
+        a.failsoft.status().redis.primary !== `127.0.0.1:${before.port}` &&
+        onRedis(a.cache) &&
+        onRedis(b.cache),
+      {
+        timeoutMs: 15_000,
+        message: 'both on the new primary',
+      },
+    )
+    assert.deepEqual(await staleReads([a.cache, b.cache], { K: 'v1', D: 'v1' }, 500), [])
+    assert.equal(await b.cache.get('K'), 'v2')
+    assert.deepEqual([a.rollbacks, b.rollbacks], [[], []])
   })
 })
