@@ -84,9 +84,11 @@ export function loadConfig(
 ): AppConfig {
   const rawRedis = env.REDIS_URL || DEFAULT_REDIS_URL
   const redisUrl = /^(none|memory)$/i.test(rawRedis) ? null : rawRedis
-  if (redisUrl !== null && !/^rediss?:\/\//.test(redisUrl)) {
+  if (redisUrl !== null && !/^(rediss?|redis-sentinel):\/\//.test(redisUrl)) {
     // Never echo the value: it may hold a password.
-    throw new ConfigError('REDIS_URL must start with redis:// or rediss:// (or be "none")')
+    throw new ConfigError(
+      'REDIS_URL must start with redis://, rediss:// or redis-sentinel:// (or be "none")',
+    )
   }
   const databasePath = resolve(env.DATABASE_PATH || defaultDatabasePath)
   const prefix = env.FAILSOFT_PREFIX || 'failsoft-app'

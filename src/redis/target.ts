@@ -45,6 +45,7 @@ export function parseRedisTarget(input: string | RedisOptions | undefined): Redi
 }
 
 function fromUrl(raw: string): RedisTarget {
+  if (/^rediss?-sentinel:/i.test(raw)) return fromSentinelUrl(raw)
   // A URL may carry a password, and its host is not for logs either: an error about it says
   // what is wrong, never what was received.
   let url: URL
@@ -76,6 +77,78 @@ function fromUrl(raw: string): RedisTarget {
   const tls = url.protocol === 'rediss:'
   if (tls) options.tls = { servername: options.host }
   return fromOptions(options)
+}
+
+/**
+ * A Sentinel set as a URL, in the form Lettuce and redis-py's conventions use:
+ * `redis-sentinel://[[user]:password@]host1[:port1][,host2[:port2]…][/db]#name` (the primary's
+ * name may also be given as `?name=` or `?sentinelMasterId=`; `?sentinelPassword=` for
+ * Sentinels that require AUTH). The credentials are the data nodes'. Ports default to 26379.
+ */
+function fromSentinelUrl(raw: string): RedisTarget {
+  const match =
+    /^redis(s?)-sentinel:\/\/(?:([^@/?#]*)@)?([^/?#]*)(?:\/([^?#]*))?(?:\?([^#]*))?(?:#(.*))?$/i.exec(
+      raw,
+    )
+  if (match === null) throw invalidUrl(raw, 'it is not a valid redis-sentinel:// URL')
+  const [, tls, userinfo, hosts = '', path = '', query = '', fragment] = match
+  if (tls === 's' || tls === 'S') {
+    throw invalidUrl(
+      raw,
+      'rediss-sentinel:// is not supported: pass an options object with tls, sentinelTLS and enableTLSForSentinelMode',
+    )
+  }
+  const sentinels = hosts.split(',').map((part) => {
+    const hostPort = /^(\[[^\]]+\]|[^:[\]]+)(?::([0-9]{1,5}))?$/.exec(part)
+    if (hostPort === null) {
+      throw invalidUrl(raw, 'its Sentinel list must be host[:port] entries separated by commas')
+    }
+    const port = hostPort[2] === undefined ? 26379 : Number(hostPort[2])
+    if (port < 1 || port > 65535) {
+      throw invalidUrl(raw, 'a Sentinel port is not a number between 1 and 65535', 'range')
+    }
+    return { host: hostPort[1]!.replace(/^\[(.*)\]$/, '$1'), port }
+  })
+  const params = new URLSearchParams(query)
+  const options: RedisOptions = { sentinels }
+  if (userinfo !== undefined && userinfo !== '') {
+    const colon = userinfo.indexOf(':')
+    const user = colon < 0 ? userinfo : userinfo.slice(0, colon)
+    const password = colon < 0 ? '' : userinfo.slice(colon + 1)
+    try {
+      if (user !== '') options.username = decodeURIComponent(user)
+      if (password !== '') options.password = decodeURIComponent(password)
+    } catch {
+      throw invalidUrl(raw, 'its username or password is not valid percent-encoding')
+    }
+  }
+  const sentinelPassword = params.get('sentinelPassword')
+  if (sentinelPassword !== null && sentinelPassword !== '') {
+    options.sentinelPassword = sentinelPassword
+  }
+  let name: string | undefined
+  try {
+    name =
+      (fragment !== undefined && fragment !== '' ? decodeURIComponent(fragment) : undefined) ??
+      params.get('name') ??
+      params.get('sentinelMasterId') ??
+      undefined
+  } catch {
+    throw invalidUrl(raw, "the primary's name is not valid percent-encoding")
+  }
+  if (name === undefined) {
+    throw invalidUrl(
+      raw,
+      "it does not name the primary (add #name, the primary's name in the Sentinels)",
+    )
+  }
+  options.name = name
+  const dbText = path || params.get('db') || '0'
+  if (!/^[0-9]+$/.test(dbText) || !Number.isSafeInteger(Number(dbText))) {
+    throw invalidUrl(raw, 'its path must be a database number (/0, /1 …)', 'range')
+  }
+  options.db = Number(dbText)
+  return fromSentinel(options)
 }
 
 /** An ioredis `Redis` or `Cluster` instance (or a node-redis client): not options. */
@@ -189,7 +262,7 @@ function invalidUrl(
   kind: 'type' | 'range' = 'type',
 ): TypeError | RangeError {
   const message =
-    `failsoft: option \`redis\` must be a redis:// or rediss:// URL, but ${reason}; ` +
+    `failsoft: option \`redis\` must be a redis://, rediss:// or redis-sentinel:// URL, but ${reason}; ` +
     `received a string of ${raw.length} characters (not shown: a URL may hold a password)`
   const error = kind === 'range' ? new RangeError(message) : new TypeError(message)
   Object.assign(error, { code: 'FAILSOFT_INVALID_OPTION', option: 'redis' })

@@ -152,7 +152,7 @@ describe('starting the app', () => {
     assert.equal(code, 1)
     assert.match(
       output,
-      /configuration error: REDIS_URL must be a redis:\/\/ or rediss:\/\/ URL, but its port is not a number between 1 and 65535/,
+      /configuration error: REDIS_URL must be a redis:\/\/, rediss:\/\/ or redis-sentinel:\/\/ URL, but its port is not a number between 1 and 65535/,
     )
     for (const part of ['admin', 'hunter2', 'redis.internal', 'example', '99999']) {
       assert.ok(!output.includes(part), `"${part}" is not echoed: ${output}`)

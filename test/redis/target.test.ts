@@ -4,6 +4,9 @@
 import assert from 'node:assert/strict'
 import { describe, test } from 'node:test'
 import { createFailsoft } from '../../src/index.js'
+import { parseRedisTarget } from '../../src/redis/target.js'
+import { waitFor } from '../support/fault-kit.js'
+import { SentinelSet } from '../support/sentinel.js'
 
 const USER = 'appuser'
 const PASSWORD = 's3cr3t-Pw'
@@ -48,6 +51,24 @@ const cases: Array<[string, string, RegExp, typeof TypeError | typeof RangeError
     RangeError,
   ],
   ['an unclosed IPv6 host', `redis://${USER}:${PASSWORD}@[::1:6379`, /IPv6/, TypeError],
+  [
+    "a Sentinel URL without the primary's name",
+    `redis-sentinel://${USER}:${PASSWORD}@${HOST}:26379,${HOST}:26380/0`,
+    /does not name the primary/,
+    TypeError,
+  ],
+  [
+    'a Sentinel URL with a bad port',
+    `redis-sentinel://${USER}:${PASSWORD}@${HOST}:2x6379/0#mymaster`,
+    /host\[:port\] entries/,
+    TypeError,
+  ],
+  [
+    'a TLS Sentinel URL',
+    `rediss-sentinel://${USER}:${PASSWORD}@${HOST}:26379/0#mymaster`,
+    /not supported: pass an options object/,
+    TypeError,
+  ],
 ]
 
 describe('a bad redis URL', () => {
@@ -59,7 +80,10 @@ describe('a bad redis URL', () => {
           assert.ok(error instanceof type, `${error.name} is a ${type.name}`)
           assert.equal(error.code, 'FAILSOFT_INVALID_OPTION')
           assert.equal(error.option, 'redis')
-          assert.match(error.message, /option `redis` must be a redis:\/\/ or rediss:\/\/ URL/)
+          assert.match(
+            error.message,
+            /option `redis` must be a redis:\/\/, rediss:\/\/ or redis-sentinel:\/\/ URL/,
+          )
           assert.match(error.message, reason)
           assert.match(error.message, new RegExp(`a string of ${url.length} characters`))
           for (const secret of [USER, PASSWORD, HOST, 'internal', '6379', '::1']) {
@@ -70,4 +94,46 @@ describe('a bad redis URL', () => {
       )
     })
   }
+})
+
+describe('a redis-sentinel:// URL', () => {
+  test('parses to the Sentinel options: hosts, default port, credentials of the data nodes, db, name', () => {
+    const target = parseRedisTarget(
+      `redis-sentinel://${USER}:${encodeURIComponent('p@ss')}@h1:26380,[::1],h3/2?sentinelPassword=sp#main-1`,
+    )
+    assert.deepEqual(target.options.sentinels, [
+      { host: 'h1', port: 26380 },
+      { host: '::1', port: 26379 },
+      { host: 'h3', port: 26379 },
+    ])
+    assert.equal(target.options.name, 'main-1')
+    assert.equal(target.options.username, USER)
+    assert.equal(target.options.password, 'p@ss')
+    assert.equal(target.options.sentinelPassword, 'sp')
+    assert.equal(target.options.db, 2)
+    assert.equal(target.topology, 'sentinel')
+    assert.equal(target.label, 'sentinel:main-1@h1:26380,[::1]:26379,h3:26379/2')
+    assert.deepEqual([...target.secrets].sort(), ['p@ss', 'sp'])
+    assert.equal(parseRedisTarget('redis-sentinel://h1?sentinelMasterId=m').options.name, 'm')
+  })
+
+  test('connects to the primary a real Sentinel set names, and follows a failover', async (t) => {
+    const set = await SentinelSet.start(t, { replicas: 1 })
+    const hosts = set.options.sentinels.map((s) => `${s.host}:${s.port}`).join(',')
+    const failsoft = createFailsoft({
+      redis: `redis-sentinel://${hosts}/0#${set.name}`,
+      logger: false,
+      prefix: `url${process.pid}`,
+    })
+    t.after(() => failsoft.close())
+    assert.equal(await failsoft.ready(), 'up')
+    const first = await set.primary()
+    assert.equal(failsoft.status().redis.primary, `127.0.0.1:${first.port}`)
+    const { promoted } = await set.killPrimary()
+    await waitFor(() => failsoft.status().redis.primary === `127.0.0.1:${promoted.port}`, {
+      timeoutMs: 15_000,
+      message: 'on the new primary',
+    })
+    assert.equal(failsoft.status().redis.available, true)
+  })
 })
