@@ -70,7 +70,12 @@ export class CatchUp {
     for (const worker of this.#deps.workers()) worker.revive()
     const deadline = Date.now() + REPLAY_BUDGET_MS
     await this.#deps.producer.prepare(REPLAY_BUDGET_MS)
-    if (ctx.reset) this.#deps.schedules.invalidate()
+    if (ctx.reset) {
+      // Redis lost everything: the leases of runs still going and the markers of tasks done
+      // here, before a replay can hand their jobs out again.
+      for (const worker of this.#deps.workers()) await worker.reassertMarkers(ctx.run)
+      this.#deps.schedules.invalidate()
+    }
     if (ctx.rollback !== null) await this.#afterRollback(ctx.rollback.after, ctx.run)
     await this.#catchUp(ctx.run, deadline, ctx.signal)
   }

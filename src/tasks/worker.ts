@@ -77,6 +77,12 @@ export interface WorkerStatus {
   deferred: number
   /** Runs whose lease was lost (their ctx.signal aborted with LeaseLostError). */
   leasesLost: number
+  /** Claims Redis refused (OOM at maxmemory): the job was put back, not run unleased. */
+  claimsRefused: number
+  /** Done markers written again after Redis forgot writes (a rollback or a reset). */
+  markersReasserted: number
+  /** Leases of runs still going taken again after Redis forgot writes. */
+  leasesReasserted: number
   unknownTask: number
   errors: number
   markerErrors: number
@@ -112,6 +118,8 @@ const RUN_RETRY_DELAY_MS = 100
 const LOG_EVERY_MS = 10_000
 /** Completed job ids this worker remembers itself (its own check, before Redis'). */
 const RECENT_DONE_MAX = 10_000
+/** A claim refused (OOM at maxmemory): the job is put back for at least this long (ms). */
+const OOM_CLAIM_RETRY_MS = 1000
 /** "Done" markers Redis refused (e.g. OOM), kept to be written again; oldest dropped beyond. */
 const PENDING_MARKERS_MAX = 10_000
 /** How often refused markers are written again. */
@@ -159,6 +167,7 @@ export class TaskWorker implements WorkerHandle {
     failed: 0,
     skippedDone: 0,
     markersReasserted: 0,
+    leasesReasserted: 0,
     unknownTask: 0,
     errors: 0,
     markerErrors: 0,
@@ -168,6 +177,7 @@ export class TaskWorker implements WorkerHandle {
     socketsDropped: 0,
     deferred: 0,
     leasesLost: 0,
+    claimsRefused: 0,
   }
 
   constructor(deps: WorkerDeps) {
@@ -456,7 +466,7 @@ export class TaskWorker implements WorkerHandle {
 
   /**
    * Take the task id's lease for this run (see claims.ts). Redis refusing the claim (OOM at
-   * maxmemory) falls back to reading the marker: run unless it is done or someone else's.
+   * maxmemory) falls back to reading the marker: done, or else not run now (never unleased).
    */
   async #claim(
     claims: TaskClaims,
@@ -469,22 +479,35 @@ export class TaskWorker implements WorkerHandle {
     } catch (error) {
       if (!isOutOfMemory(error)) throw error
       const held = await client.get(claims.key(id))
-      if (held === null) return { kind: 'claimed' }
-      return held.startsWith('run:')
-        ? { kind: 'busy', retryInMs: claims.leaseMs }
-        : { kind: 'done' }
+      if (held !== null && !held.startsWith('run:')) return { kind: 'done' }
+      // No lease could be recorded: a run now would hold none, and its marker would be refused
+      // too — once Redis accepts writes again, another worker would find the id free and run
+      // it a second time (the randomized checker, seed 22). Look again later; if Redis refuses
+      // that as well, the job stays BullMQ's to hand out again, still unrun.
+      this.#stats.claimsRefused++
+      return { kind: 'busy', retryInMs: OOM_CLAIM_RETRY_MS }
     }
   }
 
   /**
-   * Redis may have forgotten acknowledged writes (a rollback): write again the marker of every
+   * Redis may have forgotten acknowledged writes (a rollback, or all of them: a reset): take
+   * again the lease of every run still going here, and write again the marker of every
    * task completed here that is still remembered (at most RECENT_DONE_MAX), with the TTL it
    * has left, in pipelines on the recovery's connection — before 'up', so that no copy of those
    * jobs Redis may hand out again runs a second time.
    */
   async reassertMarkers(run: Runner): Promise<void> {
     const claims = this.#deps.claims
-    if (claims === null || this.#recentlyDone.size === 0) return
+    if (claims === null) return
+    // The leases of the runs still going here first: Redis may hand their jobs out again (a
+    // spool replay, a re-add after a rollback) and another worker must find them held. RENEW
+    // takes a missing lease again; one held by another run since is left to it (that run's
+    // handler will see its own lease; this one's keeper reports the loss at its next renewal).
+    for (const [id, { token }] of [...this.#holding]) {
+      await run((redis) => claims.renew(redis, id, token))
+      this.#stats.leasesReasserted++
+    }
+    if (this.#recentlyDone.size === 0) return
     const now = Date.now()
     const markers = [...this.#recentlyDone].filter(([, expiresAt]) => expiresAt - now > 0)
     for (let i = 0; i < markers.length; i += 1000) {

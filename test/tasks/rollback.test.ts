@@ -49,3 +49,50 @@ test('a restart from an older snapshot: every acknowledged job runs, none twice'
   assert.equal(producer.tasks.status().counts.rollbackReadded, 20)
   assert.ok(producer.failsoft.status().redis.transitions.rollback >= 1)
 })
+
+// Regression (randomized checker, seed 29): Redis restarted empty while a long task ran; its
+// job was added again under the same id and another worker ran it beside the first run — the
+// lease had gone with Redis' data and was only taken again at the first run's next renewal.
+test('Redis restarted empty during a long run: a copy added again under the same id waits for it, and is not run again', async (t) => {
+  const server = await startRedis(t)
+  const prefix = uniquePrefix()
+  const a = await makeTasks(t, server.url, { prefix })
+  const b = await makeTasks(t, server.url, { prefix })
+  const producer = await makeTasks(t, server.url, { prefix })
+  let active = 0
+  let maxActive = 0
+  let runs = 0
+  let started!: () => void
+  const running = new Promise<void>((resolve) => (started = resolve))
+  for (const setup of [a, b]) {
+    setup.tasks.define('long', async () => {
+      runs++
+      active++
+      maxActive = Math.max(maxActive, active)
+      started()
+      await sleep(6000)
+      active--
+    })
+  }
+  const long = producer.tasks.define('long', () => undefined)
+  a.tasks.work({ concurrency: 1 })
+  b.tasks.work({ concurrency: 1 })
+  const first = await long.dispatch({}, { idempotencyKey: 'report:7' })
+  assert.equal(first.mode, 'queued')
+  await running
+  await server.restart({ keepData: false })
+  await waitFor(
+    () => [a, b, producer].every((s) => s.failsoft.status().redis.transitions.up >= 2),
+    { timeoutMs: 10_000, message: 'every instance back after the reset' },
+  )
+  // A fresh process dispatches the same key: Redis forgot the job, so it is queued again.
+  const late = await makeTasks(t, server.url, { prefix })
+  const again = await late.tasks
+    .define('long', () => undefined)
+    .dispatch({}, { idempotencyKey: 'report:7' })
+  assert.equal(again.id, first.id)
+  await waitFor(() => active === 0 && runs >= 1, { timeoutMs: 15_000, message: 'the run ended' })
+  await sleep(3000) // the copy is looked at again after the first run's end
+  assert.equal(maxActive, 1, 'never two runs of the task id at once')
+  assert.equal(runs, 1, 'the copy found the task done')
+})
