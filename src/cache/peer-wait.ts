@@ -122,7 +122,7 @@ export class PeerWait {
     const counted =
       wait.listed === null
         ? redis.peers(wait.from, wait.before, run)
-        : redis.listedPeers(wait.before, wait.listed, run)
+        : redis.listedPeers(wait.from, wait.before, wait.listed, run)
     counted.then(
       (reply) => next(reply),
       (error: unknown) => {

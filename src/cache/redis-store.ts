@@ -193,13 +193,15 @@ return {redis.call('ZCOUNT', KEYS[2], ARGV[1], '(' .. ARGV[2]), redis.call('GET'
 /**
  * PEERS for a Redis that was replaced (restarted from older data, failed over): its members set
  * may have forgotten instances, so the instances are the ones this instance listed before —
- * how many of them have no clean mark at or after `before`. KEYS: generation, members.
- * ARGV: before, ids... Returns {unconfirmed, generation | false}.
+ * how many of them have no clean mark at or after `before` — plus, as in PEERS, the members it
+ * still holds with a mark in [from, before) (an instance that joined after this one's last
+ * listing: the list lags by up to LIST_PEERS_EVERY beats). KEYS: generation, members.
+ * ARGV: before, from, ids... Returns {unconfirmed, generation | false}.
  */
 const LISTED_PEERS = script(`
 local before = tonumber(ARGV[1])
-local n = 0
-for i = 2, #ARGV do
+local n = redis.call('ZCOUNT', KEYS[2], ARGV[2], '(' .. ARGV[1])
+for i = 3, #ARGV do
   local score = redis.call('ZSCORE', KEYS[2], ARGV[i])
   if not score or tonumber(score) < before then n = n + 1 end
 end
@@ -463,6 +465,7 @@ export class RedisStore implements CacheStore {
    * not marked themselves clean at or after `before`. The generation is adopted as for peers().
    */
   async listedPeers(
+    from: number,
     before: number,
     ids: readonly string[],
     run: Runner = this.#run,
@@ -472,7 +475,7 @@ export class RedisStore implements CacheStore {
         cork(redis),
         LISTED_PEERS,
         [this.generationKey, this.membersKey],
-        [before, ...ids],
+        [before, from, ...ids],
       ),
     )
     if (!Array.isArray(reply)) throw new Error('cache peers: unexpected reply')
