@@ -23,16 +23,19 @@ function run(env: Record<string, string>): Promise<{ code: number | null; lines:
   })
 }
 
-test('the last line counts the skipped tests; without CI a skip does not fail the run', async () => {
+test('the last line counts the skipped tests and suites; without CI a skip does not fail the run', async () => {
   const { code, lines } = await run({})
-  assert.equal(lines.at(-1), '1 passed, 0 failed, 2 skipped')
+  assert.equal(lines.at(-1), '1 passed, 0 failed, 3 skipped')
   assert.equal(code, 0)
 })
 
 test('with CI set, a required skip fails the run and is named; an optional one is not', async () => {
   const { code, lines } = await run({ CI: '1' })
-  assert.equal(lines.at(-1), '1 passed, 0 failed, 2 skipped')
+  assert.equal(lines.at(-1), '1 passed, 0 failed, 3 skipped')
   assert.equal(code, 1)
   const named = lines.filter((line) => line.startsWith('  skipped: '))
-  assert.deepEqual(named, ['  skipped: needs a tool this machine lacks (the tool is absent)'])
+  assert.deepEqual(named, [
+    '  skipped: needs a tool this machine lacks (the tool is absent)',
+    '  skipped: a suite that needs the tool too (the tool is absent)',
+  ])
 })
