@@ -2,6 +2,9 @@ import type { Redis } from 'ioredis'
 import { ChannelLayer } from './channels/layer.js'
 import type { ChannelLayerInput } from './channels/options.js'
 import type { Cache } from './cache/cache.js'
+import type { CacheStatus } from './cache/status.js'
+import type { ChannelLayerStatus } from './channels/status.js'
+import type { TaskQueueStatus } from './tasks/status.js'
 import { createCache } from './cache/registry.js'
 import type { CacheOptions } from './cache/options.js'
 import { ClosedError } from './errors.js'
@@ -12,11 +15,30 @@ import type { FailsoftContext } from './context.js'
 import { HealthMonitor, type Health, type HealthState, type RedisStatus } from './health/monitor.js'
 import { resolveOptions, type FailsoftOptions } from './options.js'
 
+/** What every entry of `FailsoftStatus.components` holds, whatever the component. */
+export interface ComponentStatus {
+  /** Whether the component uses Redis now, or its fallback. */
+  backend: 'redis' | 'memory'
+  /** Operations its fallback served since the instance started. */
+  fallbackOps: number
+}
+
+/**
+ * `failsoft.status().components`: one entry per component created so far, keyed by its name,
+ * each typed by its kind — `components['cache:api']` is a CacheStatus, `channels:<name>` a
+ * ChannelLayerStatus, `tasks:<queue>` a TaskQueueStatus (each with ComponentStatus' fields).
+ */
+export interface ComponentStatuses {
+  [cache: `cache:${string}`]: CacheStatus & ComponentStatus
+  [layer: `channels:${string}`]: ChannelLayerStatus & ComponentStatus
+  [queue: `tasks:${string}`]: TaskQueueStatus & ComponentStatus
+  [name: string]: ComponentStatus
+}
+
 /** JSON-safe snapshot of an instance, for status pages and readiness probes. */
 export interface FailsoftStatus {
   redis: RedisStatus
-  /** One entry per component created so far, keyed by its name (e.g. 'cache:api'). */
-  components: Record<string, { backend: 'redis' | 'memory'; [key: string]: unknown }>
+  components: ComponentStatuses
 }
 
 export type { FailsoftContext }
@@ -107,7 +129,7 @@ export class Failsoft {
   status(): FailsoftStatus {
     return {
       redis: this.#monitor.status(),
-      components: this.#monitor.componentStatuses() as FailsoftStatus['components'],
+      components: this.#monitor.componentStatuses() as ComponentStatuses,
     }
   }
 

@@ -1,5 +1,5 @@
 export { createFailsoft, Failsoft } from './failsoft.js'
-export type { FailsoftStatus } from './failsoft.js'
+export type { ComponentStatus, ComponentStatuses, FailsoftStatus } from './failsoft.js'
 export type { FailsoftContext } from './context.js'
 export type { FailsoftOptions } from './options.js'
 export type {

@@ -48,12 +48,15 @@ export function readSnapshot(failsoft: Failsoft): Snapshot {
   const layers: Array<[string, ChannelLayerStatus]> = []
   const queues: Array<[string, TaskQueueStatus]> = []
   // Component names are `cache:<namespace>`, `channels:<layer>`, `tasks:<queue>`.
-  for (const [name, component] of Object.entries(status.components)) {
+  for (const name of Object.keys(status.components)) {
     const [kind, ...rest] = name.split(':')
     const id = rest.join(':')
-    if (kind === 'cache') caches.push([id, component as unknown as CacheStatus])
-    else if (kind === 'channels') layers.push([id, component as unknown as ChannelLayerStatus])
-    else if (kind === 'tasks') queues.push([id, component as unknown as TaskQueueStatus])
+    const cache = kind === 'cache' ? status.components[`cache:${id}`] : undefined
+    const layer = kind === 'channels' ? status.components[`channels:${id}`] : undefined
+    const queue = kind === 'tasks' ? status.components[`tasks:${id}`] : undefined
+    if (cache !== undefined) caches.push([id, cache])
+    else if (layer !== undefined) layers.push([id, layer])
+    else if (queue !== undefined) queues.push([id, queue])
   }
   return { status, at: Date.now(), caches, layers, queues }
 }
@@ -156,8 +159,8 @@ export const statusFigures: readonly StatusFigure[] = [
     kind: 'counter',
     labels: { 'failsoft.health.transition': 'to' },
     read: (s) => {
-      const transitions = s.status.redis.transitions as unknown as Record<string, unknown>
-      return ['down', 'up', 'reset', 'rollback'].map((to) => ({
+      const transitions = s.status.redis.transitions
+      return (['down', 'up', 'reset', 'rollback'] as const).map((to) => ({
         attributes: { 'failsoft.health.transition': to },
         value: num(transitions[to]),
       }))

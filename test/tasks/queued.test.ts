@@ -311,6 +311,6 @@ describe('tasks with Redis up (queued path)', () => {
     assert.ok(after < 2000, `worker back ${after} ms after Redis answered`)
     const component = failsoft.status().components['tasks:default']
     assert.equal(component?.backend, 'redis')
-    assert.equal((component as { counts?: { queued?: number } }).counts?.queued, 2)
+    assert.equal(component?.counts.queued, 2)
   })
 })
