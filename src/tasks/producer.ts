@@ -7,7 +7,7 @@ import type { HealthMonitor } from '../health/monitor.js'
 import { dropConnection } from '../redis/connection.js'
 import { isReplyError } from '../redis/replies.js'
 import type { TaskQueueOptions } from './options.js'
-import type { TaskDefinition } from './task.js'
+import type { OutgoingJob, TaskDefinition } from './task.js'
 
 /** What happened to one enqueue. */
 export type EnqueueOutcome =
@@ -23,24 +23,6 @@ export type EnqueueOutcome =
  * keeps options it does not know, and hands them back to the worker in `job.opts`.
  */
 export const TASK_ID_OPTION = 'failsoftId'
-
-/** One job as BullMQ receives it. */
-export interface OutgoingJob {
-  /** failsoft's task id: never reused, known before the add is sent. */
-  readonly id: string
-  /**
-   * True: the task id is BullMQ's job id too, so BullMQ ignores a second add of it while the
-   * job exists (idempotency keys, spool replays — a replay may re-send a job that landed).
-   * False: BullMQ numbers the job (its fast path) and the task id travels in the job's
-   * options; the worker's claim on the task id stops a second copy.
-   */
-  readonly idIsJobId: boolean
-  readonly name: string
-  readonly args: unknown
-  /** Delay in ms (0 = now). */
-  readonly delayMs: number
-  readonly definition: TaskDefinition | undefined
-}
 
 interface Waiting {
   readonly start: number

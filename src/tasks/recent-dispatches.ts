@@ -1,5 +1,5 @@
 import { ROLLBACK_WINDOW_MS } from '../tunables.js'
-import type { OutgoingJob } from './producer.js'
+import type { OutgoingJob } from './task.js'
 
 /** One job Redis acknowledged: enough to add it again under the same task id. */
 export interface AcknowledgedJob {

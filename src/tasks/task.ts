@@ -1,7 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { InvalidTaskArgsError, describeValue } from '../errors.js'
 import type { TaskOptions } from './options.js'
-import type { OutgoingJob } from './producer.js'
 
 /** What a handler receives besides its arguments. */
 export interface TaskContext {
@@ -80,6 +79,24 @@ export interface TaskDefinition {
   readonly name: string
   readonly handler: TaskHandler<never, unknown>
   readonly options: Readonly<TaskOptions>
+}
+
+/** One job as BullMQ receives it. */
+export interface OutgoingJob {
+  /** failsoft's task id: never reused, known before the add is sent. */
+  readonly id: string
+  /**
+   * True: the task id is BullMQ's job id too, so BullMQ ignores a second add of it while the
+   * job exists (idempotency keys, spool replays — a replay may re-send a job that landed).
+   * False: BullMQ numbers the job (its fast path) and the task id travels in the job's
+   * options; the worker's claim on the task id stops a second copy.
+   */
+  readonly idIsJobId: boolean
+  readonly name: string
+  readonly args: unknown
+  /** Delay in ms (0 = now). */
+  readonly delayMs: number
+  readonly definition: TaskDefinition | undefined
 }
 
 /** A job on its way: validated, serialized, with its final id (and ready for the producer). */
