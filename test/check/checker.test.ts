@@ -438,14 +438,17 @@ describe('health', () => {
     assert.deepEqual(invariants(build(4100)), ['health.recovery-slow'])
   })
 
-  test('down on a slow link is a violation; down with no fault is spurious; forced is fine', () => {
+  test('down on a slow link is a violation (the first, just after the step, is documented); down with no fault is spurious; forced is fine', () => {
     const slow = new Hist()
       .child('web1.1', 'web')
       .fault('f1', 'slow-link', 1000, 3000, { outage: false, slow: true, expectDown: false })
       .health(1400, 'web1.1', 'down')
+      .health(1600, 'web1.1', 'up')
+      .health(2500, 'web1.1', 'down')
       .harness(3005, 'redis-answers', { path: 'web1' })
       .health(3200, 'web1.1', 'up')
     assert.deepEqual(invariants(slow), ['health.slow-link-outage'])
+    assert.deepEqual(invariants(slow, 'documented'), ['health.slow-link-outage'])
     const spurious = new Hist()
       .child('web1.1', 'web')
       .health(1400, 'web1.1', 'down')
