@@ -15,6 +15,7 @@ import { Components, warnFallback } from './components.js'
 import { TypedEvents, type Disposable } from './events.js'
 import { EarlierSockets } from './fence.js'
 import { Heartbeat } from './heartbeat.js'
+import { CommandWatchdog } from './watchdog.js'
 import { InFlightCommands } from './in-flight.js'
 import { probe, readEpoch } from './probe.js'
 import { RecoveryAbandoned, RecoveryStepError, runRecoverySteps } from './recovery.js'
@@ -60,8 +61,8 @@ const MAX_RECOVERY_ROUNDS = 10
  * recovery steps, then 'up'.
  *
  * The parts live in their own modules: the probe (probe.ts), the heartbeat (heartbeat.ts),
- * commands in flight for the watchdog (in-flight.ts), the adaptive deadline (rtt.ts), Redis'
- * clock (clock.ts), the earlier sockets closed in Redis before a recovery (fence.ts) and the
+ * the command watchdog (watchdog.ts) over the commands in flight (in-flight.ts), the adaptive
+ * deadline (rtt.ts), Redis' clock (clock.ts), the earlier sockets closed in Redis before a recovery (fence.ts) and the
  * recovery round (recovery.ts). This class holds the state machine that ties them together.
  */
 export class HealthMonitor implements Health {
@@ -122,7 +123,7 @@ export class HealthMonitor implements Health {
   #pendingReset = false
   #probeTimer: NodeJS.Timeout | null = null
   #heartbeatTimer: NodeJS.Timeout | null = null
-  #watchdogTimer: NodeJS.Timeout | null = null
+  #watchdog: CommandWatchdog | null = null
   #summaryTimer: NodeJS.Timeout | null = null
   #probing = false
   #resetting = false
@@ -192,12 +193,13 @@ export class HealthMonitor implements Health {
     }
     this.#command = this.#connection('command', 'command')
     this.#health = this.#connection('health', 'health')
-    this.#watchdogTimer = unref(
-      setInterval(
-        () => this.#watchdog(),
-        Math.max(10, Math.floor(this.#timings.commandTimeoutMs / 5)),
-      ),
-    )
+    this.#watchdog = new CommandWatchdog({
+      inFlight: this.#inFlight,
+      deadlineMs: () => this.commandDeadlineMs,
+      everyMs: Math.max(10, Math.floor(this.#timings.commandTimeoutMs / 5)),
+      onOverdue: (limit) =>
+        this.#redisDown(new RedisTimeoutError(limit, { details: { source: 'command' } })),
+    })
     this.#heartbeatTimer = unref(setInterval(() => this.#beat(), this.#timings.heartbeatIntervalMs))
     // The first probe starts now, not on an unref'd timer: until the first decision, the
     // connect attempt is what keeps a process awaiting ready() alive.
@@ -380,7 +382,8 @@ export class HealthMonitor implements Health {
     this.#generation++
     this.#recovery?.abort(new RecoveryAbandoned())
     for (const timer of [this.#probeTimer, this.#summaryTimer]) if (timer) clearTimeout(timer)
-    for (const timer of [this.#heartbeatTimer, this.#watchdogTimer]) if (timer) clearInterval(timer)
+    if (this.#heartbeatTimer) clearInterval(this.#heartbeatTimer)
+    this.#watchdog?.stop()
     // Components may still send a last command while they close (the channel layer hands its
     // outbox over, the cache removes its clean mark): the connections stay open until then.
     this.#componentsClosing = true
@@ -436,19 +439,6 @@ export class HealthMonitor implements Health {
 
   readonly #onCommandFailure = (error: unknown): void => {
     if (isConnectivityError(error)) this.#redisDown(asError(error))
-  }
-
-  /** A frozen Redis sends nothing: the oldest command still waiting is the signal. */
-  #watchdog(): void {
-    const limit = this.commandDeadlineMs
-    if (this.#inFlight.oldestMs() <= limit) return
-    // A timer can fire late because the event loop was busy; the reply may already be
-    // waiting in the socket. setImmediate runs after the poll phase has read it.
-    setImmediate(() => {
-      if (this.#inFlight.oldestMs() > limit) {
-        this.#redisDown(new RedisTimeoutError(limit, { details: { source: 'command' } }))
-      }
-    })
   }
 
   #beat(): void {
