@@ -217,6 +217,7 @@ export class Cache {
       run: this.#run,
       bus: this.#bus,
       background: (error) => this.#background(error),
+      onRollback: () => this.#namespaceRolledBack(),
     })
     this.#timer = setInterval(() => this.#tick(), options.generationCheckMs)
     this.#timer.unref()
@@ -626,9 +627,28 @@ export class Cache {
     }
   }
 
+  /**
+   * The namespace's write counter went down (RedisStore.heartbeat): Redis forgot writes —
+   * perhaps of an instance that has left, which nobody else could reconcile — and the
+   * generation has moved.
+   */
+  #namespaceRolledBack(): void {
+    this.#stats.rollbacks++
+    this.#stats.generationBumps++
+    this.#outage.generationBumped = true
+    this.#stamp(CLEARED)
+    this.#memory.clear()
+    this.#epoch++
+    this.#logger.warn(
+      { namespace: this.namespace },
+      `${this.name}: Redis forgot writes of this namespace (a restart from older data, a failover); every value from before was invalidated`,
+    )
+  }
+
   /** Redis acknowledged a write of `key` (or a clear): remembered in case it forgets it. */
   #stamp(key: string | typeof CLEARED): void {
     this.#recent.record(key, this.#monitor.watermark.stamp())
+    this.#redis?.markWritten()
   }
 
   /**
@@ -707,7 +727,8 @@ export class Cache {
       return
     }
     // Our outage writes are gone from Redis; other instances may still hold theirs.
-    const { at } = await redis.heartbeat(context.run)
+    const { at, rolledBack } = await redis.heartbeat(context.run)
+    if (rolledBack) this.#namespaceRolledBack()
     if (this.#options.peerWaitMs > 0) {
       const generation = this.#generation
       const listed = context.replaced ? (generation?.peers ?? []) : null
@@ -775,15 +796,21 @@ export class Cache {
     try {
       await this.#bus?.connect()
       await redis.sync(this.#run)
+      // What was written here before the sync (on memory, journaled) is reconciled below; from
+      // now on writes go to Redis and their copies are kept.
+      this.#memory.clear()
       this.#epoch++
       // Marked at once: a peer's wait after an outage counts this instance from its first write
       // (before its first periodic mark, a process that changed keys while Redis was down and
       // died then was waited for by nobody).
       await this.#generation?.beat()
       // Not a recovery: nothing can say whether an unsure write could still land.
-      await this.#reconcile(this.#run, false)
-      this.#memory.clear()
-      this.#epoch++
+      if (!this.#journal.empty) {
+        await this.#reconcile(this.#run, false)
+        // Meanwhile reads and writes stayed on memory (the journal was not empty).
+        this.#memory.clear()
+        this.#epoch++
+      }
     } catch (error) {
       if (!isConnectivityError(error)) {
         this.#syncFailedAt = performance.now()

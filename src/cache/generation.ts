@@ -10,6 +10,8 @@ export interface GenerationDeps {
   readonly run: Runner
   readonly bus: CacheBus | null
   readonly background: (error: unknown) => void
+  /** The namespace's write counter went down: Redis forgot writes; the generation moved. */
+  readonly onRollback: () => void
 }
 
 /**
@@ -47,12 +49,13 @@ export class GenerationKeeper {
     this.#checking ??= (async () => {
       await this.#deps.bus?.connect()
       const list = this.#beats++ % LIST_PEERS_EVERY === 0
-      const { at, peers } = await this.#deps.redis.heartbeat(
+      const { at, peers, rolledBack } = await this.#deps.redis.heartbeat(
         this.#deps.run,
         list ? PEER_ALIVE_MS : undefined,
       )
       this.lastCleanAt = at
       if (peers !== undefined) this.peers = peers
+      if (rolledBack) this.#deps.onRollback()
     })()
       .catch((error: unknown) => this.#deps.background(error))
       .finally(() => {

@@ -167,18 +167,22 @@ return g
  * returns the generation (false if missing) with that time — and, when ARGV[3] is a number of
  * ms, the ids of the members marked within that long (the peers this instance will wait for if
  * Redis is replaced, see LISTED_PEERS). Other instances read the marks when they recover (see
- * PEERS). KEYS: generation, members. ARGV: instance id, prune age ms, [alive ms].
- * Returns {generation | false, server time ms, [ids]}.
+ * PEERS). It also reads the namespace's write counter (KEYS[3]) and, when ARGV[4] is '1'
+ * (this instance wrote since its last beat), increments it: see RedisStore.heartbeat.
+ * KEYS: generation, members, writes. ARGV: instance id, prune age ms, alive ms | '', wrote.
+ * Returns {generation | false, server time ms, ids | false, writes before, writes after}.
  */
 const HEARTBEAT = script(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZADD', KEYS[2], now, ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[2]))
-if ARGV[3] then
-  return {redis.call('GET', KEYS[1]), now, redis.call('ZRANGEBYSCORE', KEYS[2], now - tonumber(ARGV[3]), '+inf')}
-end
-return {redis.call('GET', KEYS[1]), now}
+local before = tonumber(redis.call('GET', KEYS[3]) or '0')
+local after = before
+if ARGV[4] == '1' then after = redis.call('INCR', KEYS[3]) end
+local ids = false
+if ARGV[3] ~= '' then ids = redis.call('ZRANGEBYSCORE', KEYS[2], now - tonumber(ARGV[3]), '+inf') end
+return {redis.call('GET', KEYS[1]), now, ids, before, after}
 `)
 
 /**
@@ -249,8 +253,16 @@ export class RedisStore implements CacheStore {
   readonly generationKey: string
   /** Sorted set: instance id → server time (ms) of its last clean mark. */
   readonly membersKey: string
+  /**
+   * Counter of the namespace's writes, incremented by each instance's heartbeat after it wrote
+   * (see heartbeat): it never goes down unless Redis forgot acknowledged writes.
+   */
+  readonly writesKey: string
   readonly channel: string
   readonly #run: Runner
+  /** The highest value of writesKey this instance saw (0: none yet). */
+  #writesSeen = 0
+  #wrote = false
   readonly #bus: boolean
   readonly #onMoved: () => void
   #generation: string | null = null
@@ -261,6 +273,7 @@ export class RedisStore implements CacheStore {
     this.instanceId = options.instanceId
     this.generationKey = `${options.base}:gen`
     this.membersKey = `${options.base}:members`
+    this.writesKey = `${options.base}:writes`
     this.channel = `${options.base}:bus`
     this.#run = options.run
     this.#bus = options.bus
@@ -425,20 +438,53 @@ export class RedisStore implements CacheStore {
   async heartbeat(
     run: Runner = this.#run,
     listPeersAliveMs?: number,
-  ): Promise<{ changed: boolean; at: number; peers?: string[] }> {
-    const args: Array<string | number> = [this.instanceId, MEMBER_PRUNE_MS]
-    if (listPeersAliveMs !== undefined) args.push(listPeersAliveMs)
-    const reply = await run((redis) =>
-      evalScript(cork(redis), HEARTBEAT, [this.generationKey, this.membersKey], args),
-    )
+  ): Promise<{ changed: boolean; at: number; rolledBack: boolean; peers?: string[] }> {
+    const wrote = this.#wrote
+    this.#wrote = false
+    const args: Array<string | number> = [
+      this.instanceId,
+      MEMBER_PRUNE_MS,
+      listPeersAliveMs ?? '',
+      wrote ? '1' : '0',
+    ]
+    let reply: unknown
+    try {
+      reply = await run((redis) =>
+        evalScript(
+          cork(redis),
+          HEARTBEAT,
+          [this.generationKey, this.membersKey, this.writesKey],
+          args,
+        ),
+      )
+    } catch (error) {
+      if (wrote) this.#wrote = true
+      throw error
+    }
     if (!Array.isArray(reply)) throw new Error('cache heartbeat: unexpected reply')
-    const [generation, at, ids] = reply as [unknown, unknown, unknown]
+    const [generation, at, ids, before, after] = reply as unknown[]
     if (typeof at !== 'number') throw new Error('cache heartbeat: unexpected reply')
     const peers = Array.isArray(ids)
       ? ids.filter((id): id is string => typeof id === 'string' && id !== this.instanceId)
       : undefined
-    const changed = typeof generation === 'string' ? this.#adopt(generation) : await this.sync(run)
-    return peers === undefined ? { changed, at } : { changed, at, peers }
+    let changed = typeof generation === 'string' ? this.#adopt(generation) : await this.sync(run)
+    // The namespace's write counter only grows while Redis keeps what it acknowledged: lower
+    // than a value this instance saw, Redis forgot writes — any instance's, including those of
+    // one that has left since (a restart from an older snapshot, a failover to a lagging
+    // replica). Their old values may be back: the namespace moves to a new generation.
+    const seen = this.#writesSeen
+    this.#writesSeen = Math.max(Number(after) || 0, Number(before) || 0)
+    let rolledBack = false
+    if ((Number(before) || 0) < seen) {
+      rolledBack = true
+      if (await this.bumpGenerationFrom(run)) changed = true
+    }
+    return { changed, at, rolledBack, ...(peers !== undefined && { peers }) }
+  }
+
+  /** A write of this instance reached Redis: the next heartbeat counts it (see heartbeat). */
+  markWritten(): void {
+    this.#wrote = true
   }
 
   /**

@@ -286,4 +286,58 @@ describe('cache: Redis forgot acknowledged writes', () => {
     assert.equal(await b.cache.get('K'), 'v2')
     assert.deepEqual([a.rollbacks, b.rollbacks], [[], []])
   })
+
+  // Regression (second outside review, break 1): the writer closed before Redis forgot its
+  // writes; no process still running had written anything, so none saw a rollback, and every
+  // read after the restart served the overwritten and the deleted value (2 of 2 per case).
+  for (const fault of ['an older snapshot', 'a failover to a lagging replica'] as const) {
+    test(`Redis forgets the writes of a process that has left (${fault}): the others serve none of its replaced values`, async (t) => {
+      const prefix = `rb${process.pid}x${++counter}`
+      let redis: FailsoftOptions['redis']
+      let forget: () => Promise<void>
+      let before: () => Promise<void>
+      if (fault === 'an older snapshot') {
+        const server = await startRedis(t)
+        redis = server.url
+        let snapshot = ''
+        forget = async () => server.restartFromSnapshot(snapshot)
+        before = async (): Promise<void> => {
+          snapshot = await server.snapshot()
+        }
+      } else {
+        const set = await SentinelSet.start(t, { replicas: 1 })
+        redis = set.options
+        forget = async () => {
+          const old = await set.primary()
+          await old.kill()
+          set.resumeReplicas()
+          await set.waitForNewPrimary(old.port)
+        }
+        before = async (): Promise<void> => {
+          await sleep(500) // replicated
+          await set.isolateReplicas()
+        }
+      }
+      const a = instance(t, redis, prefix)
+      const b = instance(t, redis, prefix)
+      await Promise.all([a.failsoft.ready(), b.failsoft.ready()])
+      await waitFor(() => onRedis(a.cache) && onRedis(b.cache))
+      assert.equal(await a.cache.set('K', 'old'), true)
+      assert.equal(await a.cache.set('D', 'old'), true)
+      assert.equal(await b.cache.get('K'), 'old')
+      await before()
+      assert.equal(await a.cache.set('K', 'new'), true)
+      assert.equal(await a.cache.delete('D'), true)
+      await sleep(600) // counted by A's heartbeat, seen by B's
+      await a.failsoft.close()
+      await sleep(2000) // A is gone from B's peers
+      await forget()
+      await waitFor(() => b.failsoft.status().redis.transitions.up >= 2 && onRedis(b.cache), {
+        timeoutMs: 20_000,
+        message: 'B back on Redis',
+      })
+      assert.deepEqual(await staleReads([b.cache], { K: 'old', D: 'old' }, 1000), [])
+      assert.ok(b.cache.status().rollbacks >= 1, 'B saw the namespace roll back')
+    })
+  }
 })
