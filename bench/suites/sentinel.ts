@@ -100,6 +100,8 @@ interface Stats {
   /** Tasks: run twice. */
   twice?: number
   acknowledged: number
+  /** failsoft: rollbacks its instances detected (status().redis.transitions.rollback). */
+  rollbacks?: number
   /** Lagging: what it had acknowledged while replication was cut. */
   ackedWhileCut?: string
 }
@@ -694,6 +696,11 @@ async function scenario(ctx: BenchContext, kind: ScenarioKind): Promise<Scenario
       firstOpMs[load.stats.name] = first === undefined ? null : first - announcedAt
       statusMs[load.stats.name] =
         load.stats.statusBackAt === undefined ? null : load.stats.statusBackAt - announcedAt
+      if (load.failsoft.length > 0) {
+        load.stats.rollbacks = load.failsoft
+          .map((f) => f.status().redis.transitions.rollback)
+          .reduce((a, b) => a + b, 0)
+      }
       if (kind === 'lagging') load.stats.ackedWhileCut = String(ackedInLag[loads.indexOf(load)])
       ctx.log(
         `${kind} ${load.stats.name}: calls ${load.stats.calls}, errors ${load.stats.errors}, max ${load.stats.maxMs.toFixed(0)} ms, bad ${load.stats.bad}, twice ${load.stats.twice ?? '-'}, first op ${firstOpMs[load.stats.name]?.toFixed(0)} ms, status ${statusMs[load.stats.name]?.toFixed(0)} ms`,
@@ -743,6 +750,7 @@ function rows(
         stats.errors,
         stats.maxMs.toFixed(0),
         stats === ours ? ratio(ours.maxMs, peer.maxMs) : '',
+        stats === ours ? String(stats.rollbacks ?? 0) : 'n/a',
         stats === ours ? ms(result.statusMs[stats.name]) : 'n/a',
         ms(result.firstOpMs[stats.name]),
       ])
@@ -762,6 +770,7 @@ const COMMON = [
   'errors thrown',
   'max call ms',
   'max call vs peer',
+  'rollbacks detected',
   'status back ms',
   'first op on new primary ms',
 ]
@@ -771,7 +780,7 @@ export default async function sentinelSuite(ctx: BenchContext): Promise<SuiteRep
   const results: ScenarioResult[] = []
   for (const kind of ['clean', 'lagging'] as const) results.push(await scenario(ctx, kind))
   const back =
-    'Status back / first op: ms from the new primary being announced (first table) to failsoft status() showing state up, `primary` the new one and every component on redis in both instances (polled every 10 ms), and to the setup\'s first operation that succeeded on Redis after it; "never": not within the window.'
+    'Rollbacks detected: the failsoft instances\' status().redis.transitions.rollback, summed (a failover to a replica missing writes this process stamped; channels stamp none). Status back / first op: ms from the new primary being announced (first table) to failsoft status() showing state up, `primary` the new one and every component on redis in both instances (polled every 10 ms), and to the setup\'s first operation that succeeded on Redis after it; "never": not within the window.'
   const mode = ctx.quick ? 'quick mode' : 'full mode'
   const window = ctx.quick
     ? '1 s of load, then (lagging) 0.5 s with replication cut, the kill, 3 s of load after the announcement, a drain of up to 4 s'
