@@ -104,7 +104,11 @@ async function main(): Promise<void> {
     console.error(`suite ${name}`)
     const suiteStarted = Date.now()
     const module = (await import(`./suites/${name}.js`)) as { default: Suite }
-    const report = { ...(await module.default(context)), at: new Date().toISOString() }
+    const report = {
+      ...(await module.default(context)),
+      at: new Date().toISOString(),
+      cpus: machine().cpus ?? 'unknown',
+    }
     reports.push(report)
     previous[name] = report
     console.error(`suite ${name} done in ${((Date.now() - suiteStarted) / 1000).toFixed(0)} s`)
@@ -131,14 +135,19 @@ async function main(): Promise<void> {
     '',
     `Last run: ${at}${renderOnly ? '' : ` (${selected.join(', ')})`}.`,
     '',
-    '| machine | |',
+    '| machine of the last run | |',
     '| --- | --- |',
     ...Object.entries(env).map(([k, v]) => `| ${k} | ${v} |`),
     '',
   ]
   for (const report of ordered) {
     md.push(`## ${report.title}`, '')
-    if (report.at !== undefined) md.push(`_Measured ${report.at}._`, '')
+    if (report.at !== undefined) {
+      md.push(
+        `_Measured ${report.at}${report.cpus !== undefined ? ` on ${report.cpus}` : ''}._`,
+        '',
+      )
+    }
     for (const table of report.tables) md.push(markdownTable(table), '')
     for (const chart of report.charts ?? []) {
       writeFileSync(`${resultsDir}/${chart.id}.svg`, renderChart(chart))

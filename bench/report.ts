@@ -34,6 +34,8 @@ export interface SuiteReport {
   data: unknown
   /** When the suite finished (ISO time): suites run alone keep their own date. */
   at?: string
+  /** The CPUs it was measured on (suites run alone may come from different machines). */
+  cpus?: string
 }
 
 export interface BenchContext {
