@@ -472,10 +472,11 @@ export class RedisStore implements CacheStore {
     // than a value this instance saw, Redis forgot writes — any instance's, including those of
     // one that has left since (a restart from an older snapshot, a failover to a lagging
     // replica). Their old values may be back: the namespace moves to a new generation.
+    const counted = Number(before) || 0
     const seen = this.#writesSeen
-    this.#writesSeen = Math.max(Number(after) || 0, Number(before) || 0)
+    this.#writesSeen = Math.max(Number(after) || 0, counted)
     let rolledBack = false
-    if ((Number(before) || 0) < seen) {
+    if (counted < seen) {
       rolledBack = true
       if (await this.bumpGenerationFrom(run)) changed = true
     }

@@ -70,12 +70,13 @@ export class CatchUp {
     for (const worker of this.#deps.workers()) worker.revive()
     const deadline = Date.now() + REPLAY_BUDGET_MS
     await this.#deps.producer.prepare(REPLAY_BUDGET_MS)
-    if (ctx.reset) {
-      // Redis lost everything: the leases of runs still going and the markers of tasks done
-      // here, before a replay can hand their jobs out again.
+    if (ctx.reset || ctx.rollback !== null) {
+      // Redis lost everything, or writes it acknowledged: the leases of runs still going and
+      // the markers of tasks done here, first — before a replay or a re-add can hand their
+      // jobs out again. Once, when a recovery sees both.
       for (const worker of this.#deps.workers()) await worker.reassertMarkers(ctx.run)
-      this.#deps.schedules.invalidate()
     }
+    if (ctx.reset) this.#deps.schedules.invalidate()
     if (ctx.rollback !== null) await this.#afterRollback(ctx.rollback.after, ctx.run)
     await this.#catchUp(ctx.run, deadline, ctx.signal)
   }
@@ -83,7 +84,8 @@ export class CatchUp {
   /**
    * Redis may have forgotten writes it acknowledged after stamp `after` (see Watermark): done
    * markers, leases, schedulers, jobs. In this order — so that no job added again can run a
-   * second time — the workers write again the markers of the tasks they completed, keyed inline
+   * second time — the workers write again the markers of the tasks they completed (done by
+   * recover() before this), keyed inline
    * runs theirs, the schedulers are re-asserted (by #catchUp), and the jobs this process handed
    * to Redis since are added again under the same ids, ROLLBACK_REPLAY_DELAY_MS late: the
    * workers of other processes write their markers again in their own recovery meanwhile.
@@ -91,7 +93,6 @@ export class CatchUp {
    */
   async #afterRollback(after: number, run: Runner): Promise<void> {
     const { producer, counts, logger, recent, keyed, schedules } = this.#deps
-    for (const worker of this.#deps.workers()) await worker.reassertMarkers(run)
     keyed.rollback()
     schedules.invalidate()
     const { jobs, complete } = recent.since(after)

@@ -56,6 +56,20 @@ function onRedis(cache: Cache): boolean {
   return cache.backend === 'redis' && !cache.status().peerWait.waiting
 }
 
+/** Two processes of one namespace (A through `redisA`, B through `redisB`), both on Redis. */
+async function twoOnRedis(
+  t: { after(fn: () => unknown): void },
+  prefix: string,
+  redisA: FailsoftOptions['redis'],
+  redisB: FailsoftOptions['redis'] = redisA,
+): Promise<{ a: ReturnType<typeof instance>; b: ReturnType<typeof instance> }> {
+  const a = instance(t, redisA, prefix)
+  const b = instance(t, redisB, prefix)
+  await Promise.all([a.failsoft.ready(), b.failsoft.ready()])
+  await waitFor(() => onRedis(a.cache) && onRedis(b.cache))
+  return { a, b }
+}
+
 /** Read every key from every cache until `ms` have passed on Redis; returns the stale reads. */
 async function staleReads(
   caches: Cache[],
@@ -82,10 +96,7 @@ describe('cache: Redis forgot acknowledged writes', () => {
       const server = await startRedis(t)
       const prefix = `rb${process.pid}x${++counter}`
       const proxyA = await startProxy(t, server)
-      const a = instance(t, proxyA.urlFor(server), prefix)
-      const b = instance(t, server.url, prefix)
-      await Promise.all([a.failsoft.ready(), b.failsoft.ready()])
-      await waitFor(() => onRedis(a.cache) && onRedis(b.cache))
+      const { a, b } = await twoOnRedis(t, prefix, proxyA.urlFor(server), server.url)
       assert.equal(await a.cache.set('K', 'old'), true)
       assert.equal(await a.cache.set('D', 'old'), true)
       assert.equal(await b.cache.get('K'), 'old')
@@ -165,10 +176,7 @@ describe('cache: Redis forgot acknowledged writes', () => {
   test('a Sentinel failover to a replica that missed acknowledged writes serves no stale value', async (t) => {
     const set = await SentinelSet.start(t, { replicas: 1 })
     const prefix = `rb${process.pid}x${++counter}`
-    const a = instance(t, set.options, prefix)
-    const b = instance(t, set.options, prefix)
-    await Promise.all([a.failsoft.ready(), b.failsoft.ready()])
-    await waitFor(() => onRedis(a.cache) && onRedis(b.cache))
+    const { a, b } = await twoOnRedis(t, prefix, set.options)
     assert.equal(await a.cache.set('K', 'old'), true)
     assert.equal(await a.cache.set('D', 'old'), true)
     await sleep(500) // replicated
@@ -231,10 +239,7 @@ describe('cache: Redis forgot acknowledged writes', () => {
   test('AOF everysec, the host loses the AOF tail not yet fsynced: the rollback is detected, no stale value', async (t) => {
     const server = await startRedis(t, { args: AOF_EVERYSEC })
     const prefix = `rb${process.pid}x${++counter}`
-    const a = instance(t, server.url, prefix)
-    const b = instance(t, server.url, prefix)
-    await Promise.all([a.failsoft.ready(), b.failsoft.ready()])
-    await waitFor(() => onRedis(a.cache) && onRedis(b.cache))
+    const { a, b } = await twoOnRedis(t, prefix, server.url)
     assert.equal(await a.cache.set('K', 'old'), true)
     assert.equal(await a.cache.set('D', 'old'), true)
     await sleep(1500) // fsynced (everysec)
@@ -261,10 +266,7 @@ describe('cache: Redis forgot acknowledged writes', () => {
   test('SENTINEL FAILOVER (a planned switch, nothing lost) is no rollback and serves no stale value', async (t) => {
     const set = await SentinelSet.start(t, { replicas: 1 })
     const prefix = `rb${process.pid}x${++counter}`
-    const a = instance(t, set.options, prefix)
-    const b = instance(t, set.options, prefix)
-    await Promise.all([a.failsoft.ready(), b.failsoft.ready()])
-    await waitFor(() => onRedis(a.cache) && onRedis(b.cache))
+    const { a, b } = await twoOnRedis(t, prefix, set.options)
     assert.equal(await a.cache.set('K', 'v1'), true)
     assert.equal(await a.cache.set('D', 'v1'), true)
     assert.equal(await a.cache.set('K', 'v2'), true)
@@ -318,10 +320,7 @@ describe('cache: Redis forgot acknowledged writes', () => {
           await set.isolateReplicas()
         }
       }
-      const a = instance(t, redis, prefix)
-      const b = instance(t, redis, prefix)
-      await Promise.all([a.failsoft.ready(), b.failsoft.ready()])
-      await waitFor(() => onRedis(a.cache) && onRedis(b.cache))
+      const { a, b } = await twoOnRedis(t, prefix, redis)
       assert.equal(await a.cache.set('K', 'old'), true)
       assert.equal(await a.cache.set('D', 'old'), true)
       assert.equal(await b.cache.get('K'), 'old')
