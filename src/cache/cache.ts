@@ -14,7 +14,7 @@ import type { ResolvedCacheOptions } from './options.js'
 import { RedisStore, type Runner } from './redis-store.js'
 import { CacheBus } from './bus.js'
 import { GenerationKeeper } from './generation.js'
-import { PeerWait, type PeerWaitDeps } from './peer-wait.js'
+import { PeerWait, windowFrom, type PeerWaitDeps, type PeerWaitEnd } from './peer-wait.js'
 import { reconcile } from './reconcile.js'
 import type { CacheStatus, SetOptions } from './status.js'
 import { tracing } from '../diagnostics/channels.js'
@@ -176,17 +176,7 @@ export class Cache {
           this.#backOnRedis(downtimeMs)
           return
         }
-        peers.poll(downtimeMs, (end) => {
-          if (end.invalidated) {
-            this.#stamp(CLEARED)
-            this.#outage.generationBumped = true
-            this.#stats.generationBumps++
-          }
-          // Copies made while waiting were never checked against the peers' reconciliation.
-          this.#memory.clear()
-          this.#epoch++
-          this.#backOnRedis(end.downtimeMs, end.waitedMs)
-        })
+        peers.poll(downtimeMs, this.#peerWaitEnded)
       }),
     )
     if (l1) {
@@ -726,16 +716,35 @@ export class Cache {
       this.#problem('Redis refused the reconciliation for now; serving from memory', error)
       return
     }
-    // Our outage writes are gone from Redis; other instances may still hold theirs.
-    const { at, rolledBack } = await redis.heartbeat(context.run)
+    // Our outage writes are gone from Redis; other instances may still hold theirs. After an
+    // outage (not at start-up) the wait for them is announced with the clean mark, for the
+    // instances that join meanwhile.
+    const generation = this.#generation
+    const lastCleanAt = generation?.lastCleanAt ?? null
+    const listed = context.replaced ? (generation?.peers ?? []) : null
+    const waitMs = this.#options.peerWaitMs
+    const announce = waitMs > 0 && lastCleanAt !== null
+    const { at, rolledBack, announced } = await redis.heartbeat(
+      context.run,
+      undefined,
+      announce ? { waitMs, from: windowFrom(lastCleanAt), listed } : undefined,
+    )
     if (rolledBack) this.#namespaceRolledBack()
-    if (this.#options.peerWaitMs > 0) {
-      const generation = this.#generation
-      const listed = context.replaced ? (generation?.peers ?? []) : null
-      this.#peers?.begin(at, generation?.lastCleanAt ?? null, listed)
-    }
+    if (waitMs > 0) this.#peers?.begin(at, lastCleanAt, listed, announced ?? null)
     this.#memory.clear()
     this.#epoch++
+  }
+
+  readonly #peerWaitEnded = (end: PeerWaitEnd): void => {
+    if (end.invalidated) {
+      this.#stamp(CLEARED)
+      this.#outage.generationBumped = true
+      this.#stats.generationBumps++
+    }
+    // Copies made while waiting were never checked against the peers' reconciliation.
+    this.#memory.clear()
+    this.#epoch++
+    this.#backOnRedis(end.downtimeMs, end.waitedMs)
   }
 
   #peerDeps(): PeerWaitDeps {
@@ -810,6 +819,13 @@ export class Cache {
         // Meanwhile reads and writes stayed on memory (the journal was not empty).
         this.#memory.clear()
         this.#epoch++
+      }
+      // Another instance is waiting for its peers after a recovery: wait with it.
+      if (this.#options.peerWaitMs > 0 && this.#peers !== null && !this.#peers.waiting) {
+        const joined = await redis.announcedWait(this.#run)
+        if (joined !== null && joined.generation === redis.generation) {
+          this.#peers.join(joined, this.#peerWaitEnded)
+        }
       }
     } catch (error) {
       if (!isConnectivityError(error)) {

@@ -1,5 +1,5 @@
 import type { Logger } from '../logger.js'
-import type { RedisStore, Runner } from './redis-store.js'
+import type { JoinedWait, RedisStore, Runner } from './redis-store.js'
 import { PEER_ALIVE_MS, PEER_POLL_MS } from '../tunables.js'
 
 export interface PeerWaitDeps {
@@ -36,8 +36,20 @@ interface Waiting {
   readonly deadline: number
   /** Redis was replaced: the peers listed before, rather than its members set (null: not). */
   readonly listed: readonly string[] | null
+  /** Joined (see join): the generation it began in — a move since ends it. Else null. */
+  readonly generation: string | null
+  /** The announcement of this wait in Redis, removed when it ends (null: none). */
+  readonly announced: string | null
   downtimeMs: number
   timer: NodeJS.Timeout | null
+}
+
+/**
+ * Start of the window of peers a wait counts (server ms): those marked since shortly before
+ * this instance's last clean mark — or, with none, PEER_ALIVE_MS before now (null here).
+ */
+export function windowFrom(lastCleanAt: number | null): number | null {
+  return lastCleanAt === null ? null : lastCleanAt - PEER_ALIVE_MS
 }
 
 /**
@@ -76,18 +88,50 @@ export class PeerWait {
    * replaced (restarted, failed over) and may have forgotten marks and writes — wait for each
    * of these peers (listed before the outage) to mark itself clean on it.
    */
-  begin(at: number, lastCleanAt: number | null, listed: readonly string[] | null = null): void {
+  begin(
+    at: number,
+    lastCleanAt: number | null,
+    listed: readonly string[] | null = null,
+    announced: string | null = null,
+  ): void {
     this.stop()
     const started = performance.now()
     this.#waiting = {
-      from: (lastCleanAt ?? at) - PEER_ALIVE_MS,
+      from: windowFrom(lastCleanAt) ?? at - PEER_ALIVE_MS,
       before: at,
       started,
       deadline: started + this.#deps.peerWaitMs,
       listed,
+      generation: null,
+      announced,
       downtimeMs: 0,
       timer: null,
     }
+  }
+
+  /**
+   * An instance that joins while another one's wait is in progress (a cache created, or a
+   * process started, just after Redis returned) waits for the same peers until the same
+   * deadline: else it would read from Redis what a peer still unconfirmed has changed — or, if
+   * that peer died, what the other's wait is about to invalidate. It ends early if the
+   * generation moves (the invalidation happened: nothing older is reachable).
+   */
+  join(joined: JoinedWait, onEnd: (end: PeerWaitEnd) => void): void {
+    this.stop()
+    const started = performance.now()
+    const wait: Waiting = {
+      from: joined.from,
+      before: joined.before,
+      started,
+      deadline: started + joined.remainingMs,
+      listed: joined.listed,
+      generation: joined.generation,
+      announced: joined.value,
+      downtimeMs: 0,
+      timer: null,
+    }
+    this.#waiting = wait
+    this.#poll(wait, onEnd)
   }
 
   /** The monitor is up: count the peers until the wait can end; `onEnd` is called once. */
@@ -109,7 +153,8 @@ export class PeerWait {
     if (this.#waiting !== wait || !this.#deps.available()) return
     const next = (waitingFor: { unconfirmed: number } | null): void => {
       if (this.#waiting !== wait) return
-      const clean = waitingFor !== null && waitingFor.unconfirmed === 0
+      const moved = wait.generation !== null && this.#deps.redis.generation !== wait.generation
+      const clean = moved || (waitingFor !== null && waitingFor.unconfirmed === 0)
       if (clean) {
         this.#end(wait, null, false, onEnd)
       } else if (performance.now() >= wait.deadline) {
@@ -144,7 +189,7 @@ export class PeerWait {
       return
     }
     const { redis, run } = this.#deps
-    redis.bumpGenerationFrom(run).then(
+    redis.bumpGenerationFrom(run, wait.generation ?? redis.generation).then(
       (moved) => {
         if (this.#waiting === wait) this.#end(wait, left, moved, onEnd)
       },
@@ -165,6 +210,12 @@ export class PeerWait {
   ): void {
     this.stop()
     this.waits++
+    if (wait.announced !== null) {
+      // Instances that join from now on need not wait.
+      this.#deps.redis
+        .endWait(wait.announced, this.#deps.run)
+        .catch((error: unknown) => this.#deps.background(error))
+    }
     if (left !== null) {
       this.timeouts++
       this.#deps.logger.warn(

@@ -3,6 +3,7 @@ import type { Redis } from 'ioredis'
 import { corkAfterFirst as cork } from '../redis/cork.js'
 import { evalScript, script } from '../redis/script.js'
 import type { CacheStore } from './store.js'
+import { PEER_ALIVE_MS } from '../tunables.js'
 
 /** Runs commands on a Redis connection chosen by the caller (the health monitor's `run`). */
 export type Runner = <T>(fn: (redis: Redis) => Promise<T>) => Promise<T>
@@ -24,6 +25,27 @@ export interface RedisStoreOptions {
 }
 
 /** A bus message: keys changed by `i`, or a new generation `g` (everything changed). */
+/** A peer wait to announce with a recovery's clean mark (see RedisStore.heartbeat). */
+export interface AnnouncedWait {
+  readonly waitMs: number
+  /** Start of the window of peers waited for (server ms); null: PEER_ALIVE_MS before the mark. */
+  readonly from: number | null
+  /** Redis was replaced: the peers listed before (see PeerWait), else null. */
+  readonly listed: readonly string[] | null
+}
+
+/** A peer wait announced by another instance, as read by one that joins it. */
+export interface JoinedWait {
+  readonly before: number
+  readonly from: number
+  /** The generation when it began: a move since ends it (nothing older is reachable). */
+  readonly generation: string
+  readonly listed: readonly string[] | null
+  readonly remainingMs: number
+  /** The raw announcement (to end it). */
+  readonly value: string
+}
+
 export interface BusMessage {
   i: string
   k?: string[]
@@ -168,9 +190,14 @@ return g
  * ms, the ids of the members marked within that long (the peers this instance will wait for if
  * Redis is replaced, see LISTED_PEERS). Other instances read the marks when they recover (see
  * PEERS). It also reads the namespace's write counter (KEYS[3]) and, when ARGV[4] is '1'
- * (this instance wrote since its last beat), increments it: see RedisStore.heartbeat.
- * KEYS: generation, members, writes. ARGV: instance id, prune age ms, alive ms | '', wrote.
- * Returns {generation | false, server time ms, ids | false, writes before, writes after}.
+ * (this instance wrote since its last beat), increments it: see RedisStore.heartbeat. When
+ * ARGV[5] is a number of ms (a recovery that begins a peer wait), it announces the wait in
+ * KEYS[4] for that long — `before from generation -|L ids...`, `from` being ARGV[6] or, if '',
+ * now - ARGV[7] — so that an instance joining meanwhile waits too (see PeerWait.join).
+ * KEYS: generation, members, writes, wait. ARGV: instance id, prune age ms, alive ms | '',
+ * wrote, wait ms | '', from | '', alive ms, '-' | 'L', listed ids...
+ * Returns {generation | false, server time ms, ids | false, writes before, writes after,
+ * announced wait | false}.
  */
 const HEARTBEAT = script(`
 local t = redis.call('TIME')
@@ -182,7 +209,30 @@ local after = before
 if ARGV[4] == '1' then after = redis.call('INCR', KEYS[3]) end
 local ids = false
 if ARGV[3] ~= '' then ids = redis.call('ZRANGEBYSCORE', KEYS[2], now - tonumber(ARGV[3]), '+inf') end
-return {redis.call('GET', KEYS[1]), now, ids, before, after}
+local g = redis.call('GET', KEYS[1])
+local wait = false
+if ARGV[5] ~= '' and g then
+  local from = ARGV[6]
+  if from == '' then from = tostring(now - tonumber(ARGV[7])) end
+  wait = now .. ' ' .. from .. ' ' .. g
+  for i = 8, #ARGV do wait = wait .. ' ' .. ARGV[i] end
+  redis.call('SET', KEYS[4], wait, 'PX', ARGV[5])
+end
+return {g, now, ids, before, after, wait}
+`)
+
+/**
+ * The peer wait an instance announced (see HEARTBEAT), with the ms it has left: an instance
+ * that joins meanwhile waits with it (see PeerWait.join). KEYS: wait. Returns {value | false, pttl}.
+ */
+const ANNOUNCED_WAIT = script(`
+return {redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[1])}
+`)
+
+/** The announced wait is over: removed if it is still the one given. KEYS: wait. ARGV: value. */
+const END_WAIT = script(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) return 1 end
+return 0
 `)
 
 /**
@@ -258,6 +308,8 @@ export class RedisStore implements CacheStore {
    * (see heartbeat): it never goes down unless Redis forgot acknowledged writes.
    */
   readonly writesKey: string
+  /** The peer wait in progress after a recovery, announced for instances that join meanwhile. */
+  readonly waitKey: string
   readonly channel: string
   readonly #run: Runner
   /** The highest value of writesKey this instance saw (0: none yet). */
@@ -274,6 +326,7 @@ export class RedisStore implements CacheStore {
     this.generationKey = `${options.base}:gen`
     this.membersKey = `${options.base}:members`
     this.writesKey = `${options.base}:writes`
+    this.waitKey = `${options.base}:wait`
     this.channel = `${options.base}:bus`
     this.#run = options.run
     this.#bus = options.bus
@@ -438,7 +491,15 @@ export class RedisStore implements CacheStore {
   async heartbeat(
     run: Runner = this.#run,
     listPeersAliveMs?: number,
-  ): Promise<{ changed: boolean; at: number; rolledBack: boolean; peers?: string[] }> {
+    announce?: AnnouncedWait,
+  ): Promise<{
+    changed: boolean
+    at: number
+    rolledBack: boolean
+    peers?: string[]
+    /** The wait announced (see HEARTBEAT), to end it with endWait. */
+    announced?: string
+  }> {
     const wrote = this.#wrote
     this.#wrote = false
     const args: Array<string | number> = [
@@ -446,6 +507,15 @@ export class RedisStore implements CacheStore {
       MEMBER_PRUNE_MS,
       listPeersAliveMs ?? '',
       wrote ? '1' : '0',
+      ...(announce === undefined
+        ? ['']
+        : [
+            Math.max(1, Math.round(announce.waitMs)),
+            announce.from ?? '',
+            PEER_ALIVE_MS,
+            announce.listed === null ? '-' : 'L',
+            ...(announce.listed ?? []),
+          ]),
     ]
     let reply: unknown
     try {
@@ -453,7 +523,7 @@ export class RedisStore implements CacheStore {
         evalScript(
           cork(redis),
           HEARTBEAT,
-          [this.generationKey, this.membersKey, this.writesKey],
+          [this.generationKey, this.membersKey, this.writesKey, this.waitKey],
           args,
         ),
       )
@@ -462,7 +532,7 @@ export class RedisStore implements CacheStore {
       throw error
     }
     if (!Array.isArray(reply)) throw new Error('cache heartbeat: unexpected reply')
-    const [generation, at, ids, before, after] = reply as unknown[]
+    const [generation, at, ids, before, after, announced] = reply as unknown[]
     if (typeof at !== 'number') throw new Error('cache heartbeat: unexpected reply')
     const peers = Array.isArray(ids)
       ? ids.filter((id): id is string => typeof id === 'string' && id !== this.instanceId)
@@ -480,7 +550,41 @@ export class RedisStore implements CacheStore {
       rolledBack = true
       if (await this.bumpGenerationFrom(run)) changed = true
     }
-    return { changed, at, rolledBack, ...(peers !== undefined && { peers }) }
+    return {
+      changed,
+      at,
+      rolledBack,
+      ...(peers !== undefined && { peers }),
+      ...(typeof announced === 'string' && { announced }),
+    }
+  }
+
+  /**
+   * The peer wait another instance announced after its recovery and has not ended, with the
+   * time it has left (null: none). A cache that joins while up waits with it (PeerWait.join).
+   */
+  async announcedWait(run: Runner = this.#run): Promise<JoinedWait | null> {
+    const reply = await run((redis) => evalScript(redis, ANNOUNCED_WAIT, [this.waitKey], []))
+    if (!Array.isArray(reply)) throw new Error('cache wait: unexpected reply')
+    const [value, pttl] = reply as [unknown, unknown]
+    if (typeof value !== 'string' || typeof pttl !== 'number' || pttl <= 0) return null
+    const [before, from, generation, mode, ...ids] = value.split(' ')
+    const parsed = { before: Number(before), from: Number(from) }
+    if (!Number.isFinite(parsed.before) || !Number.isFinite(parsed.from) || !generation) {
+      throw new Error('cache wait: unexpected value')
+    }
+    return {
+      ...parsed,
+      generation,
+      listed: mode === 'L' ? ids : null,
+      remainingMs: pttl,
+      value,
+    }
+  }
+
+  /** Best effort: the announced wait `value` is over (kept if another instance replaced it). */
+  async endWait(value: string, run: Runner = this.#run): Promise<void> {
+    await run((redis) => evalScript(redis, END_WAIT, [this.waitKey], [value]))
   }
 
   /** A write of this instance reached Redis: the next heartbeat counts it (see heartbeat). */
@@ -550,10 +654,12 @@ export class RedisStore implements CacheStore {
 
   /**
    * Invalidate the namespace unless another instance already moved its generation since this
-   * one adopted it. Returns whether this call moved it.
+   * one adopted it (or since `expected`). Returns whether this call moved it.
    */
-  async bumpGenerationFrom(run: Runner = this.#run): Promise<boolean> {
-    const expected = this.#generation
+  async bumpGenerationFrom(
+    run: Runner = this.#run,
+    expected: string | null = this.#generation,
+  ): Promise<boolean> {
     if (expected === null) return false
     const generation = newToken()
     const channel = this.#bus ? this.channel : ''

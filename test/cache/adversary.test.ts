@@ -247,4 +247,36 @@ describe('cache under an adversary', () => {
     await backOnRedis(b.cache, 10_000)
     assert.deepEqual([await b.cache.get('K1'), await b.cache.get('K2')], [undefined, undefined])
   })
+
+  // Regression (outside review 2, break 2): a process started after Redis returned read from
+  // Redis at once; the dead writer's old values were served to it until the survivor's peer
+  // wait timed out and invalidated (4 of 4 runs).
+  test('a process started while a survivor waits for a dead writer does not serve what the writer deleted', async (t) => {
+    const server = await startRedis(t, { persistence: true })
+    const prefix = `newcomer${process.pid}`
+    const b = instance(t, server.url, prefix)
+    await b.failsoft.ready()
+    await backOnRedis(b.cache)
+    await writerKilledDuringOutage(t, server, prefix, ['K1', 'K2'])
+    await waitFor(() => b.cache.status().peerWait.waiting, {
+      timeoutMs: 10_000,
+      message: 'the survivor waits for the dead writer',
+    })
+    // Created once started: a cache created before `ready()` waits at start-up anyway.
+    const cFailsoft = createFailsoft({ redis: server.url, prefix, logger: false, health: HEALTH })
+    t.after(() => cFailsoft.close())
+    await cFailsoft.ready()
+    const c = { failsoft: cFailsoft, cache: cFailsoft.cache({ namespace: 'ns' }) }
+    const reads: unknown[] = []
+    for (let i = 0; i < 12; i++) {
+      for (const key of ['K1', 'K2']) {
+        const value = await c.cache.get(key)
+        if (value !== undefined) reads.push([key, value, c.cache.backend])
+      }
+      await sleep(100)
+    }
+    assert.deepEqual(reads, [])
+    await backOnRedis(c.cache, 10_000)
+    assert.deepEqual([await c.cache.get('K1'), await c.cache.get('K2')], [undefined, undefined])
+  })
 })
