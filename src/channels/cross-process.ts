@@ -21,6 +21,7 @@ import { RedisTransport } from './redis-transport.js'
 import { Reassembly } from './repair.js'
 import { Retention } from './retention.js'
 import { PublisherSequences } from './sequence.js'
+import { Wills } from './will.js'
 
 /** Outbox items per PUBLISH pipeline when flushing after recovery. */
 const FLUSH_BATCH = 256
@@ -61,6 +62,10 @@ export interface CrossProcessCounters {
   repaired: number
   repairRequests: number
   resentToOthers: number
+  /** Wills: left in Redis at close, read after a re-subscription, messages repaired from them. */
+  willsLeft: number
+  willsLoaded: number
+  repairedFromWills: number
 }
 
 /**
@@ -92,11 +97,15 @@ export class CrossProcess {
     repaired: 0,
     repairRequests: 0,
     resentToOthers: 0,
+    willsLeft: 0,
+    willsLoaded: 0,
+    repairedFromWills: 0,
   }
   readonly #deps: CrossProcessDeps
   readonly #monitor: HealthMonitor
   readonly #publisherSeq = new PublisherSequences()
   readonly #reassembly: Reassembly
+  readonly #wills: Wills
   readonly #controlTopic: string
   readonly #processTopic: string
   /**
@@ -131,6 +140,7 @@ export class CrossProcess {
     this.#processTopic = `${deps.topicBase}p:${deps.processId}`
     this.outbox = new Outbox(deps.options.outbox)
     this.retention = new Retention(deps.options.outbox)
+    this.#wills = new Wills(deps.topicBase, deps.options.outbox)
     this.#reassembly = new Reassembly({
       deliver: (topic, wire) => this.#deliver(topic, wire),
       request: (origin, range) => this.#request(origin, range),
@@ -308,9 +318,81 @@ export class CrossProcess {
       this.#announcePending = true
       this.#sendControl(this.#controlTopic, { k: 'hello', o: this.#deps.processId })
       this.#reassembly.resubscribed()
+      this.#loadWills()
     }
     if (this.#holding || this.outbox.size > 0) this.#scheduleFlush()
     else this.#announceIfPending()
+  }
+
+  /**
+   * After an interruption: the publishers that closed meanwhile cannot answer `hello`; their
+   * wills (will.ts) say what they sent, and answer the repair requests made to them.
+   */
+  #loadWills(): void {
+    const giveUpMs = this.#deps.options.outbox.maxAgeMs + 1000
+    this.#wills
+      .load(
+        (fn) => this.#monitor.run(fn),
+        this.#deps.processId,
+        this.#monitor.clock.now(),
+        giveUpMs,
+      )
+      .then(
+        ({ loaded, malformed }) => {
+          if (this.#closed) return
+          this.counters.malformed += malformed
+          for (const { origin, kept } of loaded) {
+            this.counters.willsLoaded++
+            this.#reassembly.heads(
+              origin,
+              kept.heads().map((h) => [h.topic, h.stream, h.seq, h.first] as HeadTuple),
+            )
+          }
+        },
+        (error: unknown) => this.#deps.onTransportError(error, 'reading the closed publishers'),
+      )
+  }
+
+  /** Answer repair ranges asked of a closed publisher from its will; false: no will here. */
+  #answerFromWill(origin: string, ranges: readonly RangeTuple[]): boolean {
+    const kept = this.#wills.get(origin)
+    if (kept === null) return false
+    for (const [topic, stream, after, before, since] of ranges) {
+      for (const message of kept.range(topic, stream, after, before, since)) {
+        const wire = decodeWire(message.payload)
+        if (wire === null) {
+          this.counters.malformed++
+          continue
+        }
+        this.counters.repairedFromWills++
+        this.#reassembly.accept(topic, wire, true)
+      }
+    }
+    // Whatever the will does not hold is not kept anywhere: the ranges are closed.
+    this.#reassembly.resent(origin, ranges)
+    return true
+  }
+
+  /**
+   * Closing: leave what this process still keeps in Redis for the receivers that come back
+   * after it (see will.ts). Best effort, bounded by `ms`.
+   */
+  async leaveWill(ms: number): Promise<void> {
+    if (this.#closed || !this.#monitor.available) return
+    const now = this.#monitor.clock.now()
+    this.retention.expire(now)
+    if (this.retention.size === 0) return
+    try {
+      const left = await Promise.race([
+        this.#wills
+          .leave((fn) => this.#monitor.run(fn), this.#deps.processId, this.retention, now)
+          .then(() => true),
+        sleep(ms, undefined, true).then(() => false),
+      ])
+      if (left) this.counters.willsLeft++
+    } catch (error) {
+      this.#deps.onTransportError(error, 'leaving the kept messages')
+    }
   }
 
   #announceIfPending(): void {
@@ -472,7 +554,11 @@ export class CrossProcess {
     process.nextTick(() => {
       this.#requestsScheduled = false
       const base = this.#deps.topicBase.length
-      for (const [to, ranges] of this.#requests) {
+      // Taken first: answering from a will can ask for more (collected for the next tick).
+      const requests = [...this.#requests]
+      this.#requests.clear()
+      for (const [to, ranges] of requests) {
+        if (this.#answerFromWill(to, ranges)) continue
         for (let i = 0; i < ranges.length; i += CONTROL_CHUNK) {
           this.counters.repairRequests++
           this.#sendControl(`${this.#deps.topicBase}p:${to}`, {
@@ -487,7 +573,6 @@ export class CrossProcess {
           })
         }
       }
-      this.#requests.clear()
     })
   }
 
@@ -550,6 +635,7 @@ export class CrossProcess {
     // next flush: during a long outage they must not count as waiting.
     this.outbox.peek(0, this.#monitor.clock.now())
     this.retention.expire(this.#monitor.clock.now())
+    this.#wills.prune()
     this.#publisherSeq.prune(idleBefore)
     this.#reassembly.prune(performance.now() - (Date.now() - idleBefore))
   }

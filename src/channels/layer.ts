@@ -468,6 +468,9 @@ export class ChannelLayer implements ChannelLayerApi {
         repaired: counters?.repaired ?? 0,
         resentToOthers: counters?.resentToOthers ?? 0,
         lost: repair?.lost ?? 0,
+        willsLeft: counters?.willsLeft ?? 0,
+        willsLoaded: counters?.willsLoaded ?? 0,
+        repairedFromWills: counters?.repairedFromWills ?? 0,
       },
       websocketClients: clients,
     }
@@ -478,7 +481,11 @@ export class ChannelLayer implements ChannelLayerApi {
     if (this.#closed) return
     const remote = this.#remote
     // Best effort: hand what is still buffered to Redis before leaving.
-    if (remote !== null) await remote.drain(1000)
+    if (remote !== null) {
+      await remote.drain(1000)
+      // What it sent, for receivers that come back after it (they cannot ask it any more).
+      await remote.leaveWill(1000)
+    }
     this.#closed = true
     for (const dispose of this.#disposers.splice(0)) dispose()
     if (this.#sweepTimer) clearInterval(this.#sweepTimer)

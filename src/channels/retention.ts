@@ -101,6 +101,11 @@ export class Retention {
     return out
   }
 
+  /** Every message kept, oldest first (in the order they were kept). */
+  entries(): Retained[] {
+    return this.#all.slice(this.#head)
+  }
+
   /** The oldest sequence number kept on a topic's stream (null: none kept). */
   firstSeq(topic: string, stream: number): number | null {
     const list = this.#byTopic.get(topic)

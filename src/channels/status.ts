@@ -64,6 +64,11 @@ export interface ChannelLayerStatus {
     resentToOthers: number
     /** Messages given up: the publisher no longer kept them, or did not answer. */
     lost: number
+    /** Closed publishers' retention: left in Redis by this process's close() (0 or 1). */
+    willsLeft: number
+    /** Closed publishers' wills read after a re-subscription, and messages repaired from them. */
+    willsLoaded: number
+    repairedFromWills: number
   }
   websocketClients: number
 }
