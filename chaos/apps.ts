@@ -30,6 +30,8 @@ export interface AppProcessOptions {
   logDir: string
 }
 
+type PinoRecord = { level?: unknown; msg?: unknown; primary?: unknown; time?: unknown }
+
 const UNHANDLED = /uncaught|unhandled/i
 /** Node prints these on stderr when started with --inspect; they are not the app's output. */
 const INSPECTOR =
@@ -50,6 +52,11 @@ export class AppProcess {
     warnings: {},
     requestFailures: 0,
   }
+  /**
+   * The primary failsoft said it was on, from its health records ("Redis available", "Redis is
+   * back…": `primary`, host:port), with the record's own time (epoch ms).
+   */
+  readonly primaries: Array<{ time: number; primary: string }> = []
   /** The V8 inspector of the process (loopback, random port), once it printed its address. */
   inspectorUrl: string | null = null
   /** Set when the process exited; `expected` once stop() was called. */
@@ -216,10 +223,10 @@ export class AppProcess {
     if (UNHANDLED.test(line) && scan.unhandled.length < KEEP)
       scan.unhandled.push(line.slice(0, 500))
     else if (UNHANDLED.test(line)) scan.unhandled.push('…')
-    let record: { level?: unknown; msg?: unknown } | null = null
+    let record: PinoRecord | null = null
     if (line.startsWith('{')) {
       try {
-        record = JSON.parse(line) as { level?: unknown; msg?: unknown }
+        record = JSON.parse(line) as PinoRecord
       } catch {
         record = null
       }
@@ -230,6 +237,14 @@ export class AppProcess {
         if (scan.stderr.length < KEEP) scan.stderr.push(line.slice(0, 500))
       }
       return
+    }
+    if (
+      typeof record.primary === 'string' &&
+      typeof record.time === 'number' &&
+      (record.msg === 'Redis available' ||
+        record.msg === 'Redis is back; components returned to Redis')
+    ) {
+      this.primaries.push({ time: record.time, primary: record.primary })
     }
     const level = typeof record.level === 'number' ? record.level : 30
     const msg = typeof record.msg === 'string' ? record.msg : '(no message)'

@@ -15,6 +15,23 @@ export interface PhaseRecord {
   healStart?: number
   /** Fault phases: heal() resolved — Redis answers again (recovery t0). */
   healed?: number
+  /**
+   * Fault phases whose heal() waits for the outage to end (a Sentinel failover): the end of the
+   * p99-during-the-outage window (default: healStart).
+   */
+  outageEnd?: number
+  /**
+   * A failover's new primary (host:port): a process has recovered once it is on Redis AND its
+   * failsoft says it is on this node (its health log records), not on the old primary.
+   */
+  newPrimary?: string
+}
+
+/** The primary a process's failsoft said it was on (its health log records), run clock. */
+export interface PrimarySample {
+  t: number
+  app: string
+  primary: string
 }
 
 /** V8 heap in use per app (MiB), at the end of each warm-up / gap; null when not exported. */
@@ -53,8 +70,12 @@ export interface AppSummary {
   shutdown: string | null
 }
 
+/** 'redis': one redis-server behind a proxy; 'sentinel': a Sentinel set (`--sentinel`). */
+export type Topology = 'redis' | 'sentinel'
+
 export interface RunInput {
   profile: string
+  topology?: Topology
   command: string
   apps: string[]
   phases: PhaseRecord[]
@@ -70,6 +91,8 @@ export interface RunInput {
   /** Each app's own counters at the end (GET /api/status: channels, tasks, transitions). */
   finalStatus: Record<string, unknown>
   notes: string[]
+  /** Sentinel profile: which primary each process was on. */
+  primaries?: PrimarySample[]
 }
 
 type PerApp<T> = Record<string, T>
@@ -142,6 +165,8 @@ export interface TargetResult {
 export interface ChaosReport {
   at: string
   profile: string
+  /** Absent in reports written before the Sentinel profile existed: 'redis'. */
+  topology?: Topology
   command: string
   durationS: number
   machine: Record<string, string>
@@ -245,6 +270,23 @@ function recovery(samples: StatusSample[], phase: PhaseRecord): number | 'up' | 
   return Math.max(0, back.t - t0)
 }
 
+/**
+ * Sentinel faults: the first record after the fault's start in which the process names the new
+ * primary, before `bound` (the next fault); null if none. Relative to t0, at least 0.
+ */
+function onNewPrimary(
+  primaries: PrimarySample[],
+  app: string,
+  phase: PhaseRecord,
+  bound: number,
+): number | null {
+  const t0 = phase.healed ?? phase.end
+  const first = primaries.find(
+    (p) => p.app === app && p.t >= phase.start && p.t < bound && p.primary === phase.newPrimary,
+  )
+  return first === undefined ? null : Math.max(0, first.t - t0)
+}
+
 function rssAt(rss: RssSample[], t: number, app: string): number | null {
   let value: number | null = null
   for (const sample of rss) {
@@ -301,14 +343,20 @@ export function buildReport(input: RunInput): ChaosReport {
     for (const app of apps) {
       const samples = timelines.get(app) ?? []
       detectionMs[app] = phase.kind === 'fault' ? round(detection(samples, phase), 0) : null
-      const rec = phase.kind === 'fault' ? recovery(samples, phase) : null
+      let rec = phase.kind === 'fault' ? recovery(samples, phase) : null
+      if (phase.kind === 'fault' && phase.newPrimary !== undefined) {
+        // On Redis is not enough after a failover: on the NEW primary, too.
+        const next = phases.find((p) => p.kind === 'fault' && p.start > phase.start)
+        const moved = onNewPrimary(input.primaries ?? [], app, phase, next?.start ?? Infinity)
+        rec = moved === null || rec === null ? null : Math.max(moved, rec === 'up' ? 0 : rec)
+      }
       recoveryMs[app] = typeof rec === 'number' ? Math.round(rec) : rec
     }
     if (phase.kind === 'fault') {
       // The outage window: from the moment every process that went down knew it, to the heal.
       const detected = Object.values(detectionMs).filter((d): d is number => d !== null)
       const from = phase.start + (detected.length > 0 ? Math.max(...detected) : 0)
-      const to = phase.healStart ?? phase.end
+      const to = phase.outageEnd ?? phase.healStart ?? phase.end
       const inWindow = http.filter((s) => s.t >= from && s.t < to)
       slowPool = inWindow
       const window = inWindow.map((s) => s.ms)
@@ -552,7 +600,9 @@ export function buildReport(input: RunInput): ChaosReport {
       const ms = r.recoveryMs[app]
       recoveries.push(`${r.phase}/${app} ${ms === 'up' ? 'stayed up' : (ms ?? 'never')}`)
       if (ms === null || (typeof ms === 'number' && ms > RECOVERY_LIMIT_MS)) {
-        slow.push(`${r.phase}/${app}: ${ms === null ? 'not back on Redis' : `${ms} ms`}`)
+        const never =
+          input.topology === 'sentinel' ? 'never on the new primary' : 'not back on Redis'
+        slow.push(`${r.phase}/${app}: ${ms === null ? never : `${ms} ms`}`)
       }
     }
   }
@@ -617,6 +667,7 @@ export function buildReport(input: RunInput): ChaosReport {
   return {
     at: new Date().toISOString(),
     profile: input.profile,
+    topology: input.topology ?? 'redis',
     command: input.command,
     durationS: input.durationS,
     machine: input.machine,
@@ -667,25 +718,76 @@ function modes(m: Record<string, number>): string {
   return parts.length === 0 ? '–' : parts.join(' ')
 }
 
+const INTRO = [
+  'Generated by `npm run chaos` (do not edit by hand): the reference app — two processes',
+  '(A and B) sharing one SQLite file and one `redis-server` — under steady, bounded load from',
+  'loopback clients while a schedule of real faults plays. See `docs/chaos.md` for how every',
+  'figure is measured.',
+  '',
+  'The randomized fault checker (`npm run check`: seeded schedules of combined faults against',
+  'several processes, histories verified by an independent checker) reports in',
+  '[CHECK.md](CHECK.md); see `docs/checker.md`.',
+]
+
+const SENTINEL_TITLE = 'Sentinel profile'
+
+const SENTINEL_INTRO = [
+  'Generated by `npm run chaos -- --sentinel`: the same app, load and targets, but the two',
+  'processes reach Redis through Redis Sentinel',
+  '(`REDIS_URL=redis-sentinel://…`: a primary, two replicas, three Sentinels) and every fault',
+  'hits whichever node is the primary: SIGKILL, `SENTINEL FAILOVER`, SIGSTOP until a replica is',
+  'promoted, and a failover to a replica that missed acknowledged writes. A fault ends when every',
+  'Sentinel names the new primary and it answers as one: recoveries are timed from that instant.',
+  'See "The Sentinel profile" in `docs/chaos.md`.',
+]
+
+/** The Markdown report of one run (what `--no-write` prints). */
 export function renderMarkdown(report: ChaosReport, apps: string[]): string {
+  const sentinel = report.topology === 'sentinel'
+  return [
+    sentinel ? `# failsoft under chaos: ${SENTINEL_TITLE}` : '# failsoft under chaos',
+    '',
+    ...(sentinel ? SENTINEL_INTRO : INTRO),
+    '',
+    renderBody(report, apps, 2),
+  ].join('\n')
+}
+
+/**
+ * CHAOS.md: the single-Redis run's report, then the Sentinel run's in its own section — each
+ * from its results file, so that a run of one profile leaves the other's figures as they were.
+ */
+export function renderChaosFile(
+  single: ChaosReport | null,
+  sentinel: ChaosReport | null,
+  apps: string[],
+): string {
+  const lines = ['# failsoft under chaos', '', ...INTRO, '']
+  lines.push(
+    `The Sentinel profile's results are in [their own section](#sentinel-profile)${sentinel === null ? ' (not run yet)' : ''}.`,
+    '',
+  )
+  lines.push(
+    single === null
+      ? 'The single-Redis profile has not been run yet.\n'
+      : renderBody(single, apps, 2),
+  )
+  if (sentinel !== null) {
+    lines.push(`## ${SENTINEL_TITLE}`, '', ...SENTINEL_INTRO, '', renderBody(sentinel, apps, 3))
+  }
+  return lines.join('\n')
+}
+
+function renderBody(report: ChaosReport, apps: string[], level: number): string {
   const a = apps.join('/')
+  const h = '#'.repeat(level)
+  const sentinel = report.topology === 'sentinel'
   const lines: string[] = [
-    '# failsoft under chaos',
-    '',
-    'Generated by `npm run chaos` (do not edit by hand): the reference app — two processes',
-    '(A and B) sharing one SQLite file and one `redis-server` — under steady, bounded load from',
-    'loopback clients while a schedule of real faults plays. See `docs/chaos.md` for how every',
-    'figure is measured.',
-    '',
-    'The randomized fault checker (`npm run check`: seeded schedules of combined faults against',
-    'several processes, histories verified by an independent checker) reports in',
-    '[CHECK.md](CHECK.md); see `docs/checker.md`.',
-    '',
     `Last run: ${report.at}, profile \`${report.profile}\`, ${report.durationS} s, command \`${report.command}\`.`,
     '',
     `**Result: ${report.passed ? 'every target PASSED' : `${report.failures.length} target(s) FAILED`}.**`,
     '',
-    '## Targets',
+    `${h} Targets`,
     '',
     '| target | measured | result |',
     '| --- | --- | --- |',
@@ -698,7 +800,7 @@ export function renderMarkdown(report: ChaosReport, apps: string[]): string {
     lines.push('```', ...report.failures, '```', '')
   }
   lines.push(
-    '## Per phase',
+    `${h} Per phase`,
     '',
     `| phase | s | HTTP req | failed | p50 ms | p99 ms | p99 outage ms (n) | served r/m/d | chat lost same (of) | chat lost cross (of) | tasks acc / run / twice / lost | modes | stale outage / after | RSS ${a} MiB | detect ${a} ms | recover ${a} ms |`,
     '| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | --- | --- | --- | --- | --- | --- |',
@@ -742,9 +844,9 @@ export function renderMarkdown(report: ChaosReport, apps: string[]): string {
     'while Redis was out (expected: each process has its own memory); `after` = stale answers',
     'from Redis or the database (the target). `detect` = first status sample showing the process',
     "off Redis, from the fault's start; `recover` = from Redis answering again to the process",
-    'reporting every component on Redis (`up` = it never left Redis).',
+    `reporting every component on Redis (\`up\` = it never left Redis)${sentinel ? '; here Redis answering again is every Sentinel naming the new primary (t0), `p99 outage` runs until then, and a process has recovered once it reports every component on Redis and its failsoft names the new primary (its "Redis available" / "Redis is back" log record) — searched until the next fault, so a process left on the old primary shows how long it stayed there' : ''}.`,
     '',
-    '## Faults',
+    `${h} Faults`,
     '',
     '| phase | what was done |',
     '| --- | --- |',
@@ -752,7 +854,7 @@ export function renderMarkdown(report: ChaosReport, apps: string[]): string {
       .filter((r) => r.kind === 'fault')
       .map((r) => `| ${r.phase} | ${r.label ?? ''} |`),
     '',
-    '## Memory',
+    `${h} Memory`,
     '',
     '| process | after a full GC: RSS, warm-up → end | V8 heap in use, warm-up → end | RSS medians (no GC), warm-up → last 5 s | max RSS |',
     '| --- | ---: | ---: | ---: | ---: |',
@@ -766,7 +868,7 @@ export function renderMarkdown(report: ChaosReport, apps: string[]): string {
     "RSS samples are shown too; they move with V8's young generation, which grows to 2 × 16 MiB",
     'under load and shrinks again on its own schedule (docs/chaos.md).',
     '',
-    '## Logs',
+    `${h} Logs`,
     '',
     '| process | uncaught / unhandled | crashed | shutdown | ERROR records | WARN records | stderr lines |',
     '| --- | ---: | --- | --- | --- | --- | ---: |',
@@ -783,7 +885,7 @@ export function renderMarkdown(report: ChaosReport, apps: string[]): string {
   }
   if (report.staleReads.length > 0) {
     lines.push(
-      '## Stale reads (first ones)',
+      `${h} Stale reads (first ones)`,
       '',
       '| t s | process | read | project | got version | acknowledged (by, ms before the read) | served from |',
       '| ---: | --- | --- | ---: | ---: | ---: | --- |',
@@ -798,7 +900,7 @@ export function renderMarkdown(report: ChaosReport, apps: string[]): string {
   }
   if (report.taskProblems.length > 0) {
     lines.push(
-      '## Tasks not run exactly once (the first 3 of each phase)',
+      `${h} Tasks not run exactly once (the first 3 of each phase)`,
       '',
       '| t s | phase | process | task | id | mode | problem | rows |',
       '| ---: | --- | --- | --- | --- | --- | --- | ---: |',
@@ -811,7 +913,7 @@ export function renderMarkdown(report: ChaosReport, apps: string[]): string {
   }
   if (report.wsClientsClosed.length > 0) {
     lines.push(
-      '## WebSocket clients closed by the server',
+      `${h} WebSocket clients closed by the server`,
       '',
       ...report.wsClientsClosed.map(
         (c) => `- ${c.client} at ${(c.t / 1000).toFixed(1)} s, code ${c.code}`,
@@ -822,7 +924,7 @@ export function renderMarkdown(report: ChaosReport, apps: string[]): string {
   const counters = Object.entries(report.finalStatus)
   if (counters.length > 0) {
     lines.push(
-      "## The apps' own counters at the end (`GET /api/status`)",
+      `${h} The apps' own counters at the end (\`GET /api/status\`)`,
       '',
       '| process | counters |',
       '| --- | --- |',
@@ -831,10 +933,10 @@ export function renderMarkdown(report: ChaosReport, apps: string[]): string {
     )
   }
   if (report.notes.length > 0) {
-    lines.push('## Notes', '', ...report.notes.map((n) => `- ${n}`), '')
+    lines.push(`${h} Notes`, '', ...report.notes.map((n) => `- ${n}`), '')
   }
   lines.push(
-    '## Machine',
+    `${h} Machine`,
     '',
     '| | |',
     '| --- | --- |',

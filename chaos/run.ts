@@ -1,6 +1,7 @@
-// One chaos run: a redis-server (AOF, noeviction) behind a fault-injecting TCP proxy, two app
-// processes on it sharing one SQLite file, the load, the fault schedule, then the drain and the
-// report. Everything started here is stopped in `finally`, even when the run fails.
+// One chaos run: a redis-server (AOF, noeviction) behind a fault-injecting TCP proxy — or, with
+// `sentinel`, a Sentinel set (a primary, two replicas, three Sentinels) — two app processes on
+// it sharing one SQLite file, the load, the fault schedule, then the drain and the report.
+// Everything started here is stopped in `finally`, even when the run fails.
 import { execSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
@@ -8,6 +9,7 @@ import os from 'node:os'
 import { join } from 'node:path'
 import Database from 'better-sqlite3'
 import { freePort, RedisServer, sleep, TcpProxy } from '../test/support/fault-kit.js'
+import type { SentinelSet } from '../test/support/sentinel.js'
 import { AppProcess, type LogScan } from './apps.js'
 import { Load, type LoadProfile } from './load.js'
 import {
@@ -16,11 +18,29 @@ import {
   type ChaosReport,
   type Executions,
   type PhaseRecord,
+  type PrimarySample,
   type HeapSample,
   type RssSample,
   type SettledMemory,
 } from './report.js'
-import { schedule, type Fault, type ProfileName } from './schedule.js'
+import {
+  schedule,
+  sentinelSchedule,
+  type Fault,
+  type FaultEnv,
+  type ProfileName,
+  type Schedule,
+  type SentinelFaultEnv,
+} from './schedule.js'
+import {
+  DOWN_AFTER_MS,
+  FAILOVER_TIMEOUT_MS,
+  REPLICAS,
+  SENTINELS,
+  SETTLE_TIMEOUT_MS as RESTORE_MAX_MS,
+  sentinelUrl,
+  startSentinelSet,
+} from './sentinel.js'
 
 export interface RunOptions {
   profile: ProfileName
@@ -32,6 +52,8 @@ export interface RunOptions {
   only?: string[]
   /** Keep the run directory (database, app logs) even when every target passed. */
   keep?: boolean
+  /** The Sentinel profile: the apps through a Sentinel set, faults on its primary. */
+  sentinel?: boolean
   log?: (message: string) => void
 }
 
@@ -172,27 +194,81 @@ async function queueDiagnostics(server: RedisServer): Promise<string> {
   return lines.join('\n')
 }
 
-export async function runChaos(options: RunOptions): Promise<RunResult> {
-  const log = options.log ?? (() => undefined)
-  const plan = schedule(options.profile, options.only)
-  const runDir = mkdtempSync(join(os.tmpdir(), 'failsoft-chaos-'))
-  const databasePath = join(runDir, 'app.db')
-  const started = Date.now()
-  const notes: string[] = []
+/** Where the apps' Redis is, what the faults act on, and how to stop it all. */
+interface Deployment<E> {
+  topology: 'redis' | 'sentinel'
+  redisUrl: string
+  plan: Schedule<E>
+  faultEnv(hooks: Pick<SentinelFaultEnv, 'note' | 'acknowledgedWrites'>): E
+  /** The node to read BullMQ's lists from when tasks did not run (the current primary). */
+  diagnostics(): Promise<RedisServer>
+  /** How the apps reached Redis, for the notes. */
+  describe: string
+  stop(): Promise<void>
+}
 
+async function singleRedis(options: RunOptions): Promise<Deployment<FaultEnv>> {
+  const plan = schedule(options.profile, options.only)
   // AOF (fsync always) so a SIGKILLed Redis comes back with its data; noeviction as BullMQ needs.
   const server = await RedisServer.start({
     persistence: true,
     args: ['--maxmemory-policy', 'noeviction'],
   })
-  const proxy = await TcpProxy.start(server)
+  let proxy: TcpProxy
+  try {
+    proxy = await TcpProxy.start(server)
+  } catch (error) {
+    await server.stop()
+    throw error
+  }
+  return {
+    topology: 'redis',
+    redisUrl: proxy.url,
+    plan,
+    faultEnv: () => ({ server, proxy }),
+    diagnostics: async () => server,
+    describe: 'REDIS_URL pointing at the proxy',
+    stop: async () => {
+      await proxy.close()
+      await server.stop()
+    },
+  }
+}
+
+async function sentinelSetup(options: RunOptions): Promise<Deployment<SentinelFaultEnv>> {
+  const plan = sentinelSchedule(options.profile, options.only)
+  const set: SentinelSet = await startSentinelSet()
+  return {
+    topology: 'sentinel',
+    redisUrl: sentinelUrl(set),
+    plan,
+    faultEnv: (hooks) => ({ set, ...hooks }),
+    diagnostics: () => set.primary(),
+    describe: `REDIS_URL=redis-sentinel://<${SENTINELS} Sentinels>#${set.name} (a primary and ${REPLICAS} replicas, each AOF fsync always and noeviction; Sentinel down-after ${DOWN_AFTER_MS} ms, failover-timeout ${FAILOVER_TIMEOUT_MS} ms, quorum ${Math.floor(SENTINELS / 2) + 1}, no proxy)`,
+    stop: () => set.stop(),
+  }
+}
+
+export async function runChaos(options: RunOptions): Promise<RunResult> {
+  if (options.sentinel === true) return runOn(options, await sentinelSetup(options))
+  return runOn(options, await singleRedis(options))
+}
+
+async function runOn<E>(options: RunOptions, deployment: Deployment<E>): Promise<RunResult> {
+  const log = options.log ?? (() => undefined)
+  const plan = deployment.plan
+  const runDir = mkdtempSync(join(os.tmpdir(), 'failsoft-chaos-'))
+  const databasePath = join(runDir, 'app.db')
+  const started = Date.now()
+  const notes: string[] = []
+
   const apps: AppProcess[] = []
   let load: Load | null = null
   let rssTimer: NodeJS.Timeout | undefined
   let passed = false
   try {
     const env = {
-      REDIS_URL: proxy.url,
+      REDIS_URL: deployment.redisUrl,
       DATABASE_PATH: databasePath,
       ADMIN_TOKEN: randomBytes(24).toString('hex'),
       FAILSOFT_PREFIX: 'chaos',
@@ -233,7 +309,10 @@ export async function runChaos(options: RunOptions): Promise<RunResult> {
     const planned =
       plan.warmupMs +
       plan.gapMs * (plan.faults.length + 1) +
-      plan.faults.reduce((a, f) => a + f.holdMs + plan.settleMaxMs, 0)
+      plan.faults.reduce(
+        (a, f) => a + f.holdMs + plan.settleMaxMs + (f.restore === undefined ? 0 : RESTORE_MAX_MS),
+        0,
+      )
     // The loops stop at the end of the schedule; this bound only matters if the schedule hangs.
     current.start(now() + planned + 30_000)
 
@@ -275,19 +354,47 @@ export async function runChaos(options: RunOptions): Promise<RunResult> {
         return lastSample !== undefined && lastSample.available && lastSample.allRedis
       })
 
-    const play = async (fault: Fault): Promise<void> => {
+    const acknowledgedWrites = (): number =>
+      current.data.http.filter(
+        (s) => s.op !== 'list' && s.op !== 'detail' && s.status >= 200 && s.status < 400,
+      ).length
+    const faultEnv = (fault: Fault<E>): E =>
+      deployment.faultEnv({
+        note: (message) => notes.push(`${fault.name}: ${message}.`),
+        acknowledgedWrites,
+      })
+
+    // The primary each process's failsoft last said it was on, on the run clock.
+    const primaries = (): PrimarySample[] =>
+      apps.flatMap((app) =>
+        app.primaries.map((p) => ({
+          t: p.time - performance.timeOrigin - t0,
+          app: app.name,
+          primary: p.primary,
+        })),
+      )
+    const onPrimary = (primary: string | undefined, since: number): boolean =>
+      primary === undefined ||
+      apps.every((app) =>
+        primaries().some((p) => p.app === app.name && p.t >= since && p.primary === primary),
+      )
+
+    const play = async (fault: Fault<E>): Promise<void> => {
       const start = now()
       log(`fault ${fault.name}: ${fault.label}`)
       const stopWatching = watchStatus()
-      await fault.inject({ server, proxy })
+      const env = faultEnv(fault)
+      await fault.inject(env)
       const injected = now()
       await sleep(fault.holdMs)
       const healStart = now()
-      await fault.heal({ server, proxy })
-      const healed = now()
+      const back = await fault.heal(env)
+      const healed = back ? Math.min(now(), back.at - t0) : now()
+      const newPrimary = back ? back.primary : undefined
       const settleUntil = healed + plan.settleMaxMs
       await sleep(plan.settleMinMs)
-      while (now() < settleUntil && !backOnRedis(healed)) await sleep(25)
+      while (now() < settleUntil && !(backOnRedis(healed) && onPrimary(newPrimary, start)))
+        await sleep(25)
       await stopWatching()
       phases.push({
         name: fault.name,
@@ -297,8 +404,22 @@ export async function runChaos(options: RunOptions): Promise<RunResult> {
         injected,
         healStart,
         healed,
+        ...(fault.outageUntilHealed === true && { outageEnd: healed }),
+        ...(newPrimary !== undefined && { newPrimary }),
         end: now(),
       })
+    }
+
+    // The gap after a fault starts with its restore (the old primary back), measured in the gap.
+    const gapAfter = async (fault: Fault<E>): Promise<void> => {
+      const name = `after ${fault.name}`
+      if (fault.restore === undefined) return idle(name, 'gap', plan.gapMs)
+      const start = now()
+      log(`${name}: restoring, then ${Math.round(plan.gapMs / 1000)} s`)
+      await fault.restore(faultEnv(fault))
+      await sleep(plan.gapMs)
+      phases.push({ name, kind: 'gap', start, end: now() })
+      await sampleHeap()
     }
 
     // RSS and heap right after a full collection in each app, at the end of the warm-up and at
@@ -327,9 +448,16 @@ export async function runChaos(options: RunOptions): Promise<RunResult> {
     await idle('healthy', 'gap', plan.gapMs)
     for (const fault of plan.faults) {
       await play(fault)
-      await idle(`after ${fault.name}`, 'gap', plan.gapMs)
+      await gapAfter(fault)
     }
     const settledFinal = await settled()
+    // A phase without load measured nothing: a harness bug (the load's time bound), not a pass.
+    const unloaded = phases.filter(
+      (p) => !current.data.http.some((s) => s.t >= p.start && s.t < p.end),
+    )
+    if (unloaded.length > 0) {
+      throw new Error(`no load ran in phase(s) ${unloaded.map((p) => p.name).join(', ')}`)
+    }
     current.abort()
     await current.finished()
     const loadEnd = now()
@@ -348,7 +476,7 @@ export async function runChaos(options: RunOptions): Promise<RunResult> {
       ).length
       if (waiting === 0 || Date.now() > drainUntil) {
         if (waiting > 0) {
-          const diagnostics = await queueDiagnostics(server)
+          const diagnostics = await queueDiagnostics(await deployment.diagnostics())
           writeFileSync(join(runDir, 'queue-diagnostics.txt'), `${diagnostics}\n`)
           notes.push(
             `${waiting} accepted task(s) had not run after the drain. Queue state then: ${diagnostics
@@ -402,7 +530,7 @@ export async function runChaos(options: RunOptions): Promise<RunResult> {
       shutdown: app.exit === null ? null : `${app.exit.signal ?? `code ${app.exit.code}`}`,
     }))
     notes.push(
-      `Load ran ${(loadEnd / 1000).toFixed(0)} s; the apps were started with REDIS_URL pointing at the proxy, one SQLite file (WAL) and the default spool next to it, COMPOST_EVERY_MS=60000, default health timings.`,
+      `Load ran ${(loadEnd / 1000).toFixed(0)} s; the apps were started with ${deployment.describe}, one SQLite file (WAL) and the default spool next to it, COMPOST_EVERY_MS=60000, default health timings.`,
     )
     if (current.data.oddFrames > 0) {
       notes.push(`${current.data.oddFrames} WebSocket frame(s) were not JSON objects.`)
@@ -416,6 +544,7 @@ export async function runChaos(options: RunOptions): Promise<RunResult> {
 
     const report = buildReport({
       profile: options.profile,
+      topology: deployment.topology,
       command: options.command,
       apps: APPS,
       phases,
@@ -429,6 +558,7 @@ export async function runChaos(options: RunOptions): Promise<RunResult> {
       durationS: Math.round((Date.now() - started) / 1000),
       finalStatus,
       notes,
+      ...(deployment.topology === 'sentinel' && { primaries: primaries() }),
     })
     passed = report.passed
     const runDirKept = options.keep === true || !passed
@@ -439,8 +569,7 @@ export async function runChaos(options: RunOptions): Promise<RunResult> {
     load?.close()
     for (const app of apps) app.killNow()
     await Promise.all(apps.map((app) => app.stop().catch(() => undefined)))
-    await proxy.close()
-    await server.stop()
+    await deployment.stop()
     if (passed && options.keep !== true && existsSync(runDir)) {
       rmSync(runDir, { recursive: true, force: true })
     }
