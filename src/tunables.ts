@@ -102,3 +102,9 @@ export const REASK_MIN_AGE_MS = 250
  * burst (an outbox flushed at recovery, a repair) in one event-loop turn.
  */
 export const BACKLOG_WAIT_MS = 5000
+
+/**
+ * After Sentinel announces a new primary, a probe that reaches the one it replaced (asked of a
+ * Sentinel that has not heard of the switch yet) is refused for this long (monitor.ts).
+ */
+export const DEMOTED_REFUSE_MS = 10_000

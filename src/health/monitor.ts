@@ -20,6 +20,7 @@ import { InFlightCommands } from './in-flight.js'
 import { probe, readEpoch } from './probe.js'
 import { RecoveryAbandoned, RecoveryStepError, runRecoverySteps } from './recovery.js'
 import { RttEstimator } from './rtt.js'
+import { SentinelWatch } from './sentinel-watch.js'
 import type { HealthTimings } from './timings.js'
 import { Watermark, type Rollback } from './watermark.js'
 import type {
@@ -32,7 +33,7 @@ import type {
   RecoveryContext,
   RedisStatus,
 } from './types.js'
-import { PROBE_RETRY_AFTER_TIMEOUT_MS } from '../tunables.js'
+import { DEMOTED_REFUSE_MS, PROBE_RETRY_AFTER_TIMEOUT_MS } from '../tunables.js'
 import { tracing } from '../diagnostics/channels.js'
 import { publishTransition, traceOperation } from '../diagnostics/publish.js'
 
@@ -111,6 +112,9 @@ export class HealthMonitor implements Health {
   #pendingReplaced = false
   /** host:port of the Redis the last probe reached (a Sentinel set's current primary). */
   #primary: string | null = null
+  #sentinelWatch: SentinelWatch | null = null
+  /** The primary Sentinel last announced as replaced, and when (see #primarySwitched). */
+  #demoted: { address: string; at: number } | null = null
   #lastTransition: { to: HealthState; at: number } | null = null
   /** Bumped on every Redis failure: anything started before it is stale. */
   #generation = 0
@@ -193,6 +197,19 @@ export class HealthMonitor implements Health {
     }
     this.#command = this.#connection('command', 'command')
     this.#health = this.#connection('health', 'health')
+    if (this.target.topology === 'sentinel') {
+      this.#sentinelWatch = new SentinelWatch({
+        options: this.target.options,
+        connectTimeoutMs: this.#timings.connectTimeoutMs,
+        connectionName: `${this.#connectionPrefix}:sentinel-watch`,
+        onSwitch: (from, to) => this.#primarySwitched(from, to),
+        onError: (error) =>
+          this.#logger.debug(
+            { err: loggableError(error, this.target?.secrets) },
+            'Sentinel announcement subscriber failed (retried)',
+          ),
+      })
+    }
     this.#watchdog = new CommandWatchdog({
       inFlight: this.#inFlight,
       deadlineMs: () => this.commandDeadlineMs,
@@ -384,6 +401,7 @@ export class HealthMonitor implements Health {
     for (const timer of [this.#probeTimer, this.#summaryTimer]) if (timer) clearTimeout(timer)
     if (this.#heartbeatTimer) clearInterval(this.#heartbeatTimer)
     this.#watchdog?.stop()
+    this.#sentinelWatch?.close()
     // Components may still send a last command while they close (the channel layer hands its
     // outbox over, the cache removes its clean mark): the connections stay open until then.
     this.#componentsClosing = true
@@ -454,6 +472,43 @@ export class HealthMonitor implements Health {
     const generic =
       error.message === 'Connection is closed.' || error instanceof RedisUnavailableError
     return generic && recent !== null && now() - recent.at < 2000 ? recent.error : error
+  }
+
+  /**
+   * Sentinel promoted another node (`+switch-master` for this primary name). In a planned
+   * failover the old primary keeps answering — and accepting writes it will throw away — until
+   * Sentinel reconfigures it, seconds later: leave it now, as if it had failed, and come back
+   * through a probe (which asks the Sentinels for the primary again).
+   */
+  #primarySwitched(from: string, to: string): void {
+    if (this.#closed) return
+    this.#demoted = { address: from, at: now() }
+    if (this.#redis !== 'up' || this.#primary === to) return
+    this.#logger.info(
+      { from, to, primary: this.#primary },
+      'Sentinel switched the primary; following it',
+    )
+    this.#redisDown(new RedisUnavailableError(`Sentinel switched the primary to ${to}`))
+  }
+
+  /**
+   * A probe that reached the primary Sentinel has just demoted (a Sentinel that has not heard
+   * of the switch yet) fails, for DEMOTED_REFUSE_MS after the announcement: it is retried.
+   */
+  #refuseDemoted(health: Redis, command: Redis): void {
+    const demoted = this.#demoted
+    if (demoted === null) return
+    if (now() - demoted.at > DEMOTED_REFUSE_MS) {
+      this.#demoted = null
+      return
+    }
+    for (const connection of [health, command]) {
+      if (remoteAddress(connection) === demoted.address) {
+        throw new RedisUnavailableError(
+          `reached ${demoted.address}, the primary Sentinel has just replaced`,
+        )
+      }
+    }
   }
 
   #redisDown(error: Error): void {
@@ -563,6 +618,7 @@ export class HealthMonitor implements Health {
       const reset = this.#epoch !== null && result.epoch !== this.#epoch
       this.#epoch = result.epoch
       this.#lateCommandsFenced = result.fenced
+      this.#refuseDemoted(health, command)
       this.#assessRollback(result.watermark, result.runId)
       this.#primary = remoteAddress(health)
       this.#redisUp(result.runId, reset)
