@@ -19,7 +19,10 @@
 //
 // Visible to P (for a non-degraded read): W2 is P's own write; or W2 was not degraded; or
 // W2's process has had an 'up' (its recovery, which reconciles the journal, completed)
-// after W2 completed and before R was invoked. A degraded read only has to honour P's own
+// after W2 completed and before R was invoked — and, if that process made cache operations
+// between that 'up' and R's invoke, one of them began on backend 'redis' (a
+// reconciliation Redis refused, e.g. a generation bump at maxmemory, keeps that cache on
+// memory while the process is 'up': its writes are not in Redis yet, docs/cache.md). A degraded read only has to honour P's own
 // writes: its memory tier may differ from other processes (documented, bounded by
 // maxStaleSeconds and the TTL, both longer than a run).
 //
@@ -60,6 +63,25 @@ export function checkCache(h: History): { violations: Violation[]; stats: CacheS
     if (list === undefined) byKey.set(key, (list = []))
     list.push(w)
     if (w.op === 'cache.set') setByValue.set(String(field(w.invoke, 'value')), w)
+  }
+  // Each process's cache operations, in invoke order (for `visible`).
+  const cacheOps = new Map<string, OpRecord[]>()
+  for (const op of [...gets, ...writes, ...clears]) {
+    let list = cacheOps.get(op.process)
+    if (list === undefined) cacheOps.set(op.process, (list = []))
+    list.push(op)
+  }
+  for (const list of cacheOps.values()) list.sort((a, b) => (a.invokeT < b.invokeT ? -1 : 1))
+  /** False when `process` made cache operations in (after, before) and none began on Redis. */
+  const cacheReconciled = (process: string, after: bigint, before: bigint): boolean => {
+    let any = false
+    for (const op of cacheOps.get(process) ?? []) {
+      if (op.invokeT <= after) continue
+      if (op.invokeT >= before) break
+      any = true
+      if (field(op.invoke, 'backend') === 'redis') return true
+    }
+    return !any
   }
   const isDegraded = new Map<OpRecord, boolean>()
   const deg = (op: OpRecord): boolean => {
@@ -125,7 +147,7 @@ export function checkCache(h: History): { violations: Violation[]; stats: CacheS
         w2.done !== undefined &&
         w1.completeT < w2.invokeT &&
         w2.completeT < r.invokeT &&
-        visible(h, w2, r, rDeg, deg),
+        visible(h, w2, r, rDeg, deg, cacheReconciled),
     )
     if (candidates.length === 0) continue
     // The replacing write closest to the read is the most telling one.
@@ -159,10 +181,13 @@ function visible(
   r: OpRecord,
   rDegraded: boolean,
   deg: (op: OpRecord) => boolean,
+  cacheReconciled: (process: string, after: bigint, before: bigint) => boolean,
 ): boolean {
   if (w2.process === r.process) return true // read-your-writes, memory tier included
   if (rDegraded) return false // a degraded read only owes its own process' writes
   if (!deg(w2)) return true
-  // Made while its process was degraded: owed once that process completed a recovery.
-  return h.nextUp(w2.process, w2.completeT, r.invokeT) !== undefined
+  // Made while its process was degraded: owed once that process completed a recovery and its
+  // cache is back on Redis.
+  const up = h.nextUp(w2.process, w2.completeT, r.invokeT)
+  return up !== undefined && cacheReconciled(w2.process, up, r.invokeT)
 }

@@ -197,6 +197,23 @@ describe('cache', () => {
     assert.deepEqual(cacheInvariants(after), ['cache.stale-read'])
   })
 
+  test("a degraded write is not owed while its process's cache stays on memory after 'up' (a reconciliation refused)", () => {
+    const degraded = { state: 'down', backend: 'memory' }
+    const onMemory = { state: 'up', backend: 'memory' }
+    const base = (): Hist =>
+      twoWebs()
+        .set('web2.1', 'k', 'a', 10, 11)
+        .health(15, 'web1.1', 'down')
+        .op('web1.1', 'cache.delete', 20, 21, { key: 'k', ...degraded }, { result: true })
+        .health(40, 'web1.1', 'up')
+        .op('web1.1', 'cache.get', 42, 43, { key: 'x', ...onMemory }, { value: null })
+    assert.deepEqual(cacheInvariants(base().get('web2.1', 'k', 'a', 50, 51)), [])
+    const reconciled = base()
+      .op('web1.1', 'cache.get', 45, 46, { key: 'x' }, { value: null })
+      .get('web2.1', 'k', 'a', 50, 51)
+    assert.deepEqual(cacheInvariants(reconciled), ['cache.stale-read'])
+  })
+
   test('a set answered false must not be read afterwards', () => {
     const h = twoWebs()
       .op('web1.1', 'cache.set', 10, 11, { key: 'k', value: 'a' }, { result: false })
