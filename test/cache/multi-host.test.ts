@@ -242,10 +242,14 @@ test(
 
     // ---- tasks: every accepted dispatch runs (let the queue drain), none twice.
     const accepted = new Map<string, string>()
+    const refused = new Map<string, string>() // answered 'dropped' or 'rejected': never runs
+    const dispatched = new Set<string>()
     for (const [proc, report] of reports.entries()) {
       for (const d of report.dispatches) {
-        if (ACCEPTED.has(d.mode) && d.ok !== false)
-          accepted.set(d.id, `p${proc} ${d.task} ${d.mode}`)
+        dispatched.add(d.id)
+        const what = `p${proc} ${d.task} ${d.mode}${d.ok === false ? ' (failed)' : ''}`
+        if (ACCEPTED.has(d.mode)) accepted.set(d.id, what)
+        else if (d.mode === 'dropped' || d.mode === 'rejected') refused.set(d.id, what)
       }
     }
     const runs = (): Map<string, string[]> => {
@@ -270,6 +274,9 @@ test(
     const notRun = [...accepted]
       .filter(([id]) => !ran.has(id))
       .map(([id, what]) => `${id} (${what})`)
+    const shouldNot = [...ran]
+      .filter(([id]) => refused.has(id) || !dispatched.has(id))
+      .map(([id, list]) => `${id} (${refused.get(id) ?? 'never dispatched'}): ${list.join(' | ')}`)
     const twice = [...ran]
       .filter(([, list]) => list.length > 1)
       .map(([id, list]) => `${id}: ${list.join(' | ')}`)
@@ -412,6 +419,7 @@ test(
     )
     assert.ok(accepted.size > 200, `tasks were dispatched (${accepted.size} accepted)`)
     assert.deepEqual(notRun, [], 'every accepted task ran')
+    assert.deepEqual(shouldNot, [], 'no task ran that no dispatch accepted')
     assert.deepEqual(twice, [], 'no task ran twice')
   },
 )
