@@ -342,6 +342,8 @@ function jobOptions(job: OutgoingJob): JobsOptions {
   if (job.idIsJobId) opts.jobId = job.id
   else opts[TASK_ID_OPTION] = job.id
   if (job.delayMs > 0) opts.delay = job.delayMs
+  if (job.priority !== undefined && job.priority > 0) opts.priority = job.priority
+  if (job.lifo === true) opts.lifo = true
   return opts
 }
 

@@ -514,6 +514,8 @@ export class TaskQueue {
         payload: job.payload,
         at: Date.now(),
         due: job.delayMs > 0 ? Date.now() + job.delayMs : 0,
+        ...(job.priority !== undefined && { priority: job.priority }),
+        ...(job.lifo !== undefined && { lifo: job.lifo }),
       })
     } catch (error) {
       this.#logLimiter.log(
