@@ -58,7 +58,13 @@ export type DispatchResult<R = unknown> =
    * never reused); `jobId` is BullMQ's (the task id for an idempotency key, otherwise
    * BullMQ's counter, which restarts at 1 in an empty Redis).
    */
-  | { readonly mode: 'queued'; readonly id: string; readonly jobId: string }
+  | {
+      readonly mode: 'queued'
+      readonly id: string
+      readonly jobId: string
+      /** With `waitForReplicas`: the replicas that had the job when WAIT returned. */
+      readonly replicas?: number
+    }
   /** Redis unavailable: ran in this process, to completion (all its tries). */
   | { readonly mode: 'inline'; readonly id: string; readonly ok: true; readonly value: R }
   | { readonly mode: 'inline'; readonly id: string; readonly ok: false; readonly error: Error }
