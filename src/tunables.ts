@@ -108,3 +108,17 @@ export const BACKLOG_WAIT_MS = 5000
  * Sentinel that has not heard of the switch yet) is refused for this long (monitor.ts).
  */
 export const DEMOTED_REFUSE_MS = 10_000
+
+/**
+ * A cache created while Redis is up waits for the peers silent for longer than this (ms, or 3 ×
+ * its generationCheckMs if longer) and marked within PEER_ALIVE_MS: they may be in an outage
+ * of their own, or dead, with changes Redis has not seen (cache.ts, #syncWhileUp).
+ */
+export const PEER_SILENT_MS = 1000
+
+/**
+ * A cross-process group message that arrives this long (ms, Redis' clock) after it was sent
+ * (an outbox flush, a repair) is not delivered to the members that joined after it was sent;
+ * one that arrives sooner is live, and reaches every member (memory-layer.ts).
+ */
+export const LATE_ARRIVAL_MS = 250
