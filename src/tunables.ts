@@ -122,3 +122,9 @@ export const PEER_SILENT_MS = 1000
  * one that arrives sooner is live, and reaches every member (memory-layer.ts).
  */
 export const LATE_ARRIVAL_MS = 250
+
+/**
+ * How far two processes' estimates of Redis' clock may differ (ms): a member that joined less
+ * than this after a late message was sent still gets it (memory-layer.ts).
+ */
+export const JOIN_MARGIN_MS = 100
