@@ -79,8 +79,9 @@ export const PEER_POLL_MS = 25
 // ── channels ─────────────────────────────────────────────────────────────────────────────────
 
 /**
- * Gap repair: a range asked of a publisher and not answered within this (ms) is asked again,
- * RANGE_TRIES in all, then given up (counted lost). A publisher answers in one round trip when
+ * Gap repair: a range asked of a publisher and not answered within this (ms) is asked again;
+ * after RANGE_TRIES asks that the publisher should have answered (it showed it receives asks
+ * since: repair.ts), it is given up (counted lost). A publisher answers in one round trip when
  * it is up; one that is down flushes its own outbox and announces its heads when it is back.
  */
 export const RANGE_TIMEOUT_MS = 1000

@@ -304,6 +304,8 @@ export class CrossProcess {
   /** The recovery step: subscribed again to every topic; publishes are held until the flush. */
   async recover(ctx: RecoveryContext): Promise<void> {
     if (this.#closed) return
+    // A subscription that dropped while the monitor stayed up missed messages too: say hello.
+    if (this.transport.behind) this.#resync = true
     await this.transport.recover(ctx)
     if (ctx.downtimeMs > 0 || this.outbox.size > 0 || this.#resync) {
       this.#holding = true
@@ -528,8 +530,12 @@ export class CrossProcess {
     const base = this.#deps.topicBase
     switch (message.k) {
       case 'hello':
-        // Another process re-subscribed: tell it what we sent, so it can ask for what it missed.
-        if (topic === this.#controlTopic) this.#announceHeads(`${base}p:${message.o}`)
+        // Another process re-subscribed: tell it what we sent, so it can ask for what it missed
+        // (and it receives our asks again).
+        if (topic === this.#controlTopic) {
+          this.#reassembly.hello(message.o)
+          this.#announceHeads(`${base}p:${message.o}`)
+        }
         return
       case 'heads':
         this.#reassembly.heads(
