@@ -93,6 +93,14 @@ export { isConnectivityError } from './replies.js'
  */
 export function dropConnection(connection: Redis): void {
   const stream = (connection as { stream?: { destroy(): void } }).stream
+  // ioredis' connector keeps the socket of its last successful connect; a Sentinel connector
+  // whose later attempts fail (the Sentinels unreachable) would add a 'close' listener and a
+  // timer to that dead socket at every disconnect() — one per failed probe for as long as the
+  // partition lasts (MaxListenersExceededWarning). A destroyed one is forgotten first.
+  const connector = (
+    connection as unknown as { connector?: { stream?: { destroyed?: boolean } | undefined } }
+  ).connector
+  if (connector?.stream?.destroyed === true) connector.stream = undefined
   connection.disconnect()
   stream?.destroy()
 }

@@ -137,6 +137,33 @@ describe('a redis-sentinel:// URL', () => {
     assert.equal(failsoft.status().redis.available, true)
   })
 
+  // Regression (multi-host review): while the Sentinels were unreachable every failed probe
+  // added a 'close' listener and a timer to the dead socket of the last successful connect
+  // (MaxListenersExceededWarning after 11 probes, growing for as long as the partition lasted).
+  test('failed probes while every Sentinel is unreachable leak no listeners', async (t) => {
+    const set = await SentinelSet.start(t, { replicas: 1 })
+    const failsoft = createFailsoft({
+      redis: set.options,
+      logger: false,
+      prefix: `leak${process.pid}`,
+      health: { probeIntervalMs: 20, heartbeatIntervalMs: 50, heartbeatTimeoutMs: 100 },
+    })
+    t.after(() => failsoft.close())
+    assert.equal(await failsoft.ready(), 'up')
+    const warnings: string[] = []
+    const onWarning = (warning: Error): void => {
+      if (warning.name === 'MaxListenersExceededWarning') warnings.push(warning.message)
+    }
+    process.on('warning', onWarning)
+    t.after(() => process.off('warning', onWarning))
+    const primary = await set.primary()
+    for (const sentinel of set.sentinels) await sentinel.kill()
+    await primary.kill()
+    await waitFor(() => !failsoft.status().redis.available, { message: 'down' })
+    await new Promise((resolve) => setTimeout(resolve, 2000)) // ≈ 50 failed probes
+    assert.deepEqual(warnings, [])
+  })
+
   // Regression (the Sentinel chaos profile): after SENTINEL FAILOVER the old primary answers,
   // and accepts writes it will throw away, until Sentinel reconfigures it ≈ 10 s later;
   // failsoft noticed nothing until then (10.3 s in 3 of 3 runs) and wrote to the old node.
