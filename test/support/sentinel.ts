@@ -49,12 +49,7 @@ export class SentinelSet {
   /** The address clients reach the set at, and the one Sentinel announces. */
   readonly host: string
 
-  private constructor(
-    name: string,
-    nodes: RedisServer[],
-    sentinels: RedisServer[],
-    host: string,
-  ) {
+  private constructor(name: string, nodes: RedisServer[], sentinels: RedisServer[], host: string) {
     this.name = name
     this.host = host
     this.nodes = nodes
