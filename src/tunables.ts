@@ -79,8 +79,9 @@ export const PEER_POLL_MS = 25
 // ── channels ─────────────────────────────────────────────────────────────────────────────────
 
 /**
- * Gap repair: a range asked of a publisher and not answered within this (ms) is asked again,
- * RANGE_TRIES in all, then given up (counted lost). A publisher answers in one round trip when
+ * Gap repair: a range asked of a publisher and not answered within this (ms) is asked again;
+ * after RANGE_TRIES asks that the publisher should have answered (it showed it receives asks
+ * since: repair.ts), it is given up (counted lost). A publisher answers in one round trip when
  * it is up; one that is down flushes its own outbox and announces its heads when it is back.
  */
 export const RANGE_TIMEOUT_MS = 1000
@@ -108,3 +109,23 @@ export const BACKLOG_WAIT_MS = 5000
  * Sentinel that has not heard of the switch yet) is refused for this long (monitor.ts).
  */
 export const DEMOTED_REFUSE_MS = 10_000
+
+/**
+ * A cache created while Redis is up waits for the peers silent for longer than this (ms, or 3 ×
+ * its generationCheckMs if longer) and marked within PEER_ALIVE_MS: they may be in an outage
+ * of their own, or dead, with changes Redis has not seen (cache.ts, #syncWhileUp).
+ */
+export const PEER_SILENT_MS = 1000
+
+/**
+ * A cross-process group message that arrives this long (ms, Redis' clock) after it was sent
+ * (an outbox flush, a repair) is not delivered to the members that joined after it was sent;
+ * one that arrives sooner is live, and reaches every member (memory-layer.ts).
+ */
+export const LATE_ARRIVAL_MS = 250
+
+/**
+ * How far two processes' estimates of Redis' clock may differ (ms): a member that joined less
+ * than this after a late message was sent still gets it (memory-layer.ts).
+ */
+export const JOIN_MARGIN_MS = 100

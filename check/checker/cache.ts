@@ -19,10 +19,12 @@
 //
 // Visible to P (for a non-degraded read): W2 is P's own write; or W2 was not degraded; or
 // W2's process has had an 'up' (its recovery, which reconciles the journal, completed)
-// after W2 completed and before R was invoked — and, if that process made cache operations
-// between that 'up' and R's invoke, one of them began on backend 'redis' (a
-// reconciliation Redis refused, e.g. a generation bump at maxmemory, keeps that cache on
-// memory while the process is 'up': its writes are not in Redis yet, docs/cache.md). A degraded read only has to honour P's own
+// after W2 completed and before R was invoked — and its cache was back on Redis by R's invoke:
+// one of its cache operations between that 'up' and R began on backend 'redis' or with an
+// empty journal (the child records its journal size), or with none in between, its next one
+// did not begin with keys still journaled and no transition since the 'up' (a reconciliation
+// Redis refused, e.g. at maxmemory, keeps that cache on memory while the process is 'up': its
+// writes are not in Redis yet, docs/cache.md). A degraded read only has to honour P's own
 // writes: its memory tier may differ from other processes (documented, bounded by
 // maxStaleSeconds and the TTL, both longer than a run).
 //
@@ -72,14 +74,30 @@ export function checkCache(h: History): { violations: Violation[]; stats: CacheS
     list.push(op)
   }
   for (const list of cacheOps.values()) list.sort((a, b) => (a.invokeT < b.invokeT ? -1 : 1))
-  /** False when `process` made cache operations in (after, before) and none began on Redis. */
+  /**
+   * Whether `process`'s cache had reconciled by `before`, after its 'up' at `after`: one of its
+   * cache operations in between began on backend 'redis' or with an empty journal — or, with
+   * none in between, its first one after `before` did not begin with keys still journaled
+   * while 'up' and no health transition since `after` (a reconciliation refused: the cache
+   * stayed on memory throughout). Histories without `journal` count backend 'memory' as not.
+   */
   const cacheReconciled = (process: string, after: bigint, before: bigint): boolean => {
     let any = false
     for (const op of cacheOps.get(process) ?? []) {
       if (op.invokeT <= after) continue
-      if (op.invokeT >= before) break
-      any = true
-      if (field(op.invoke, 'backend') === 'redis') return true
+      // On Redis, or reconciled (nothing journaled: the peer wait also reports 'memory').
+      const onRedis = field(op.invoke, 'backend') === 'redis' || field(op.invoke, 'journal') === 0
+      if (op.invokeT < before) {
+        any = true
+        if (onRedis) return true
+        continue
+      }
+      if (any) return false
+      const stillOnMemory =
+        !onRedis &&
+        field(op.invoke, 'state') === 'up' &&
+        !h.transitionIn(process, after + 1n, op.invokeT)
+      return !stillOnMemory
     }
     return !any
   }

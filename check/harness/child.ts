@@ -149,7 +149,13 @@ let sendSeq = 0
 const between = (r: Rng, [min, max]: [number, number]): number => r.int(min, max)
 
 async function cacheLoop(c: Cache, r: Rng): Promise<void> {
-  const snap = (): Record<string, unknown> => ({ state: failsoft.health.state, backend: c.backend })
+  // `journal`: keys changed while degraded and not yet reconciled into Redis (the checker tells
+  // a cache still holding them from one in its peer wait, both on backend 'memory').
+  const snap = (): Record<string, unknown> => ({
+    state: failsoft.health.state,
+    backend: c.backend,
+    journal: c.status().journal.keys,
+  })
   while (loading) {
     const x = r.next()
     const key = `k${r.int(0, load.cacheKeys - 1)}`

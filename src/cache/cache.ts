@@ -19,6 +19,7 @@ import { reconcile } from './reconcile.js'
 import type { CacheStatus, SetOptions } from './status.js'
 import { tracing } from '../diagnostics/channels.js'
 import { traceCacheOperation } from './tracing.js'
+import { PEER_ALIVE_MS, PEER_SILENT_MS } from '../tunables.js'
 
 export type { CacheStatus, SetOptions } from './status.js'
 
@@ -730,7 +731,13 @@ export class Cache {
       announce ? { waitMs, from: windowFrom(lastCleanAt), listed } : undefined,
     )
     if (rolledBack) this.#namespaceRolledBack()
-    if (waitMs > 0) this.#peers?.begin(at, lastCleanAt, listed, announced ?? null)
+    if (waitMs > 0) {
+      // At start-up, another instance may be waiting after an outage longer than the start-up
+      // window (PEER_ALIVE_MS): wait for its peers instead.
+      const joined = lastCleanAt === null ? await redis.announcedWait(context.run) : null
+      if (joined !== null && joined.generation === redis.generation) this.#peers?.adopt(joined)
+      else this.#peers?.begin(at, lastCleanAt, listed, announced ?? null)
+    }
     this.#memory.clear()
     this.#epoch++
   }
@@ -820,19 +827,49 @@ export class Cache {
         this.#memory.clear()
         this.#epoch++
       }
-      // Another instance is waiting for its peers after a recovery: wait with it.
-      if (this.#options.peerWaitMs > 0 && this.#peers !== null && !this.#peers.waiting) {
-        const joined = await redis.announcedWait(this.#run)
-        if (joined !== null && joined.generation === redis.generation) {
-          this.#peers.join(joined, this.#peerWaitEnded)
-        }
-      }
+      if (this.#options.peerWaitMs > 0) await this.#joinPeers(redis)
     } catch (error) {
       if (!isConnectivityError(error)) {
         this.#syncFailedAt = performance.now()
         this.#problem('the cache cannot use this Redis; serving from memory', error)
       }
     }
+  }
+
+  /**
+   * A cache that syncs while up waits like a recovering one when others may hold changes Redis
+   * has not seen: another instance's announced peer wait is in progress (join it), or, with
+   * none yet, some instance marked within PEER_ALIVE_MS has been silent for PEER_SILENT_MS — in
+   * an outage of its own that the others have not noticed the end of yet, or dead. A healthy
+   * namespace (every instance marking every generationCheckMs) costs one round trip.
+   */
+  async #joinPeers(redis: RedisStore): Promise<void> {
+    const peers = this.#peers
+    if (peers === null || peers.waiting) return
+    const announced = await redis.announcedWait(this.#run)
+    const generation = redis.generation
+    if (announced !== null) {
+      if (announced.generation === generation) peers.join(announced, this.#peerWaitEnded)
+      return
+    }
+    const at = this.#generation?.lastCleanAt
+    if (at === null || at === undefined || generation === null) return
+    const silentMs = Math.max(PEER_SILENT_MS, 3 * this.#options.generationCheckMs)
+    const from = at - PEER_ALIVE_MS
+    const before = at - silentMs
+    const { unconfirmed } = await redis.peers(from, before, this.#run)
+    if (unconfirmed === 0 || peers.waiting) return
+    peers.join(
+      {
+        from,
+        before,
+        generation: redis.generation ?? generation,
+        listed: null,
+        remainingMs: this.#options.peerWaitMs,
+        value: null,
+      },
+      this.#peerWaitEnded,
+    )
   }
 
   /**

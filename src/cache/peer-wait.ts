@@ -36,7 +36,11 @@ interface Waiting {
   readonly deadline: number
   /** Redis was replaced: the peers listed before, rather than its members set (null: not). */
   readonly listed: readonly string[] | null
-  /** Joined (see join): the generation it began in — a move since ends it. Else null. */
+  /**
+   * The generation it began in (null: none known yet). A move since ends it — the namespace was
+   * invalidated (another instance's wait timed out, a clear(), a recovery's bump): nothing older
+   * is reachable — and a timeout invalidates from it, so several waits move it once.
+   */
   readonly generation: string | null
   /** The announcement of this wait in Redis, removed when it ends (null: none). */
   readonly announced: string | null
@@ -102,7 +106,7 @@ export class PeerWait {
       started,
       deadline: started + this.#deps.peerWaitMs,
       listed,
-      generation: null,
+      generation: this.#deps.redis.generation,
       announced,
       downtimeMs: 0,
       timer: null,
@@ -117,9 +121,16 @@ export class PeerWait {
    * generation moves (the invalidation happened: nothing older is reachable).
    */
   join(joined: JoinedWait, onEnd: (end: PeerWaitEnd) => void): void {
+    this.adopt(joined)
+    const wait = this.#waiting
+    if (wait !== null) this.#poll(wait, onEnd)
+  }
+
+  /** As join(), polled from the next `poll()` (a recovery step: the monitor is not up yet). */
+  adopt(joined: JoinedWait): void {
     this.stop()
     const started = performance.now()
-    const wait: Waiting = {
+    this.#waiting = {
       from: joined.from,
       before: joined.before,
       started,
@@ -130,8 +141,6 @@ export class PeerWait {
       downtimeMs: 0,
       timer: null,
     }
-    this.#waiting = wait
-    this.#poll(wait, onEnd)
   }
 
   /** The monitor is up: count the peers until the wait can end; `onEnd` is called once. */

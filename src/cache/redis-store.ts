@@ -42,8 +42,8 @@ export interface JoinedWait {
   readonly generation: string
   readonly listed: readonly string[] | null
   readonly remainingMs: number
-  /** The raw announcement (to end it). */
-  readonly value: string
+  /** The raw announcement (to end it); null for a wait nobody announced. */
+  readonly value: string | null
 }
 
 export interface BusMessage {

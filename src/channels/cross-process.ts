@@ -49,6 +49,8 @@ export interface CrossProcessDeps {
   readonly onFlushed: (report: { flushed: number; dropped: number }) => void
   /** Something that failed on the subscriber side (debug level: the outage itself is logged once). */
   readonly onTransportError: (error: unknown, what: string) => void
+  /** More closed publishers' wills than one receiver reads: their messages are not repaired. */
+  readonly onWillsSkipped: (skipped: number) => void
 }
 
 /** Counters of the cross-process half, for the layer's status. */
@@ -66,6 +68,8 @@ export interface CrossProcessCounters {
   willsLeft: number
   willsLoaded: number
   repairedFromWills: number
+  /** Wills beyond MAX_WILLS, not read: their publishers' missed messages are lost here. */
+  willsSkipped: number
 }
 
 /**
@@ -100,6 +104,7 @@ export class CrossProcess {
     willsLeft: 0,
     willsLoaded: 0,
     repairedFromWills: 0,
+    willsSkipped: 0,
   }
   readonly #deps: CrossProcessDeps
   readonly #monitor: HealthMonitor
@@ -299,6 +304,8 @@ export class CrossProcess {
   /** The recovery step: subscribed again to every topic; publishes are held until the flush. */
   async recover(ctx: RecoveryContext): Promise<void> {
     if (this.#closed) return
+    // A subscription that dropped while the monitor stayed up missed messages too: say hello.
+    if (this.transport.behind) this.#resync = true
     await this.transport.recover(ctx)
     if (ctx.downtimeMs > 0 || this.outbox.size > 0 || this.#resync) {
       this.#holding = true
@@ -338,9 +345,13 @@ export class CrossProcess {
         giveUpMs,
       )
       .then(
-        ({ loaded, malformed }) => {
+        ({ loaded, malformed, skipped }) => {
           if (this.#closed) return
           this.counters.malformed += malformed
+          if (skipped > 0) {
+            this.counters.willsSkipped += skipped
+            this.#deps.onWillsSkipped(skipped)
+          }
           for (const { origin, kept } of loaded) {
             this.counters.willsLoaded++
             this.#reassembly.heads(
@@ -519,8 +530,12 @@ export class CrossProcess {
     const base = this.#deps.topicBase
     switch (message.k) {
       case 'hello':
-        // Another process re-subscribed: tell it what we sent, so it can ask for what it missed.
-        if (topic === this.#controlTopic) this.#announceHeads(`${base}p:${message.o}`)
+        // Another process re-subscribed: tell it what we sent, so it can ask for what it missed
+        // (and it receives our asks again).
+        if (topic === this.#controlTopic) {
+          this.#reassembly.hello(message.o)
+          this.#announceHeads(`${base}p:${message.o}`)
+        }
         return
       case 'heads':
         this.#reassembly.heads(

@@ -129,6 +129,7 @@ export class ChannelLayer implements ChannelLayerApi {
       expiryMs: this.#expiryMs,
       groupExpiryMs: this.#options.groupExpirySeconds * 1000,
       now: this.#now,
+      toRedis: (localMs) => this.#monitor.clock.toRedis(localMs),
       hooks: {
         groupEmptied: (group) => this.#unwant('g', group),
         channelRemoved: (channel) => {
@@ -155,6 +156,11 @@ export class ChannelLayer implements ChannelLayerApi {
               ),
             onTransportError: (error, what) =>
               this.#logger.debug({ err: loggableError(error) }, `channel layer: ${what}`),
+            onWillsSkipped: (skipped) =>
+              this.#logger.warn(
+                { willsSkipped: skipped },
+                'more publishers closed while this process was cut off than it reads the kept messages of; the messages it missed from the others are lost',
+              ),
           })
     this.#handle = this.#monitor.register({
       name: `channels:${this.name}`,
@@ -444,6 +450,7 @@ export class ChannelLayer implements ChannelLayerApi {
       expired: local.expired + this.#counters.expiredOnArrival,
       abandonedChannels: local.abandoned,
       membershipsExpired: local.membershipsExpired,
+      joinedAfterSend: local.joinedAfterSend,
       crossProcessGaps: repair?.lost ?? 0,
       duplicatesSkipped: repair?.duplicates ?? 0,
       malformed: this.#counters.malformed + (counters?.malformed ?? 0),
@@ -459,6 +466,7 @@ export class ChannelLayer implements ChannelLayerApi {
         droppedCount: outbox?.counters.droppedCount ?? 0,
         droppedBytes: outbox?.counters.droppedBytes ?? 0,
         droppedAge: outbox?.counters.droppedAge ?? 0,
+        droppedAtClose: outbox?.counters.droppedAtClose ?? 0,
       },
       repair: {
         retained: remote?.retention.size ?? 0,
@@ -470,6 +478,7 @@ export class ChannelLayer implements ChannelLayerApi {
         lost: repair?.lost ?? 0,
         willsLeft: counters?.willsLeft ?? 0,
         willsLoaded: counters?.willsLoaded ?? 0,
+        willsSkipped: counters?.willsSkipped ?? 0,
         repairedFromWills: counters?.repairedFromWills ?? 0,
       },
       websocketClients: clients,
@@ -498,7 +507,7 @@ export class ChannelLayer implements ChannelLayerApi {
           { unsent },
           'channel layer closed with cross-process messages still unsent',
         )
-        remote.outbox.clear()
+        remote.outbox.clear(true)
       }
     }
     this.#local.clear(new ClosedError('channel layer'))

@@ -1,5 +1,5 @@
 import type { Entry } from './message.js'
-import { BACKLOG_WAIT_MS } from '../tunables.js'
+import { BACKLOG_WAIT_MS, JOIN_MARGIN_MS, LATE_ARRIVAL_MS } from '../tunables.js'
 
 /** Pushes entries to a live consumer (a WebSocket) instead of buffering them for `receive`. */
 export type Sink = (entry: Entry) => void
@@ -108,6 +108,8 @@ export interface LocalCounters {
   abandoned: number
   /** Group memberships that expired (`groupExpirySeconds`). */
   membershipsExpired: number
+  /** Deliveries skipped: a message from another process sent before the member joined. */
+  joinedAfterSend: number
 }
 
 export interface LocalHooks {
@@ -128,6 +130,13 @@ export interface LocalHooks {
 export class LocalChannels {
   readonly #channels = new Map<string, ChannelBuffer>()
   readonly #groups = new Map<string, Map<string, number>>()
+  /**
+   * When each member joined, on this process' own clock (`Date.now()`), per group: turned into
+   * Redis' clock with the offset known when it is used (a member added before this process
+   * ever reached Redis joined at a time its clock could not place yet).
+   */
+  readonly #joinedLocal = new Map<string, Map<string, number>>()
+  readonly #toRedis: (localMs: number) => number
   readonly #capacity: number
   readonly #backlogMax: { readonly messages: number; readonly bytes: number }
   readonly #expiryMs: number
@@ -135,7 +144,13 @@ export class LocalChannels {
   readonly #hooks: LocalHooks
   /** The layer's clock (Redis' clock as estimated here): message times are on it. */
   readonly #now: () => number
-  readonly counters: LocalCounters = { expired: 0, full: 0, abandoned: 0, membershipsExpired: 0 }
+  readonly counters: LocalCounters = {
+    expired: 0,
+    full: 0,
+    abandoned: 0,
+    membershipsExpired: 0,
+    joinedAfterSend: 0,
+  }
 
   constructor(options: {
     capacity: number
@@ -148,6 +163,8 @@ export class LocalChannels {
     groupExpiryMs: number
     hooks: LocalHooks
     now?: () => number
+    /** A `Date.now()` time on the layer's clock (default: as is). */
+    toRedis?: (localMs: number) => number
   }) {
     this.#capacity = options.capacity
     this.#backlogMax = options.backlog ?? { messages: 0, bytes: 0 }
@@ -155,6 +172,7 @@ export class LocalChannels {
     this.#groupExpiryMs = options.groupExpiryMs
     this.#hooks = options.hooks
     this.#now = options.now ?? Date.now
+    this.#toRedis = options.toRedis ?? ((localMs) => localMs)
   }
 
   get channelCount(): number {
@@ -290,6 +308,10 @@ export class LocalChannels {
     const expiredBefore = entry.sentAt - this.#groupExpiryMs
     for (const [channel, joinedAt] of members) {
       if (channel === except) continue
+      if (remote && this.#joinedAfter(group, channel, entry.sentAt)) {
+        this.counters.joinedAfterSend++
+        continue
+      }
       const buffer = this.#channels.get(channel)
       if (joinedAt < expiredBefore && buffer?.sink == null) {
         this.#removeMember(group, members, channel)
@@ -364,9 +386,24 @@ export class LocalChannels {
     // Re-adding refreshes the join time (and so the membership expiry), as in Channels.
     members.delete(channel)
     members.set(channel, now)
+    let joined = this.#joinedLocal.get(group)
+    if (joined === undefined) this.#joinedLocal.set(group, (joined = new Map()))
+    joined.set(channel, Date.now())
     const buffer = this.#channels.get(channel) ?? this.#create(channel, now)
     buffer.groups.add(group)
     return created
+  }
+
+  /**
+   * A message from another process that arrives late (its outbox flushed, a repair) is not for
+   * the members that joined after it was sent (both on Redis' clock), by more than the two
+   * processes' estimates of that clock can differ (JOIN_MARGIN_MS). A live message (arriving
+   * within LATE_ARRIVAL_MS) reaches every member.
+   */
+  #joinedAfter(group: string, channel: string, sentAt: number): boolean {
+    if (this.#now() - sentAt <= LATE_ARRIVAL_MS) return false
+    const local = this.#joinedLocal.get(group)?.get(channel)
+    return local !== undefined && this.#toRedis(local) > sentAt + JOIN_MARGIN_MS
   }
 
   groupDiscard(group: string, channel: string): void {
@@ -376,9 +413,11 @@ export class LocalChannels {
 
   #removeMember(group: string, members: Map<string, number>, channel: string): void {
     if (!members.delete(channel)) return
+    this.#joinedLocal.get(group)?.delete(channel)
     this.#channels.get(channel)?.groups.delete(group)
     if (members.size === 0) {
       this.#groups.delete(group)
+      this.#joinedLocal.delete(group)
       this.#hooks.groupEmptied(group)
     }
   }
@@ -405,6 +444,7 @@ export class LocalChannels {
   flush(): void {
     const groups = [...this.#groups.keys()]
     this.#groups.clear()
+    this.#joinedLocal.clear()
     for (const [channel, buffer] of this.#channels) {
       buffer.groups.clear()
       buffer.clear()
@@ -463,6 +503,7 @@ export class LocalChannels {
     }
     this.#channels.clear()
     this.#groups.clear()
+    this.#joinedLocal.clear()
   }
 
   #dropExpired(buffer: ChannelBuffer, now: number): number {

@@ -26,6 +26,8 @@ export interface OutboxCounters {
   droppedCount: number
   droppedBytes: number
   droppedAge: number
+  /** Still here when the layer closed without Redis: never sent (see ChannelLayer.close). */
+  droppedAtClose: number
 }
 
 /**
@@ -46,6 +48,7 @@ export class Outbox {
     droppedCount: 0,
     droppedBytes: 0,
     droppedAge: 0,
+    droppedAtClose: 0,
   }
 
   constructor(limits: OutboxLimits) {
@@ -105,8 +108,10 @@ export class Outbox {
     this.#compact()
   }
 
-  clear(): number {
+  /** Empty it; `atClose`: the layer closed with these unsent (counted). */
+  clear(atClose = false): number {
     const dropped = this.size
+    if (atClose) this.counters.droppedAtClose += dropped
     this.#items = []
     this.#head = 0
     this.#bytes = 0

@@ -59,6 +59,12 @@ export class Reassembly {
   readonly #topics = new Map<string, Map<string, StreamState>>()
   /** When each publisher was last heard from (any message, data or control). */
   readonly #heard = new Map<string, number>()
+  /**
+   * When each publisher last showed that it receives requests (it answered a range, or said
+   * `hello` after re-subscribing). Being heard from is not enough: on a flapping link its
+   * publishes get through while its subscriber is still reconnecting and the asks are lost.
+   */
+  readonly #listening = new Map<string, number>()
   readonly counters = { duplicates: 0, lost: 0, repaired: 0, requested: 0 }
 
   constructor(deps: ReassemblyDeps) {
@@ -155,9 +161,16 @@ export class Reassembly {
     }
   }
 
+  /** `origin` re-subscribed after an interruption (its `hello`): it receives asks again. */
+  hello(origin: string): void {
+    this.#heard.set(origin, now())
+    this.#listening.set(origin, now())
+  }
+
   /** The publisher answered these ranges in full: whatever of them did not come is lost. */
   resent(origin: string, ranges: readonly RangeTuple[]): void {
     this.#heard.set(origin, now())
+    this.#listening.set(origin, now())
     for (const range of ranges) {
       const [topic, stream, after, before] = range
       const st = this.#topics.get(topic)?.get(origin)
@@ -171,8 +184,9 @@ export class Reassembly {
 
   /**
    * Ranges unanswered: ask again every RANGE_TIMEOUT_MS while this process can reach Redis; give
-   * a range up after RANGE_TRIES asks the publisher should have answered (it was heard from
-   * since), or after `giveUpMs` whatever happened. Never while this process is cut off: its asks
+   * a range up after RANGE_TRIES asks the publisher should have answered (it showed since that
+   * it receives asks: it answered another range, or said hello), or after `giveUpMs` whatever
+   * happened. Never while this process is cut off: its asks
    * could not have been answered. Call periodically.
    */
   tick(): void {
@@ -183,7 +197,8 @@ export class Reassembly {
         const pending = st.pending
         if (pending === null) continue
         const expired = t - pending.since >= this.#deps.giveUpMs
-        const ignored = pending.tries >= RANGE_TRIES && (this.#heard.get(origin) ?? 0) > pending.at
+        const ignored =
+          pending.tries >= RANGE_TRIES && (this.#listening.get(origin) ?? 0) > pending.at
         if (expired || (canAsk && ignored && t - pending.at >= RANGE_TIMEOUT_MS)) {
           st.pending = null
           this.#resolve(topic, origin, st, pending.range[3])
@@ -226,6 +241,9 @@ export class Reassembly {
   /** Forget publishers silent since before `idleBefore` (performance.now() time). */
   prune(idleBefore: number): void {
     for (const [origin, at] of this.#heard) if (at < idleBefore) this.#heard.delete(origin)
+    for (const [origin, at] of this.#listening) {
+      if (at < idleBefore) this.#listening.delete(origin)
+    }
     for (const [topic, origins] of this.#topics) {
       for (const [origin, st] of origins) {
         if (st.seen < idleBefore && st.pending === null && st.held.size === 0)

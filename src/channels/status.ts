@@ -29,6 +29,8 @@ export interface ChannelLayerStatus {
   /** Channels removed from their groups because their messages expired unread. */
   abandonedChannels: number
   membershipsExpired: number
+  /** Group messages from other processes not delivered to members that joined after they were sent. */
+  joinedAfterSend: number
   /** Cross-process messages known missing and not recoverable (same as `repair.lost`). */
   crossProcessGaps: number
   /** Copies of a message received twice (a re-sent publish, a repair) and skipped. */
@@ -48,6 +50,8 @@ export interface ChannelLayerStatus {
     droppedCount: number
     droppedBytes: number
     droppedAge: number
+    /** Messages still in the outbox when the layer closed (Redis unavailable): never sent. */
+    droppedAtClose: number
   }
   /** Gap repair (see docs/channels.md): what this process keeps for others and asks of them. */
   repair: {
@@ -69,6 +73,8 @@ export interface ChannelLayerStatus {
     /** Closed publishers' wills read after a re-subscription, and messages repaired from them. */
     willsLoaded: number
     repairedFromWills: number
+    /** Wills beyond the 256 one re-subscription reads: their messages missed here are lost. */
+    willsSkipped: number
   }
   websocketClients: number
 }

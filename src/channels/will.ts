@@ -2,8 +2,11 @@ import type { Redis } from 'ioredis'
 import { safeJsonParse } from '../util/json.js'
 import { Retention, type RetentionLimits } from './retention.js'
 
-/** Wills read per re-subscription, newest expiry first: bounds what one receiver loads. */
-export const MAX_WILLS = 32
+/**
+ * Wills read per re-subscription (the first to expire first): bounds what one receiver loads.
+ * Those beyond it are counted (`willsSkipped`) and logged: their messages are not repaired.
+ */
+export const MAX_WILLS = 256
 
 type Run = <T>(fn: (redis: Redis) => Promise<T>) => Promise<T>
 
@@ -25,9 +28,12 @@ export class Wills {
   /** Wills loaded here, by publisher: dropped at `until` (performance.now()). */
   readonly #loaded = new Map<string, { kept: Retention; until: number }>()
 
-  constructor(base: string, limits: RetentionLimits) {
+  readonly #maxWills: number
+
+  constructor(base: string, limits: RetentionLimits, maxWills = MAX_WILLS) {
     this.#base = base
     this.#limits = limits
+    this.#maxWills = maxWills
   }
 
   get #index(): string {
@@ -66,11 +72,20 @@ export class Wills {
     self: string,
     now: number,
     keepForMs: number,
-  ): Promise<{ loaded: Array<{ origin: string; kept: Retention }>; malformed: number }> {
-    const origins = (
-      await run((redis) => redis.zrangebyscore(this.#index, now, '+inf', 'LIMIT', 0, MAX_WILLS))
-    ).filter((origin) => origin !== self)
-    if (origins.length === 0) return { loaded: [], malformed: 0 }
+  ): Promise<{
+    loaded: Array<{ origin: string; kept: Retention }>
+    malformed: number
+    skipped: number
+  }> {
+    const [listed, live] = await run((redis) =>
+      Promise.all([
+        redis.zrangebyscore(this.#index, now, '+inf', 'LIMIT', 0, this.#maxWills),
+        redis.zcount(this.#index, now, '+inf'),
+      ]),
+    )
+    const skipped = Math.max(0, live - listed.length)
+    const origins = listed.filter((origin) => origin !== self)
+    if (origins.length === 0) return { loaded: [], malformed: 0, skipped }
     const texts = await run((redis) => redis.mget(origins.map((o) => this.#key(o))))
     const loaded: Array<{ origin: string; kept: Retention }> = []
     let malformed = 0
@@ -86,7 +101,7 @@ export class Wills {
       this.#loaded.set(origin, { kept, until })
       loaded.push({ origin, kept })
     }
-    return { loaded, malformed }
+    return { loaded, malformed, skipped }
   }
 
   /** The will of `origin` loaded here and not yet dropped (null: none). */

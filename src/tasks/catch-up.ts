@@ -352,6 +352,8 @@ export class CatchUp {
       name: job.name,
       args: job.args,
       delayMs: job.due > 0 ? Math.max(0, job.due - Date.now()) : 0,
+      ...(job.priority !== undefined && { priority: job.priority }),
+      ...(job.lifo !== undefined && { lifo: job.lifo }),
       definition: this.#deps.definitions.get(job.name),
     }
   }

@@ -79,6 +79,14 @@ export interface TaskQueueOptions {
    * faster under load. Default null. See docs/observability.md.
    */
   telemetry: Telemetry | null
+  /**
+   * Acknowledge a queued dispatch only after Redis' `WAIT`: at least `count` replicas have the
+   * job, or `timeoutMs` passed. The result says how many (`replicas`); fewer than `count` is
+   * counted (`counts.underReplicated`) and the dispatch is still `queued` — a failover to a
+   * replica without it is then reconciled as a rollback (the job is added again). One `WAIT`
+   * covers every add of the same tick. Default null (no `WAIT`).
+   */
+  waitForReplicas: { count: number; timeoutMs: number } | null
 }
 
 /** BullMQ's job retention: remove at once (`true`), keep all (`false`), keep N, or bound age (s) / count. */
@@ -97,6 +105,7 @@ export const defaultTaskQueueOptions: Readonly<Omit<TaskQueueOptions, 'spool'>> 
   removeOnComplete: Object.freeze({ count: 1000 }),
   removeOnFail: Object.freeze({ count: 10_000 }),
   telemetry: null,
+  waitForReplicas: null,
 })
 
 /** What `failsoft.tasks()` accepts: every field optional, nested objects partial too. */
@@ -166,6 +175,7 @@ const QUEUE_KEYS = new Set([
   'removeOnComplete',
   'removeOnFail',
   'telemetry',
+  'waitForReplicas',
 ])
 
 export function resolveTaskQueueOptions(
@@ -215,6 +225,17 @@ export function resolveTaskQueueOptions(
     removeOnComplete: keepJobs(raw.removeOnComplete, d.removeOnComplete, 'removeOnComplete'),
     removeOnFail: keepJobs(raw.removeOnFail, d.removeOnFail, 'removeOnFail'),
     telemetry: bullTelemetry(raw.telemetry),
+    waitForReplicas: waitForReplicas(raw.waitForReplicas),
+  }
+}
+
+function waitForReplicas(value: unknown): TaskQueueOptions['waitForReplicas'] {
+  if (value === undefined || value === null) return null
+  const o = plainObject(value, 'waitForReplicas')
+  checkKeys(o, 'waitForReplicas', ['count', 'timeoutMs'])
+  return {
+    count: int(o.count, 1, 'waitForReplicas.count', 1, 64),
+    timeoutMs: int(o.timeoutMs, 100, 'waitForReplicas.timeoutMs', 1, 10_000),
   }
 }
 

@@ -11,8 +11,8 @@ import type { OutgoingJob, TaskDefinition } from './task.js'
 
 /** What happened to one enqueue. */
 export type EnqueueOutcome =
-  /** In Redis, as BullMQ job `jobId`. */
-  | { readonly kind: 'queued'; readonly jobId: string }
+  /** In Redis, as BullMQ job `jobId` (on `replicas` replicas, with `waitForReplicas`). */
+  | { readonly kind: 'queued'; readonly jobId: string; readonly replicas?: number }
   /** Certainly not in Redis: nothing was written, or Redis answered with an error. */
   | { readonly kind: 'not-sent'; readonly error: Error }
   /** Written, no answer (deadline, connection lost): it may still land. Never run it inline. */
@@ -52,6 +52,8 @@ export class Producer {
   #connection: Redis | null = null
   #queue: Queue | null = null
   readonly #waiting = new Set<Waiting>()
+  /** Adds that landed, waiting for the next WAIT (`waitForReplicas`). */
+  #unreplicated: Array<{ jobId: string; resolve: (outcome: EnqueueOutcome) => void }> = []
   #sweeper: NodeJS.Timeout | null = null
   #preparing: Promise<Queue> | null = null
   readonly #watch: Disposable
@@ -196,7 +198,9 @@ export class Producer {
           this.#waiting.delete(entry)
           if (entry.answered) return
           entry.answered = true
-          resolve({ kind: 'queued', jobId: added.id ?? job.id })
+          const jobId = added.id ?? job.id
+          if (this.#options.waitForReplicas === null) resolve({ kind: 'queued', jobId })
+          else this.#afterWait(jobId, resolve)
         },
         (error: unknown) => {
           this.#waiting.delete(entry)
@@ -214,6 +218,42 @@ export class Producer {
           if (!waiting) return
           const definite = e instanceof RedisUnavailableError || NOT_WRITABLE.test(e.message)
           resolve({ kind: definite ? 'not-sent' : 'ambiguous', error: e })
+        },
+      )
+    })
+  }
+
+  /**
+   * `waitForReplicas`: the adds of this tick are answered after one `WAIT` on their connection
+   * (it counts the replicas that have every write this connection made before it). A WAIT that
+   * fails or outlasts its own timeout by the command deadline answers 0 replicas.
+   */
+  #afterWait(jobId: string, resolve: (outcome: EnqueueOutcome) => void): void {
+    const wait = this.#options.waitForReplicas
+    const connection = this.#connection
+    if (wait === null || connection === null) {
+      resolve({ kind: 'queued', jobId, replicas: 0 })
+      return
+    }
+    this.#unreplicated.push({ jobId, resolve })
+    if (this.#unreplicated.length > 1) return
+    setImmediate(() => {
+      const batch = this.#unreplicated
+      this.#unreplicated = []
+      const deadline = wait.timeoutMs + this.#monitor.commandDeadlineMs
+      withDeadline(
+        // The queue's own connection (BullMQ uses the instance given, not a copy).
+        connection.wait(wait.count, wait.timeoutMs),
+        deadline,
+        'WAIT',
+      ).then(
+        (reply) => {
+          const replicas = Number(reply) || 0
+          for (const item of batch) item.resolve({ kind: 'queued', jobId: item.jobId, replicas })
+        },
+        (error: unknown) => {
+          this.#onError(error, 'WAIT')
+          for (const item of batch) item.resolve({ kind: 'queued', jobId: item.jobId, replicas: 0 })
         },
       )
     })
@@ -342,6 +382,8 @@ function jobOptions(job: OutgoingJob): JobsOptions {
   if (job.idIsJobId) opts.jobId = job.id
   else opts[TASK_ID_OPTION] = job.id
   if (job.delayMs > 0) opts.delay = job.delayMs
+  if (job.priority !== undefined && job.priority > 0) opts.priority = job.priority
+  if (job.lifo === true) opts.lifo = true
   return opts
 }
 

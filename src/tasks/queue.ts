@@ -85,6 +85,7 @@ export class TaskQueue {
   readonly #logLimiter: LogLimiter
   readonly #counts: TaskCounts = {
     queued: 0,
+    underReplicated: 0,
     inlineOk: 0,
     inlineFailed: 0,
     spooled: 0,
@@ -445,7 +446,10 @@ export class TaskQueue {
           stamp: this.#monitor.watermark.stamp(),
           at: Date.now(),
         })
-        return { mode: 'queued', id: job.id, jobId: outcome.jobId }
+        const replicas = outcome.replicas
+        if (replicas === undefined) return { mode: 'queued', id: job.id, jobId: outcome.jobId }
+        if (replicas < (this.options.waitForReplicas?.count ?? 0)) this.#counts.underReplicated++
+        return { mode: 'queued', id: job.id, jobId: outcome.jobId, replicas }
       }
       if (outcome.kind === 'ambiguous') return this.#ambiguous(job, outcome.error)
       this.#logLimiter.log(
@@ -514,6 +518,8 @@ export class TaskQueue {
         payload: job.payload,
         at: Date.now(),
         due: job.delayMs > 0 ? Date.now() + job.delayMs : 0,
+        ...(job.priority !== undefined && { priority: job.priority }),
+        ...(job.lifo !== undefined && { lifo: job.lifo }),
       })
     } catch (error) {
       this.#logLimiter.log(

@@ -10,6 +10,9 @@ export interface SpoolEntry {
   readonly at: number
   /** Due time for a delayed job (ms since the epoch), 0 for "now". */
   readonly due: number
+  /** BullMQ priority and lifo, kept for the replay (absent: none). */
+  readonly priority?: number | undefined
+  readonly lifo?: boolean | undefined
 }
 
 /** A job read back for replay. */
@@ -19,6 +22,8 @@ export interface SpooledJob {
   readonly args: unknown
   readonly at: number
   readonly due: number
+  readonly priority?: number | undefined
+  readonly lifo?: boolean | undefined
 }
 
 /** Hands a batch to the queue, in order; rejects if Redis failed (the batch is retried later). */
@@ -81,7 +86,10 @@ export const BATCH = 100
 export function encodeEntry(entry: SpoolEntry): string {
   return (
     `{"id":${JSON.stringify(entry.id)},"name":${JSON.stringify(entry.name)},` +
-    `"at":${entry.at},"due":${entry.due},"args":${entry.payload}}\n`
+    `"at":${entry.at},"due":${entry.due},` +
+    (entry.priority !== undefined && entry.priority > 0 ? `"p":${entry.priority},` : '') +
+    (entry.lifo === true ? '"l":1,' : '') +
+    `"args":${entry.payload}}\n`
   )
 }
 
@@ -102,6 +110,8 @@ export function decodeEntry(line: string): SpooledJob | null {
     args: r.args,
     at: typeof r.at === 'number' ? r.at : 0,
     due: typeof r.due === 'number' ? r.due : 0,
+    ...(Number.isSafeInteger(r.p) && (r.p as number) > 0 && { priority: r.p as number }),
+    ...(r.l === 1 && { lifo: true }),
   }
 }
 

@@ -5,6 +5,8 @@ import type { WorkerStatus } from './worker.js'
 /** Counts since the queue was created, by what became of each dispatch. */
 export interface TaskCounts {
   queued: number
+  /** Queued with `waitForReplicas`, on fewer replicas than asked when WAIT returned. */
+  underReplicated: number
   inlineOk: number
   inlineFailed: number
   spooled: number

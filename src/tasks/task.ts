@@ -34,7 +34,19 @@ export interface DispatchOptions {
    * inline: it goes to the spool, which keeps its due time. Default 0.
    */
   delayMs?: number | undefined
+  /**
+   * BullMQ's job priority: 1 is the highest, up to 2 097 152; 0 or absent, none (jobs without
+   * a priority are taken before prioritized ones, as in BullMQ). Applies when the job waits in
+   * Redis — queued, or spooled and replayed (the spool keeps it); an inline run starts at once,
+   * so there is nothing to order.
+   */
+  priority?: number | undefined
+  /** BullMQ's `lifo`: the job is taken before the others waiting (same modes as `priority`). */
+  lifo?: boolean | undefined
 }
+
+/** Largest priority BullMQ accepts (2^21). */
+export const MAX_PRIORITY = 2_097_152
 
 /**
  * What became of a dispatch. It never rejects because of Redis; a handler's failure inline
@@ -46,7 +58,13 @@ export type DispatchResult<R = unknown> =
    * never reused); `jobId` is BullMQ's (the task id for an idempotency key, otherwise
    * BullMQ's counter, which restarts at 1 in an empty Redis).
    */
-  | { readonly mode: 'queued'; readonly id: string; readonly jobId: string }
+  | {
+      readonly mode: 'queued'
+      readonly id: string
+      readonly jobId: string
+      /** With `waitForReplicas`: the replicas that had the job when WAIT returned. */
+      readonly replicas?: number
+    }
   /** Redis unavailable: ran in this process, to completion (all its tries). */
   | { readonly mode: 'inline'; readonly id: string; readonly ok: true; readonly value: R }
   | { readonly mode: 'inline'; readonly id: string; readonly ok: false; readonly error: Error }
@@ -96,6 +114,9 @@ export interface OutgoingJob {
   readonly args: unknown
   /** Delay in ms (0 = now). */
   readonly delayMs: number
+  /** BullMQ priority (see DispatchOptions); absent or 0: none. */
+  readonly priority?: number | undefined
+  readonly lifo?: boolean | undefined
   readonly definition: TaskDefinition | undefined
 }
 
@@ -156,6 +177,8 @@ export function prepareJob(
   const name = definition.name
   let key: string | undefined
   let delayMs = 0
+  let priority = 0
+  let lifo = false
   if (options !== undefined) {
     if (typeof options !== 'object' || options === null) {
       throw new InvalidTaskArgsError(
@@ -183,6 +206,25 @@ export function prepareJob(
       }
       delayMs = Math.round(delay)
     }
+    const p = options.priority
+    if (p !== undefined) {
+      if (typeof p !== 'number' || !Number.isInteger(p) || p < 0 || p > MAX_PRIORITY) {
+        throw new InvalidTaskArgsError(
+          name,
+          `priority must be an integer between 0 and ${MAX_PRIORITY} (1 is the highest); received ${describeValue(p)}`,
+        )
+      }
+      priority = p
+    }
+    if (options.lifo !== undefined) {
+      if (typeof options.lifo !== 'boolean') {
+        throw new InvalidTaskArgsError(
+          name,
+          `lifo must be a boolean; received ${describeValue(options.lifo)}`,
+        )
+      }
+      lifo = options.lifo
+    }
   }
   const payload = encodeArgs(name, args, maxArgsBytes)
   return {
@@ -192,6 +234,8 @@ export function prepareJob(
     payload,
     args,
     delayMs,
+    ...(priority > 0 && { priority }),
+    ...(lifo && { lifo }),
     keyed: key !== undefined,
     // An idempotency key is BullMQ's job id (BullMQ ignores a second add while the job
     // exists); a random id rides along with BullMQ's own counter id, its fast path.

@@ -214,6 +214,7 @@ describe('cache under an adversary', () => {
     server: RedisServer,
     prefix: string,
     keys: string[],
+    outageMs = 0,
   ): Promise<void> {
     const child = spawn(
       process.execPath,
@@ -231,7 +232,22 @@ describe('cache under an adversary', () => {
     })
     child.kill('SIGKILL')
     await once(child, 'exit')
+    await sleep(outageMs)
     await server.start() // with its data (AOF): Redis still holds the old values
+  }
+
+  /** Reads of `keys` by `cache` for `ms`: every value returned (a miss is always allowed). */
+  async function readsFor(cache: Cache, keys: string[], ms: number): Promise<unknown[]> {
+    const values: unknown[] = []
+    const end = performance.now() + ms
+    while (performance.now() < end) {
+      for (const key of keys) {
+        const value = await cache.get(key)
+        if (value !== undefined) values.push([key, value, cache.backend])
+      }
+      await sleep(20)
+    }
+    return values
   }
 
   // Regression (outside review 2, break 3): after a restarted Redis, the peer wait counted
@@ -278,5 +294,48 @@ describe('cache under an adversary', () => {
     assert.deepEqual(reads, [])
     await backOnRedis(c.cache, 10_000)
     assert.deepEqual([await c.cache.get('K1'), await c.cache.get('K2')], [undefined, undefined])
+    assert.equal(
+      b.cache.status().generationBumps + c.cache.status().generationBumps,
+      1,
+      'invalidated once, by whichever wait timed out first',
+    )
+  })
+
+  // Regression (outside review 3, break 1): after an outage longer than the start-up window
+  // (10 s), a cache created before ready() waited only for the peers marked in the last 10 s —
+  // not the dead writer — and read its old values from Redis (4 of 4 runs).
+  test('a process starting after a long outage, its cache created before ready(), joins the survivor wait', async (t) => {
+    const server = await startRedis(t, { persistence: true })
+    const prefix = `longout${process.pid}`
+    const b = instance(t, server.url, prefix)
+    await b.failsoft.ready()
+    await backOnRedis(b.cache)
+    await writerKilledDuringOutage(t, server, prefix, ['K1', 'K2'], 11_000)
+    await waitFor(() => b.cache.status().peerWait.waiting, {
+      timeoutMs: 10_000,
+      message: 'the survivor waits for the dead writer',
+    })
+    const c = instance(t, server.url, prefix) // its cache created at once, before ready()
+    await c.failsoft.ready()
+    assert.deepEqual(await readsFor(c.cache, ['K1', 'K2'], 1500), [])
+  })
+
+  // Regression (outside review 3, break 2): a cache created just after Redis returned, before
+  // the survivor (default health: 200 ms probes) had noticed, found no wait to join and read
+  // the dead writer's old values from Redis (3 of 3 runs).
+  test('a cache created before the survivor has noticed Redis is back waits for the silent peers', async (t) => {
+    const server = await startRedis(t, { persistence: true })
+    const prefix = `early${process.pid}`
+    const bFailsoft = createFailsoft({ redis: server.url, prefix, logger: false })
+    t.after(() => bFailsoft.close())
+    const b = { failsoft: bFailsoft, cache: bFailsoft.cache({ namespace: 'ns' }) }
+    await b.failsoft.ready()
+    await backOnRedis(b.cache)
+    await writerKilledDuringOutage(t, server, prefix, ['K1', 'K2'], 1000)
+    const cFailsoft = createFailsoft({ redis: server.url, prefix, logger: false, health: HEALTH })
+    t.after(() => cFailsoft.close())
+    await cFailsoft.ready()
+    const c = cFailsoft.cache({ namespace: 'ns' })
+    assert.deepEqual(await readsFor(c, ['K1', 'K2'], 1500), [])
   })
 })

@@ -3,7 +3,10 @@
 // Each case reproduces a break found by an outside review.
 import assert from 'node:assert/strict'
 import { describe, test } from 'node:test'
+import { Redis } from 'ioredis'
 import { createFailsoft } from '../../src/index.js'
+import { Retention } from '../../src/channels/retention.js'
+import { Wills } from '../../src/channels/will.js'
 import { startProxy, startRedis, waitFor } from '../support/fault-kit.js'
 import { collect, FAST_HEALTH, makeLayer, receiveWithin, sleep, uniquePrefix } from './helpers.js'
 import { Peer } from './peer.js'
@@ -86,6 +89,80 @@ describe('channel layer under an adversary', () => {
     )
     assert.equal(receiver.layer.status().repair.lost, 0)
     assert.ok(receiver.layer.status().repair.repairedFromWills > 0, 'repaired from the will')
+  })
+
+  // Regression (outside review 3, break 3): a channel the receiver added to the group while it
+  // was cut off, after the messages were sent, got all 20 of them — repaired from the live
+  // sender, or from the closed sender's will (3 of 3 runs each).
+  for (const senderCloses of [false, true]) {
+    test(`a member added after the messages were sent gets none of them (sender ${senderCloses ? 'closed' : 'live'})`, async (t) => {
+      const server = await startRedis(t)
+      const prefix = uniquePrefix()
+      const sender = await makeLayer(t, server.url, { prefix })
+      const proxy = await startProxy(t, server)
+      const receiver = await makeLayer(t, proxy.urlFor(server), { prefix })
+      const early = await receiver.layer.newChannel()
+      await receiver.layer.groupAdd('room', early)
+      const got = collect(receiver.layer, early)
+      await sender.layer.groupSend('room', { type: 'm', n: -1 })
+      await waitFor(() => got.messages.length === 1, { message: 'live delivery first' })
+      proxy.blackhole()
+      await waitFor(() => !receiver.failsoft.health.available)
+      for (let n = 0; n < 20; n++) await sender.layer.groupSend('room', { type: 'm', n })
+      await sleep(300)
+      const late = await receiver.layer.newChannel()
+      await receiver.layer.groupAdd('room', late) // after the 20 were sent
+      const lateGot = collect(receiver.layer, late)
+      await sleep(300)
+      if (senderCloses) await sender.failsoft.close()
+      proxy.pass()
+      await waitFor(() => got.messages.length >= 21, {
+        timeoutMs: 8000,
+        message: `the early member gets the 20 (got ${got.messages.length - 1})`,
+      })
+      await sleep(500)
+      got.stop()
+      lateGot.stop()
+      assert.deepEqual(
+        got.messages.slice(1).map((m) => m.n),
+        [...Array(20).keys()],
+      )
+      assert.deepEqual(lateGot.messages, [], 'the late member gets nothing sent before it joined')
+      assert.ok(receiver.layer.status().joinedAfterSend >= 20)
+    })
+  }
+
+  // Regression (outside review 3, break 5): a layer closed while Redis was down lost its outbox
+  // with every counter at 0 (2 of 2 runs).
+  test('a layer closed while Redis is down counts the messages it could not send', async (t) => {
+    const server = await startRedis(t)
+    const sender = await makeLayer(t, server.url)
+    await server.kill()
+    await waitFor(() => !sender.failsoft.health.available)
+    for (let n = 0; n < 5; n++) await sender.layer.groupSend('room', { type: 'm', n })
+    await sender.failsoft.close()
+    assert.equal(sender.layer.status().outbox.droppedAtClose, 5)
+  })
+
+  // Regression (outside review 3, break 4): past the number of wills a receiver reads (then 32),
+  // the other closed senders' messages were lost with every counter at 0 (2 of 2 runs). The
+  // bound is now 256 and what lies beyond it is counted; here a Wills reading 2 of 3.
+  test('wills beyond the number a receiver reads are counted, not silently dropped', async (t) => {
+    const server = await startRedis(t)
+    const redis = new Redis(server.url)
+    t.after(() => redis.quit())
+    const base = `${uniquePrefix()}:ch:default:`
+    const limits = { maxMessages: 100, maxBytes: 1 << 20, maxAgeMs: 60_000 }
+    const now = Date.now()
+    const run = <T>(fn: (r: Redis) => Promise<T>): Promise<T> => fn(redis)
+    for (const origin of ['a', 'b', 'c']) {
+      const kept = new Retention(limits)
+      kept.keep({ topic: `${base}g:room`, stream: 1, seq: 1, at: now, payload: 'x' })
+      await new Wills(base, limits).leave(run, origin, kept, now)
+    }
+    const { loaded, skipped } = await new Wills(base, limits, 2).load(run, 'self', now, 10_000)
+    assert.equal(loaded.length, 2)
+    assert.equal(skipped, 1)
   })
 
   test('an outbox three times the channel capacity, flushed at recovery, reaches a receive loop whole', async (t) => {

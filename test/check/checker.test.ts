@@ -212,6 +212,22 @@ describe('cache', () => {
       .op('web1.1', 'cache.get', 45, 46, { key: 'x' }, { value: null })
       .get('web2.1', 'k', 'a', 50, 51)
     assert.deepEqual(cacheInvariants(reconciled), ['cache.stale-read'])
+    // On memory with nothing journaled is the peer wait: reconciled, the write is owed.
+    const waiting = base()
+      .op('web1.1', 'cache.get', 45, 46, { key: 'x', ...onMemory, journal: 0 }, { value: null })
+      .get('web2.1', 'k', 'a', 50, 51)
+    assert.deepEqual(cacheInvariants(waiting), ['cache.stale-read'])
+    // No operation in between: the next one, still journaling on memory, says it was not.
+    const quiet = (journal: number): Hist =>
+      twoWebs()
+        .set('web2.1', 'k', 'a', 10, 11)
+        .health(15, 'web1.1', 'down')
+        .op('web1.1', 'cache.delete', 20, 21, { key: 'k', ...degraded }, { result: true })
+        .health(40, 'web1.1', 'up')
+        .get('web2.1', 'k', 'a', 50, 51)
+        .op('web1.1', 'cache.get', 60, 61, { key: 'x', ...onMemory, journal }, { value: null })
+    assert.deepEqual(cacheInvariants(quiet(1)), [])
+    assert.deepEqual(cacheInvariants(quiet(0)), ['cache.stale-read'])
   })
 
   test('a set answered false must not be read afterwards', () => {
