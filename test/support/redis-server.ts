@@ -348,6 +348,13 @@ export interface RedisServerOptions {
     quorum: number
     downAfterMs: number
     failoverTimeoutMs: number
+    /**
+     * Addresses to listen on (default 127.0.0.1 only). Any address other than 127.0.0.1 also
+     * turns protected mode off (it refuses every non-loopback client without a password).
+     */
+    bind?: string[]
+    /** `sentinel announce-ip`: the address this Sentinel gives the others in its hellos. */
+    announceIp?: string
   }
 }
 
@@ -641,11 +648,17 @@ export class RedisServer {
     const conf = join(this.dir, 'sentinel.conf')
     if (!existsSync(conf)) {
       const { name, primary } = sentinel
+      const bind = sentinel.bind ?? [HOST]
+      const open = bind.some((address) => address !== HOST)
       writeFileSync(
         conf,
         [
           `port ${this.port}`,
-          `bind ${HOST}`,
+          `bind ${bind.join(' ')}`,
+          ...(open ? ['protected-mode no'] : []),
+          ...(sentinel.announceIp !== undefined
+            ? [`sentinel announce-ip ${sentinel.announceIp}`]
+            : []),
           'daemonize no',
           'logfile ""',
           `dir ${this.dataDir}`,

@@ -8,6 +8,14 @@
 //   await set.primary()    // the RedisServer Sentinel currently names
 //   await set.failover()   // SENTINEL FAILOVER; resolves when the Sentinels name a new primary
 //   await set.killPrimary() // SIGKILL; resolves when a replica has been promoted
+//
+// By default everything listens on 127.0.0.1 only. With `host` (e.g. a NetnsLab's bridge
+// address, test/support/netns.ts) every node and Sentinel also listens on that address, with
+// protected mode off, and every address the set hands out is on it: the Sentinels monitor the
+// primary there, replicas replicate from it and announce it (`replica-announce-ip`), Sentinels
+// announce it to each other (`sentinel announce-ip`) — so a client that can reach only that
+// address (one in another network namespace) gets from Sentinel a primary it can reach. The
+// set's own commands (cli, primaryPort, failover…) keep using loopback.
 import { RedisServer, sleep, type RedisServerOptions } from './redis-server.js'
 
 const HOST = '127.0.0.1'
@@ -22,6 +30,11 @@ export interface SentinelSetOptions {
   failoverTimeoutMs?: number
   /** Applied to the primary and every replica (e.g. persistence, extra args). */
   server?: RedisServerOptions
+  /**
+   * The address the set is reached at and announces (default 127.0.0.1). Another address must
+   * be one of this host's; every node and Sentinel then listens on it as well as on 127.0.0.1.
+   */
+  host?: string
 }
 
 interface AfterHook {
@@ -33,9 +46,12 @@ export class SentinelSet {
   /** Every data node (the primary and its replicas at the start), by port. */
   readonly nodes: RedisServer[]
   readonly sentinels: RedisServer[]
+  /** The address clients reach the set at, and the one Sentinel announces. */
+  readonly host: string
 
-  private constructor(name: string, nodes: RedisServer[], sentinels: RedisServer[]) {
+  private constructor(name: string, nodes: RedisServer[], sentinels: RedisServer[], host: string) {
     this.name = name
+    this.host = host
     this.nodes = nodes
     this.sentinels = sentinels
   }
@@ -44,19 +60,34 @@ export class SentinelSet {
     const name = options.name ?? 'failsoft'
     const replicaCount = options.replicas ?? 1
     const sentinelCount = options.sentinels ?? 3
+    const host = options.host ?? HOST
+    // Another address: listen on it too, announce it (replicas; Sentinels below).
+    const nodeArgs =
+      host === HOST
+        ? []
+        : ['--bind', HOST, host, '--protected-mode', 'no', '--replica-announce-ip', host]
     const started: RedisServer[] = []
     const cleanup = async (): Promise<void> => {
       await Promise.all(started.map((s) => s.stop()))
     }
     t?.after(cleanup)
     try {
-      const primary = await RedisServer.start(options.server)
+      const primary = await RedisServer.start({
+        ...options.server,
+        args: [...(options.server?.args ?? []), ...nodeArgs],
+      })
       started.push(primary)
       const replicas: RedisServer[] = []
       for (let i = 0; i < replicaCount; i++) {
         const replica = await RedisServer.start({
           ...options.server,
-          args: [...(options.server?.args ?? []), '--replicaof', HOST, String(primary.port)],
+          args: [
+            ...(options.server?.args ?? []),
+            ...nodeArgs,
+            '--replicaof',
+            host,
+            String(primary.port),
+          ],
         })
         started.push(replica)
         replicas.push(replica)
@@ -66,16 +97,17 @@ export class SentinelSet {
         const sentinel = await RedisServer.start({
           sentinel: {
             name,
-            primary: { host: HOST, port: primary.port },
+            primary: { host, port: primary.port },
             quorum: Math.floor(sentinelCount / 2) + 1,
             downAfterMs: options.downAfterMs ?? 400,
             failoverTimeoutMs: options.failoverTimeoutMs ?? 2000,
+            ...(host === HOST ? {} : { bind: [HOST, host], announceIp: host }),
           },
         })
         started.push(sentinel)
         sentinels.push(sentinel)
       }
-      const set = new SentinelSet(name, [primary, ...replicas], sentinels)
+      const set = new SentinelSet(name, [primary, ...replicas], sentinels, host)
       await set.#settled(replicaCount, sentinelCount)
       return set
     } catch (error) {
@@ -86,7 +118,16 @@ export class SentinelSet {
 
   /** What an application passes as `redis`: ioredis' Sentinel options. */
   get options(): { sentinels: Array<{ host: string; port: number }>; name: string } {
-    return { sentinels: this.sentinels.map((s) => ({ host: HOST, port: s.port })), name: this.name }
+    return {
+      sentinels: this.sentinels.map((s) => ({ host: this.host, port: s.port })),
+      name: this.name,
+    }
+  }
+
+  /** The same as a URL: `redis-sentinel://host:port1,host:port2,…#name`. */
+  get url(): string {
+    const list = this.sentinels.map((s) => `${this.host}:${s.port}`).join(',')
+    return `redis-sentinel://${list}#${encodeURIComponent(this.name)}`
   }
 
   /** The port every live Sentinel names as the primary (throws if they disagree or none answers). */
