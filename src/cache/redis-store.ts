@@ -24,7 +24,6 @@ export interface RedisStoreOptions {
   onMoved?: () => void
 }
 
-/** A bus message: keys changed by `i`, or a new generation `g` (everything changed). */
 /** A peer wait to announce with a recovery's clean mark (see RedisStore.heartbeat). */
 export interface AnnouncedWait {
   readonly waitMs: number
@@ -46,6 +45,7 @@ export interface JoinedWait {
   readonly value: string | null
 }
 
+/** A bus message: keys changed by `i`, or a new generation `g` (everything changed). */
 export interface BusMessage {
   i: string
   k?: string[]

@@ -3,8 +3,9 @@ import { safeJsonParse } from '../util/json.js'
 import { Retention, type RetentionLimits } from './retention.js'
 
 /**
- * Wills read per re-subscription (the first to expire first): bounds what one receiver loads.
- * Those beyond it are counted (`willsSkipped`) and logged: their messages are not repaired.
+ * Wills read per re-subscription (the first to expire first), and at most 4 × the retention's
+ * `maxBytes` of them: bounds what one receiver loads. Those beyond are counted
+ * (`willsSkipped`) and logged: their messages are not repaired.
  */
 export const MAX_WILLS = 256
 
@@ -83,16 +84,23 @@ export class Wills {
         redis.zcount(this.#index, now, '+inf'),
       ]),
     )
-    const skipped = Math.max(0, live - listed.length)
+    let skipped = Math.max(0, live - listed.length)
     const origins = listed.filter((origin) => origin !== self)
     if (origins.length === 0) return { loaded: [], malformed: 0, skipped }
     const texts = await run((redis) => redis.mget(origins.map((o) => this.#key(o))))
     const loaded: Array<{ origin: string; kept: Retention }> = []
     let malformed = 0
     const until = performance.now() + keepForMs
+    // Bounded in memory too: four publishers' worth of retention (maxBytes each) at most.
+    let budget = this.#limits.maxBytes * 4
     for (const [i, origin] of origins.entries()) {
       const text = texts[i]
       if (typeof text !== 'string') continue // expired meanwhile
+      if (text.length > budget) {
+        skipped++
+        continue
+      }
+      budget -= text.length
       const kept = this.#decode(text)
       if (kept === null) {
         malformed++
