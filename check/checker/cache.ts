@@ -20,8 +20,8 @@
 // Visible to P (for a non-degraded read): W2 is P's own write; or W2 was not degraded; or
 // W2's process has had an 'up' (its recovery, which reconciles the journal, completed)
 // after W2 completed and before R was invoked — and its cache was back on Redis by R's invoke:
-// one of its cache operations between that 'up' and R began on backend 'redis' or with an
-// empty journal (the child records its journal size), or with none in between, its next one
+// one of its cache operations between that 'up' and R began on backend 'redis' or with nothing
+// left to reconcile (the child records it: journaled keys + 1 for an owed generation bump), or with none in between, its next one
 // did not begin with keys still journaled and no transition since the 'up' (a reconciliation
 // Redis refused, e.g. at maxmemory, keeps that cache on memory while the process is 'up': its
 // writes are not in Redis yet, docs/cache.md). A degraded read only has to honour P's own
@@ -85,7 +85,7 @@ export function checkCache(h: History): { violations: Violation[]; stats: CacheS
     let any = false
     for (const op of cacheOps.get(process) ?? []) {
       if (op.invokeT <= after) continue
-      // On Redis, or reconciled (nothing journaled: the peer wait also reports 'memory').
+      // On Redis, or reconciled (nothing left: the peer wait also reports 'memory').
       const onRedis = field(op.invoke, 'backend') === 'redis' || field(op.invoke, 'journal') === 0
       if (op.invokeT < before) {
         any = true

@@ -149,13 +149,17 @@ let sendSeq = 0
 const between = (r: Rng, [min, max]: [number, number]): number => r.int(min, max)
 
 async function cacheLoop(c: Cache, r: Rng): Promise<void> {
-  // `journal`: keys changed while degraded and not yet reconciled into Redis (the checker tells
-  // a cache still holding them from one in its peer wait, both on backend 'memory').
-  const snap = (): Record<string, unknown> => ({
-    state: failsoft.health.state,
-    backend: c.backend,
-    journal: c.status().journal.keys,
-  })
+  // `journal`: what is left to reconcile into Redis — keys changed while degraded, plus 1 for a
+  // generation bump still owed (a clear, an overflow, a FLUSHALL seen) — so the checker tells a
+  // cache still holding changes from one in its peer wait, both on backend 'memory'.
+  const snap = (): Record<string, unknown> => {
+    const { journal } = c.status()
+    return {
+      state: failsoft.health.state,
+      backend: c.backend,
+      journal: journal.keys + (journal.pendingGenerationBump ? 1 : 0),
+    }
+  }
   while (loading) {
     const x = r.next()
     const key = `k${r.int(0, load.cacheKeys - 1)}`
