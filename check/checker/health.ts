@@ -23,13 +23,16 @@
 //                            ≥ 150 ms around it (Redis or the machine stalled by itself).
 //   health.detect-slow       a fault that must be noticed (kill, freeze, DEBUG SLEEP, CLIENT
 //                            PAUSE, blackhole) lasting ≥ 1 s, affecting B while P was up and
-//                            not forced: P must be down within 1 s of the fault's start.
+//                            not forced: P must be down within 1 s of the fault's start
+//                            (2.5 s when a slow link on P's path was active at that start: the
+//                            adaptive command deadline, capped at maxCommandTimeoutMs 2 s).
 import { History, INF, ms, type FaultRecord, type ProcessRecord } from './history.js'
 import type { HistoryEvent } from './events.js'
 import { withContext, type Violation } from './violation.js'
 
 export const RECOVERY_BOUND_MS = 1000
 export const DETECT_BOUND_MS = 1000
+export const SLOW_LINK_DETECT_BOUND_MS = 2500
 const EXPLAIN_GRACE = ms(1500)
 /** What the proxy queued under the delay is still arriving just after a slow link ends. */
 const SLOW_GRACE = ms(300)
@@ -159,14 +162,21 @@ export function checkHealth(h: History): { violations: Violation[]; stats: Healt
       const down = p.transitions.find(
         (tr) => tr.state === 'down' && tr.t >= f.start && tr.t <= f.end,
       )
-      if (down !== undefined && down.t <= f.start + detect) continue
+      // On a slow link the command deadline has grown with the measured round trip (up to
+      // maxCommandTimeoutMs, docs/health.md "adaptive deadlines"), and a fault that starts then
+      // is noticed within that deadline: the bound is the cap, plus the watchdog's margin.
+      const slowLink = h.faults.some(
+        (s) => s.slow && History.affects(s, p.base) && s.start <= f.start && s.end >= f.start,
+      )
+      const bound = slowLink ? ms(SLOW_LINK_DETECT_BOUND_MS) : detect
+      if (down !== undefined && down.t <= f.start + bound) continue
       violations.push({
         invariant: 'health.detect-slow',
         severity: 'violation',
         message:
           down === undefined
             ? `${p.name} never went down during ${f.fault} (${(Number(f.end - f.start) / 1e6).toFixed(0)} ms)`
-            : `${p.name} went down ${(Number(down.t - f.start) / 1e6).toFixed(0)} ms into ${f.fault} (bound ${DETECT_BOUND_MS} ms)`,
+            : `${p.name} went down ${(Number(down.t - f.start) / 1e6).toFixed(0)} ms into ${f.fault} (bound ${slowLink ? `${SLOW_LINK_DETECT_BOUND_MS} ms: a slow link was active` : `${DETECT_BOUND_MS} ms`})`,
         events: withContext(
           h,
           [f.startEvent, ...(down ? [down.event] : []), ...(f.endEvent ? [f.endEvent] : [])],

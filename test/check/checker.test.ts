@@ -458,6 +458,22 @@ describe('channels', () => {
 })
 
 describe('health', () => {
+  test('a freeze noticed 1.2 s in: detect-slow, unless a slow link was active (its deadline grew)', () => {
+    const build = (slow: boolean): Hist => {
+      const h = new Hist().child('web1.1', 'web')
+      if (slow)
+        h.fault('f0', 'slow-link', 500, 4000, { slow: true, outage: false, expectDown: false })
+      return h
+        .fault('f1', 'freeze', 1000, 3000)
+        .health(2200, 'web1.1', 'down')
+        .harness(3005, 'redis-answers', { path: 'web1' })
+        .health(3200, 'web1.1', 'up')
+        .harness(9000, 'phase', { phase: 'close' })
+    }
+    assert.ok(invariants(build(false)).includes('health.detect-slow'))
+    assert.ok(!invariants(build(true)).includes('health.detect-slow'))
+  })
+
   test('down during a freeze, up soon after Redis answers: pass; up 2 s later: recovery-slow', () => {
     const build = (upAt: number): Hist =>
       new Hist()
