@@ -725,16 +725,33 @@ export class Cache {
     const listed = context.replaced ? (generation?.peers ?? []) : null
     const waitMs = this.#options.peerWaitMs
     const announce = waitMs > 0 && lastCleanAt !== null
-    const { at, rolledBack, announced } = await redis.heartbeat(
-      context.run,
-      undefined,
-      announce ? { waitMs, from: windowFrom(lastCleanAt), listed } : undefined,
-    )
+    let beat: { at: number; rolledBack: boolean; announced?: string }
+    try {
+      beat = await redis.heartbeat(
+        context.run,
+        undefined,
+        announce ? { waitMs, from: windowFrom(lastCleanAt), listed } : undefined,
+      )
+    } catch (error) {
+      if (isConnectivityError(error)) throw error
+      // Refused for now (OOM at maxmemory): no clean mark — the others' waits time out on this
+      // instance — but no reason to keep every component off Redis; wait for the peers anyway.
+      this.#problem('Redis refused the clean mark for now; waiting for the peers without it', error)
+      beat = { at: this.#monitor.clock.now(), rolledBack: false }
+    }
+    const { at, rolledBack, announced } = beat
     if (rolledBack) this.#namespaceRolledBack()
     if (waitMs > 0) {
       // At start-up, another instance may be waiting after an outage longer than the start-up
       // window (PEER_ALIVE_MS): wait for its peers instead.
-      const joined = lastCleanAt === null ? await redis.announcedWait(context.run) : null
+      const joined =
+        lastCleanAt === null
+          ? await redis.announcedWait(context.run).catch((error: unknown) => {
+              if (isConnectivityError(error)) throw error
+              this.#background(error)
+              return null
+            })
+          : null
       if (joined !== null && joined.generation === redis.generation) this.#peers?.adopt(joined)
       else this.#peers?.begin(at, lastCleanAt, listed, announced ?? null)
     }

@@ -3,6 +3,7 @@ import { execFile } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import { describe, test, type TestContext } from 'node:test'
+import { Redis } from 'ioredis'
 import type { Cache, Failsoft } from '../../src/index.js'
 import { sleep, startProxy, startRedis, waitFor } from '../support/fault-kit.js'
 import { LEVEL } from '../support/log-capture.js'
@@ -437,6 +438,39 @@ describe('coming back clean', () => {
     assert.equal(await cache.get('victim'), undefined, 'the old value is not served')
     assert.equal(failsoft.health.available, true, 'an OOM reply is not an outage')
     assert.ok(cache.status().replyErrors >= 2)
+  })
+})
+
+describe('Redis at maxmemory when a cache starts', () => {
+  // Regression (the long checker run, seed 100): a process restarted while Redis was at
+  // maxmemory failed its cache's recovery step on the clean mark (a script write refused with
+  // OOM), and the whole process went down — every component on its fallback — for as long.
+  test('the clean mark refused (OOM) does not take the process off Redis', async (t) => {
+    const server = await startRedis(t, {
+      args: ['--maxmemory', '2mb', '--maxmemory-policy', 'noeviction'],
+    })
+    // The namespace exists (its generation key): the new process's sync writes nothing.
+    const first = open(t, { redis: server.url })
+    const firstCache = first.failsoft.cache({ namespace: 'oom-start' })
+    await first.failsoft.ready()
+    await firstCache.get('k')
+    const filler = new Redis(server.url)
+    t.after(() => filler.quit())
+    const blob = 'x'.repeat(50_000)
+    for (let i = 0; i < 400; i++) {
+      const full = await filler.set(`fill${i}`, blob).then(
+        () => false,
+        () => true,
+      )
+      if (full) break
+    }
+    const { failsoft } = open(t, { redis: server.url, prefix: first.prefix })
+    const cache = failsoft.cache({ namespace: 'oom-start' })
+    assert.equal(await failsoft.ready(), 'up')
+    await sleep(1000)
+    assert.equal(failsoft.health.available, true, 'still up')
+    assert.equal(failsoft.status().redis.transitions.down, 0, 'never went down')
+    assert.equal(await cache.get('k'), undefined)
   })
 })
 
