@@ -729,6 +729,7 @@ const idleWorker: WorkerHandle = {
     deferred: 0,
     leasesLost: 0,
     claimsRefused: 0,
+    deferredOffRedis: 0,
     markersReasserted: 0,
     leasesReasserted: 0,
     unknownTask: 0,

@@ -79,6 +79,11 @@ export interface WorkerStatus {
   leasesLost: number
   /** Claims Redis refused (OOM at maxmemory): the job was put back, not run unleased. */
   claimsRefused: number
+  /**
+   * Jobs put back because this process was off Redis when BullMQ handed them out (its
+   * recovery, which writes lost leases and markers again, had not finished).
+   */
+  deferredOffRedis: number
   /** Done markers written again after Redis forgot writes (a rollback or a reset). */
   markersReasserted: number
   /** Leases of runs still going taken again after Redis forgot writes. */
@@ -178,6 +183,7 @@ export class TaskWorker implements WorkerHandle {
     deferred: 0,
     leasesLost: 0,
     claimsRefused: 0,
+    deferredOffRedis: 0,
   }
 
   constructor(deps: WorkerDeps) {
@@ -352,6 +358,18 @@ export class TaskWorker implements WorkerHandle {
         return null
       }
     }
+    // Handed a job while this process is off Redis (its BullMQ connection back on a new
+    // primary before the recovery): the recoveries of the processes that lost writes — this
+    // one's and the others' — write their leases and done markers again before 'up'. Claim
+    // only once this process is up, or a task completed elsewhere can run again.
+    if (claims !== null && !(await this.#upWithin(MAX_DEFER_MS))) {
+      this.#stats.deferredOffRedis++
+      return this.#defer(job, bullToken, MIN_DEFER_MS)
+    }
+    if (claims !== null && (this.#recentlyDone.get(id) ?? 0) > Date.now()) {
+      this.#stats.skippedDone++
+      return null
+    }
     const client =
       claims === null ? null : ((await this.#worker.getBackend().client) as unknown as Redis)
     const token = runToken()
@@ -453,6 +471,25 @@ export class TaskWorker implements WorkerHandle {
     } finally {
       if (this.#holding.get(id)?.token === token) this.#holding.delete(id)
     }
+  }
+
+  /**
+   * True at once when the monitor is up (or the fallbacks are forced by the operator: the
+   * worker keeps working then); otherwise waits up to `ms` for 'up'.
+   */
+  #upWithin(ms: number): Promise<boolean> {
+    const monitor = this.#deps.monitor
+    if (monitor.available || monitor.forced) return Promise.resolve(true)
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        subscription.dispose()
+        resolve(monitor.available)
+      }, ms)
+      const subscription = monitor.once('up', () => {
+        clearTimeout(timer)
+        resolve(true)
+      })
+    })
   }
 
   /** Another run holds the task: put this job back to wait (not a try), to look again later. */

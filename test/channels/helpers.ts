@@ -5,7 +5,14 @@ import {
   type Failsoft,
   type Logger,
 } from '../../src/index.js'
-import type { AfterHook } from '../support/fault-kit.js'
+import {
+  startProxy,
+  startRedis,
+  waitFor,
+  type AfterHook,
+  type RedisServer,
+  type TcpProxy,
+} from '../support/fault-kit.js'
 
 export { FAST_HEALTH, uniquePrefix } from '../support/failsoft.js'
 import { FAST_HEALTH, uniquePrefix } from '../support/failsoft.js'
@@ -73,4 +80,35 @@ export function collect(
     }
   })()
   return { messages, stop: () => controller.abort() }
+}
+
+/**
+ * A sender and a receiver on one Redis, one of them (`cut`) through a proxy the test can
+ * blackhole; the receiver's channel is in group 'room' and has received one live message
+ * ({ type: 'before', n: -1 }), so both are known to work before the fault.
+ */
+export async function proxiedPair(
+  t: AfterHook,
+  cut: 'receiver' | 'sender' = 'receiver',
+): Promise<{
+  server: RedisServer
+  proxy: TcpProxy
+  prefix: string
+  sender: LayerSetup
+  receiver: LayerSetup
+  got: ReturnType<typeof collect>
+}> {
+  const server = await startRedis(t)
+  const prefix = uniquePrefix()
+  const proxy = await startProxy(t, server)
+  const url = (side: 'receiver' | 'sender'): string =>
+    side === cut ? proxy.urlFor(server) : server.url
+  const sender = await makeLayer(t, url('sender'), { prefix })
+  const receiver = await makeLayer(t, url('receiver'), { prefix })
+  const channel = await receiver.layer.newChannel()
+  await receiver.layer.groupAdd('room', channel)
+  const got = collect(receiver.layer, channel)
+  await sender.layer.groupSend('room', { type: 'before', n: -1 })
+  await waitFor(() => got.messages.length === 1, { message: 'live delivery first' })
+  return { server, proxy, prefix, sender, receiver, got }
 }

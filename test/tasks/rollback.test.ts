@@ -4,8 +4,8 @@
 // worker in different failsoft instances.
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { startRedis, waitFor } from '../support/fault-kit.js'
-import { makeTasks, sleep, uniquePrefix } from './helpers.js'
+import { startProxy, startRedis, waitFor } from '../support/fault-kit.js'
+import { makeTasks, sleep, uniquePrefix, type TasksSetup } from './helpers.js'
 
 test('a restart from an older snapshot: every acknowledged job runs, none twice', async (t) => {
   const server = await startRedis(t)
@@ -95,4 +95,57 @@ test('Redis restarted empty during a long run: a copy added again under the same
   await sleep(3000) // the copy is looked at again after the first run's end
   assert.equal(maxActive, 1, 'never two runs of the task id at once')
   assert.equal(runs, 1, 'the copy found the task done')
+})
+
+/** A recovery step that takes `ms`, added once started: this process returns to Redis that late. */
+function slowRecovery(setup: TasksSetup, ms: number): void {
+  setup.failsoft.context.monitor.register({
+    name: 'test:slow-recovery',
+    fallback: 'none',
+    recover: () => sleep(ms),
+  })
+}
+
+// Regression (multi-host Sentinel test, SENTINEL FAILOVER, 1 run in 5): after a rollback, a
+// worker whose own recovery had not finished — its BullMQ connection already back — claimed a
+// job another process had completed, before that process wrote its lost done marker again; the
+// task ran twice. A worker now claims nothing while its process is off Redis.
+test('after a rollback, a worker still recovering does not claim before its peers have written their markers again', async (t) => {
+  const server = await startRedis(t)
+  const prefix = uniquePrefix()
+  const producer = await makeTasks(t, server.url, { prefix })
+  // A comes back to Redis (and writes its lost markers and leases again) 2 s after it restarted;
+  // B's BullMQ connection is back at once, B itself (its recovery) 4 s after.
+  const proxy = await startProxy(t, server)
+  const a = await makeTasks(t, proxy.urlFor(server), { prefix })
+  const b = await makeTasks(t, server.url, { prefix })
+  slowRecovery(b, 4000)
+  const runs = new Map<string, string[]>()
+  const handler =
+    (who: string) =>
+    async (args: { ms: number }, ctx: { id: string }): Promise<void> => {
+      runs.set(ctx.id, [...(runs.get(ctx.id) ?? []), who])
+      await sleep(args.ms)
+    }
+  const job = producer.tasks.define('job', () => undefined)
+  a.tasks.define('job', handler('a'))
+  b.tasks.define('job', handler('b'))
+  a.tasks.work({ concurrency: 1 })
+  const done: string[] = []
+  for (let n = 0; n < 10; n++) done.push((await job.dispatch({ ms: 0 }, { delayMs: 800 })).id)
+  const snapshot = await server.snapshot() // holds the 10, delayed, none run
+  await waitFor(() => done.every((id) => runs.has(id)), { message: 'A ran the 10' })
+  const long = await job.dispatch({ ms: 9000 })
+  await waitFor(() => runs.has(long.id), { message: 'A runs the long job' })
+  b.tasks.work({ concurrency: 4 })
+  await sleep(400) // the heartbeats confirm those writes
+  proxy.blackhole()
+  await server.restartFromSnapshot(snapshot)
+  await sleep(2000)
+  proxy.pass()
+  await waitFor(() => b.failsoft.health.available, { timeoutMs: 15_000 })
+  await sleep(2000) // B has had every chance to take the jobs
+  const twice = [...runs].filter(([, who]) => who.length > 1)
+  assert.deepEqual(twice, [], 'no task ran twice, nor beside itself')
+  assert.ok(a.failsoft.status().redis.transitions.rollback >= 1, 'A saw the rollback')
 })
