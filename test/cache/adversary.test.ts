@@ -26,8 +26,14 @@ function instance(
   url: string,
   prefix: string,
   cacheOptions: Partial<Omit<CacheOptions, 'namespace'>> = {},
+  health: typeof HEALTH | 'default' = HEALTH, // 'default': failsoft's own (200 ms probes)
 ): { failsoft: Failsoft; cache: Cache } {
-  const failsoft = createFailsoft({ redis: url, prefix, logger: false, health: HEALTH })
+  const failsoft = createFailsoft({
+    redis: url,
+    prefix,
+    logger: false,
+    ...(health === 'default' ? {} : { health }),
+  })
   t.after(() => failsoft.close())
   return { failsoft, cache: failsoft.cache({ ...cacheOptions, namespace: 'ns' }) }
 }
@@ -236,6 +242,24 @@ describe('cache under an adversary', () => {
     await server.start() // with its data (AOF): Redis still holds the old values
   }
 
+  /**
+   * A survivor B on Redis (with persistence), then a writer that joins, changes K1 and K2
+   * while Redis is down and is SIGKILLed; Redis comes back with the old values `outageMs` later.
+   */
+  async function survivorAndDeadWriter(
+    t: { after(fn: () => unknown): void },
+    name: string,
+    options: { outageMs?: number; survivorHealth?: typeof HEALTH | 'default' } = {},
+  ): Promise<{ server: RedisServer; prefix: string; b: { failsoft: Failsoft; cache: Cache } }> {
+    const server = await startRedis(t, { persistence: true })
+    const prefix = `${name}${process.pid}`
+    const b = instance(t, server.url, prefix, {}, options.survivorHealth)
+    await b.failsoft.ready()
+    await backOnRedis(b.cache)
+    await writerKilledDuringOutage(t, server, prefix, ['K1', 'K2'], options.outageMs)
+    return { server, prefix, b }
+  }
+
   /** Reads of `keys` by `cache` for `ms`: every value returned (a miss is always allowed). */
   async function readsFor(cache: Cache, keys: string[], ms: number): Promise<unknown[]> {
     const values: unknown[] = []
@@ -254,12 +278,7 @@ describe('cache under an adversary', () => {
   // only the peers listed before (every 10th mark); a writer that had joined within ~2 s of the
   // outage was not waited for (stale in 4 of 6 runs at 0.5-1.5 s).
   test('a writer that joined just before the outage and died during it is waited for after a restart', async (t) => {
-    const server = await startRedis(t, { persistence: true })
-    const prefix = `late${process.pid}`
-    const b = instance(t, server.url, prefix)
-    await b.failsoft.ready()
-    await backOnRedis(b.cache)
-    await writerKilledDuringOutage(t, server, prefix, ['K1', 'K2'])
+    const { b } = await survivorAndDeadWriter(t, 'late')
     await backOnRedis(b.cache, 10_000)
     assert.deepEqual([await b.cache.get('K1'), await b.cache.get('K2')], [undefined, undefined])
   })
@@ -268,12 +287,7 @@ describe('cache under an adversary', () => {
   // Redis at once; the dead writer's old values were served to it until the survivor's peer
   // wait timed out and invalidated (4 of 4 runs).
   test('a process started while a survivor waits for a dead writer does not serve what the writer deleted', async (t) => {
-    const server = await startRedis(t, { persistence: true })
-    const prefix = `newcomer${process.pid}`
-    const b = instance(t, server.url, prefix)
-    await b.failsoft.ready()
-    await backOnRedis(b.cache)
-    await writerKilledDuringOutage(t, server, prefix, ['K1', 'K2'])
+    const { server, prefix, b } = await survivorAndDeadWriter(t, 'newcomer')
     await waitFor(() => b.cache.status().peerWait.waiting, {
       timeoutMs: 10_000,
       message: 'the survivor waits for the dead writer',
@@ -305,12 +319,7 @@ describe('cache under an adversary', () => {
   // (10 s), a cache created before ready() waited only for the peers marked in the last 10 s —
   // not the dead writer — and read its old values from Redis (4 of 4 runs).
   test('a process starting after a long outage, its cache created before ready(), joins the survivor wait', async (t) => {
-    const server = await startRedis(t, { persistence: true })
-    const prefix = `longout${process.pid}`
-    const b = instance(t, server.url, prefix)
-    await b.failsoft.ready()
-    await backOnRedis(b.cache)
-    await writerKilledDuringOutage(t, server, prefix, ['K1', 'K2'], 11_000)
+    const { server, prefix, b } = await survivorAndDeadWriter(t, 'longout', { outageMs: 11_000 })
     await waitFor(() => b.cache.status().peerWait.waiting, {
       timeoutMs: 10_000,
       message: 'the survivor waits for the dead writer',
@@ -324,14 +333,11 @@ describe('cache under an adversary', () => {
   // the survivor (default health: 200 ms probes) had noticed, found no wait to join and read
   // the dead writer's old values from Redis (3 of 3 runs).
   test('a cache created before the survivor has noticed Redis is back waits for the silent peers', async (t) => {
-    const server = await startRedis(t, { persistence: true })
-    const prefix = `early${process.pid}`
-    const bFailsoft = createFailsoft({ redis: server.url, prefix, logger: false })
-    t.after(() => bFailsoft.close())
-    const b = { failsoft: bFailsoft, cache: bFailsoft.cache({ namespace: 'ns' }) }
-    await b.failsoft.ready()
-    await backOnRedis(b.cache)
-    await writerKilledDuringOutage(t, server, prefix, ['K1', 'K2'], 1000)
+    // The survivor on default health (200 ms probes): slow to notice that Redis is back.
+    const { server, prefix } = await survivorAndDeadWriter(t, 'early', {
+      outageMs: 1000,
+      survivorHealth: 'default',
+    })
     const cFailsoft = createFailsoft({ redis: server.url, prefix, logger: false, health: HEALTH })
     t.after(() => cFailsoft.close())
     await cFailsoft.ready()
