@@ -11,6 +11,7 @@ import { Queue } from 'bullmq'
 import { Redis } from 'ioredis'
 import { createFailsoft, type Failsoft } from '../../src/index.js'
 import { SentinelSet } from '../../test/support/sentinel.js'
+import { Cleanups } from '../cleanups.js'
 import {
   measureThroughput,
   median,
@@ -22,16 +23,6 @@ import {
 
 const CONCURRENCY = 50
 const WAIT = { count: 1, timeoutMs: 100 }
-
-class Cleanups {
-  readonly #fns: Array<() => unknown> = []
-  after(fn: () => unknown): void {
-    this.#fns.push(fn)
-  }
-  async run(): Promise<void> {
-    for (const fn of this.#fns.reverse()) await Promise.resolve().then(fn)
-  }
-}
 
 type Setup = 'failsoft' | 'failsoft + waitForReplicas' | 'BullMQ add' | 'BullMQ add + WAIT'
 const SETUPS: readonly Setup[] = [

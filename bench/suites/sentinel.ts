@@ -36,6 +36,7 @@ import { createFailsoft, type Failsoft } from '../../src/index.js'
 import { randomJobId } from '../../src/tasks/task.js'
 import { sleep } from '../../test/support/fault-kit.js'
 import { SentinelSet } from '../../test/support/sentinel.js'
+import { Cleanups } from '../cleanups.js'
 import { ratio, type BenchContext, type SuiteReport, type Table } from '../report.js'
 
 type SentinelOptions = SentinelSet['options']
@@ -48,18 +49,6 @@ let counter = 0
 let emittedErrors = 0
 const countError = (): void => {
   emittedErrors++
-}
-
-class Cleanups {
-  readonly #fns: Array<() => unknown> = []
-  after(fn: () => unknown): void {
-    this.#fns.push(fn)
-  }
-  async run(): Promise<void> {
-    for (const fn of this.#fns.reverse()) {
-      await Promise.race([Promise.resolve().then(fn).catch(countError), sleep(8000)])
-    }
-  }
 }
 
 /** One call, timed, cut at CALL_CAP_MS. */
@@ -563,7 +552,7 @@ interface ScenarioResult {
 }
 
 async function scenario(ctx: BenchContext, kind: ScenarioKind): Promise<ScenarioResult> {
-  const hooks = new Cleanups()
+  const hooks = new Cleanups({ onError: countError, capMs: 8000 })
   // down-after 1 s, not the kit's 400 ms: on a loaded 2-core machine a primary just promoted
   // (serving a full resync to the thawed replica) missed 400 ms of pings and was failed over
   // again, measured.
