@@ -31,6 +31,15 @@ export const ROLLBACK_WINDOW_MS = 60_000
 export const ROLLBACK_REPLAY_DELAY_MS = 2000
 
 /**
+ * A worker whose process has just reconciled a rollback or a reset claims nothing for this
+ * long (ms): the jobs Redis still holds could be handed out before the other processes, back
+ * within about a probe interval of this one, have written their lost markers and leases again.
+ * Shorter than ROLLBACK_REPLAY_DELAY_MS: every restart with AOF `everysec` loses a heartbeat
+ * or two (a rollback), and each one pauses the workers this long.
+ */
+export const ROLLBACK_CLAIM_HOLD_MS = 1000
+
+/**
  * Spool replay per recovery round (ms). Well under `recoveryTimeoutMs` (5000 by default), so one
  * queue's backlog never fails its recovery step; the monitor runs another round while work
  * remains (needsRecovery), and the other components' steps run beside it.

@@ -730,6 +730,7 @@ const idleWorker: WorkerHandle = {
     leasesLost: 0,
     claimsRefused: 0,
     deferredOffRedis: 0,
+    heldAfterRollback: 0,
     markersReasserted: 0,
     leasesReasserted: 0,
     unknownTask: 0,

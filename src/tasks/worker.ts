@@ -21,7 +21,7 @@ import { startTry, type RunOutcome } from './inline.js'
 import type { KeepJobs } from './options.js'
 import { TASK_ID_OPTION } from './producer.js'
 import type { TaskDefinition } from './task.js'
-import { LEASE_ABORT_PERIODS } from '../tunables.js'
+import { LEASE_ABORT_PERIODS, ROLLBACK_CLAIM_HOLD_MS } from '../tunables.js'
 
 /** Options of `tasks.work(options)`. */
 export interface WorkOptions {
@@ -84,6 +84,8 @@ export interface WorkerStatus {
    * recovery, which writes lost leases and markers again, had not finished).
    */
   deferredOffRedis: number
+  /** Jobs whose claim waited after a rollback for the other processes' markers (≤ 1 s). */
+  heldAfterRollback: number
   /** Done markers written again after Redis forgot writes (a rollback or a reset). */
   markersReasserted: number
   /** Leases of runs still going taken again after Redis forgot writes. */
@@ -167,6 +169,8 @@ export class TaskWorker implements WorkerHandle {
   #markerTimer: NodeJS.Timeout | null = null
   #retryingMarkers = false
   #closing: Promise<void> | null = null
+  /** Until then (ms since the epoch) no claim is made: a rollback was just reconciled here. */
+  #claimsHeldUntil = 0
   #stats = {
     completed: 0,
     failed: 0,
@@ -184,6 +188,7 @@ export class TaskWorker implements WorkerHandle {
     leasesLost: 0,
     claimsRefused: 0,
     deferredOffRedis: 0,
+    heldAfterRollback: 0,
   }
 
   constructor(deps: WorkerDeps) {
@@ -366,6 +371,14 @@ export class TaskWorker implements WorkerHandle {
       this.#stats.deferredOffRedis++
       return this.#defer(job, bullToken, MIN_DEFER_MS)
     }
+    // Redis forgot writes (a rollback, a reset) seen by this process's recovery: the other
+    // processes write their lost markers and leases again in their own recoveries, within
+    // about a probe interval of this one. Claim nothing until then (ROLLBACK_CLAIM_HOLD_MS).
+    const held = this.#claimsHeldUntil - Date.now()
+    if (claims !== null && held > 0) {
+      this.#stats.heldAfterRollback++
+      await sleep(held)
+    }
     if (claims !== null && (this.#recentlyDone.get(id) ?? 0) > Date.now()) {
       this.#stats.skippedDone++
       return null
@@ -536,6 +549,7 @@ export class TaskWorker implements WorkerHandle {
   async reassertMarkers(run: Runner): Promise<void> {
     const claims = this.#deps.claims
     if (claims === null) return
+    this.#claimsHeldUntil = Date.now() + ROLLBACK_CLAIM_HOLD_MS
     // The leases of the runs still going here first: Redis may hand their jobs out again (a
     // spool replay, a re-add after a rollback) and another worker must find them held. RENEW
     // takes a missing lease again; one held by another run since is left to it (that run's

@@ -45,6 +45,20 @@ const DOWN_AFTER_MS = 1000
 /** How long after the Sentinels name the new primary the others may still be off Redis, in ms. */
 const FOLLOW_MS = 5000
 
+/** The lab's namespaces, and a Sentinel set listening on its bridge (every node announced there). */
+async function labWithSentinels(
+  t: { after(fn: () => unknown): void },
+  replicas: number,
+): Promise<{ lab: NetnsLab; set: SentinelSet }> {
+  const lab = await NetnsLab.create(t, PROCESSES)
+  const set = await SentinelSet.start(t, {
+    replicas,
+    host: lab.hostAddress,
+    downAfterMs: DOWN_AFTER_MS,
+  })
+  return { lab, set }
+}
+
 /** Each process's last polled status names `primary` and is on Redis. */
 function assertAllOn(r: MultiHostResult, primary: string): void {
   const where = r.last.map((s, proc) =>
@@ -61,12 +75,7 @@ test(
   'multi-host on Sentinel: one of three processes partitioned from every node and Sentinel, the others keep them — the invariants hold',
   { skip: skip ?? false, timeout: 90_000 },
   async (t) => {
-    const lab = await NetnsLab.create(t, PROCESSES)
-    const set = await SentinelSet.start(t, {
-      replicas: 1,
-      host: lab.hostAddress,
-      downAfterMs: DOWN_AFTER_MS,
-    })
+    const { lab, set } = await labWithSentinels(t, 1)
     const primary = `${lab.hostAddress}:${await set.primaryPort()}`
     const r = await runMultiHost(t, { lab, redis: set.url })
     assertCommon(r)
@@ -93,12 +102,7 @@ for (const how of ['the primary SIGKILLed', 'SENTINEL FAILOVER'] as const) {
     `multi-host on Sentinel: a failover (${how}) while one process is partitioned — the others follow, the cut one finds the new primary, the invariants hold`,
     { skip: skip ?? (how === 'SENTINEL FAILOVER' ? PLANNED : false), timeout: 90_000 },
     async (t) => {
-      const lab = await NetnsLab.create(t, PROCESSES)
-      const set = await SentinelSet.start(t, {
-        replicas: 2,
-        host: lab.hostAddress,
-        downAfterMs: DOWN_AFTER_MS,
-      })
+      const { lab, set } = await labWithSentinels(t, 2)
       const oldPrimary = `${lab.hostAddress}:${await set.primaryPort()}`
       let failoverAt = NaN
       let promotedAt = NaN
