@@ -383,12 +383,14 @@ export class LocalChannels {
       members = new Map()
       this.#groups.set(group, members)
     }
-    // Re-adding refreshes the join time (and so the membership expiry), as in Channels.
-    members.delete(channel)
+    // Re-adding refreshes the join time (and so the membership expiry), as in Channels — but
+    // not the membership's start: a message sent before a refresh, delivered late, is still
+    // owed to the member (see #joinedAfter).
+    const member = members.delete(channel)
     members.set(channel, now)
     let joined = this.#joinedLocal.get(group)
     if (joined === undefined) this.#joinedLocal.set(group, (joined = new Map()))
-    joined.set(channel, Date.now())
+    if (!member || !joined.has(channel)) joined.set(channel, Date.now())
     const buffer = this.#channels.get(channel) ?? this.#create(channel, now)
     buffer.groups.add(group)
     return created

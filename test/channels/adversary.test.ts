@@ -150,7 +150,7 @@ describe('channel layer under an adversary', () => {
     // The checker's seed 11: a burst from Redis (an outbox flush, a repair) arrives in one
     // socket read, before a receiver awaiting receive() in a loop can take one message; the
     // channel's capacity (100) used to skip everything past it.
-    const { proxy, sender, receiver, got } = await proxiedPair(t, 'sender')
+    const { proxy, sender, receiver, channel, got } = await proxiedPair(t, 'sender')
     proxy.blackhole()
     await waitFor(() => !sender.failsoft.health.available)
     for (let n = 0; n < 300; n++) await sender.layer.groupSend('room', { type: 'outage', n })
@@ -246,6 +246,70 @@ describe('channel layer under an adversary', () => {
       got.messages.slice(1).map((m) => m.n),
       [0, 1, 2, 3, 4],
     )
+  })
+
+  test('a member re-added during an outage (a membership refresh) still gets what was sent before the refresh', async (t) => {
+    // Channels apps re-add their channels now and then to refresh the membership expiry. The
+    // refresh is not a new membership: a message sent before it, delivered late (the sender's
+    // outbox flushed after an outage), is still owed to the member.
+    const { proxy, sender, receiver, channel, got } = await proxiedPair(t, 'sender')
+    proxy.blackhole()
+    await waitFor(() => !sender.failsoft.health.available)
+    for (let n = 0; n < 5; n++) await sender.layer.groupSend('room', { type: 'outage', n })
+    await sleep(400) // the refresh comes well after the sends (beyond the join margin)
+    await receiver.layer.groupAdd('room', channel)
+    proxy.pass()
+    await waitFor(() => got.messages.length >= 6, {
+      timeoutMs: 8000,
+      message: () =>
+        `the outbox messages (got ${got.messages.length - 1}, joinedAfterSend ${String(receiver.layer.status().joinedAfterSend)})`,
+    })
+    got.stop()
+    assert.deepEqual(
+      got.messages.slice(1).map((m) => m.n),
+      [0, 1, 2, 3, 4],
+    )
+    assert.equal(receiver.layer.status().joinedAfterSend, 0)
+  })
+
+  test('a member that leaves and rejoins while messages flow gets the later ones live, without a repair', async (t) => {
+    // Messages still on their way when it left arrive after it stopped listening: they are for
+    // nobody here, and must not start a per-publisher state that, once it rejoined, shows a
+    // "gap" (what was sent while it was away) to be repaired — re-delivering messages from
+    // while it was not a member and holding the live ones behind the ask.
+    const server = await startRedis(t)
+    const prefix = uniquePrefix()
+    const sender = await makeLayer(t, server.url, { prefix })
+    const receiver = await makeLayer(t, server.url, { prefix })
+    const channel = await receiver.layer.newChannel()
+    await receiver.layer.groupAdd('room', channel)
+    const got = collect(receiver.layer, channel)
+    for (let round = 0; round < 8; round++) {
+      const base = got.messages.length
+      const flowing = (async () => {
+        for (let i = 0; i < 20; i++) await sender.layer.groupSend('room', { type: 'away', round })
+      })()
+      await receiver.layer.groupDiscard('room', channel)
+      await sleep(20)
+      await receiver.layer.groupAdd('room', channel)
+      await flowing
+      for (let n = 0; n < 30; n++) await sender.layer.groupSend('room', { type: 'live', round, n })
+      await waitFor(() => got.messages.slice(base).filter((m) => m.type === 'live').length === 30, {
+        timeoutMs: 5000,
+        message: `round ${round}: the 30 messages sent after the rejoin`,
+      })
+      assert.deepEqual(
+        got.messages
+          .slice(base)
+          .filter((m) => m.type === 'live')
+          .map((m) => m.n),
+        Array.from({ length: 30 }, (_, n) => n),
+      )
+    }
+    got.stop()
+    const { repair } = receiver.layer.status()
+    assert.equal(repair.requested, 0, 'no repair asked: nothing was owed')
+    assert.equal(repair.lost, 0)
   })
 
   test('the expiry sweep drops only the expired messages of a channel', async (t) => {

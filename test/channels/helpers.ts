@@ -96,6 +96,8 @@ export async function proxiedPair(
   prefix: string
   sender: LayerSetup
   receiver: LayerSetup
+  /** The receiver's channel, member of 'room'. */
+  channel: string
   got: ReturnType<typeof collect>
 }> {
   const server = await startRedis(t)
@@ -110,5 +112,5 @@ export async function proxiedPair(
   const got = collect(receiver.layer, channel)
   await sender.layer.groupSend('room', { type: 'before', n: -1 })
   await waitFor(() => got.messages.length === 1, { message: 'live delivery first' })
-  return { server, proxy, prefix, sender, receiver, got }
+  return { server, proxy, prefix, sender, receiver, channel, got }
 }

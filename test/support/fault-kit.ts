@@ -46,7 +46,8 @@ export async function startProxy(
 export interface WaitForOptions {
   timeoutMs?: number
   intervalMs?: number
-  message?: string
+  /** What was awaited, for the error; a function is called at the timeout (to show state). */
+  message?: string | (() => string)
 }
 
 /** Poll predicate until it returns true; throws `waitFor timed out after N ms: <message>` otherwise. */
@@ -66,7 +67,7 @@ export async function waitFor(
     if (Date.now() >= deadline) break
     await new Promise((resolve) => setTimeout(resolve, intervalMs))
   }
-  const what = message ?? 'condition not met'
+  const what = (typeof message === 'function' ? message() : message) ?? 'condition not met'
   const cause = lastError === undefined ? '' : ` (last error: ${String(lastError)})`
   throw new Error(`waitFor timed out after ${timeoutMs} ms: ${what}${cause}`, {
     cause: lastError,
