@@ -129,7 +129,10 @@ export class CrossProcess {
   #holding = false
   #settleUntil = 0
   #flushTimer: NodeJS.Timeout | null = null
-  #flushing = false
+  /** The flush in progress (null: none); close() waits for it rather than start another. */
+  #flushing: Promise<void> | null = null
+  /** Items of the batch whose PUBLISH pipeline is written and not yet answered. */
+  #publishing = 0
   #repairTimer: NodeJS.Timeout | null = null
   /** The subscription was interrupted: say `hello` and announce heads once back. */
   #resync = false
@@ -413,7 +416,7 @@ export class CrossProcess {
   }
 
   #scheduleFlush(): void {
-    if (this.#flushTimer !== null || this.#flushing || this.#closed) return
+    if (this.#flushTimer !== null || this.#flushing !== null || this.#closed) return
     const wait = Math.max(0, this.#settleUntil - Date.now())
     this.#flushTimer = setTimeout(() => {
       this.#flushTimer = null
@@ -423,44 +426,62 @@ export class CrossProcess {
   }
 
   /** Publish the outbox in order, in pipelines; stops (keeping the rest) if Redis fails again. */
-  async flush(): Promise<void> {
-    if (this.#flushing) return
-    this.#flushing = true
+  flush(): Promise<void> {
+    if (this.#flushing !== null) return this.#flushing
+    // (then-callbacks run later, so #flushing is set before they clear it)
+    const run = this.#flushBatches().then(
+      () => {
+        this.#flushing = null
+        this.#afterFlush()
+      },
+      (error: unknown) => {
+        this.#flushing = null
+        throw error
+      },
+    )
+    this.#flushing = run
+    return run
+  }
+
+  async #flushBatches(): Promise<void> {
     const droppedBefore = this.outbox.dropped
     let flushed = 0
-    try {
-      while (this.#monitor.available && !this.#closed) {
-        const batch = this.outbox.peek(FLUSH_BATCH, this.#monitor.clock.now())
-        if (batch.length === 0) {
-          this.#holding = false
-          break
-        }
-        try {
-          const { replyErrors, receivers } = await this.transport.publishBatch(batch)
-          batch.forEach((item, i) => {
-            this.retention.keep(item)
-            // A send to a specific channel whose process is gone, as for a direct publish.
-            if (receivers[i] === 0 && this.#isDirect(item.topic)) this.counters.undeliverable++
-          })
-          this.outbox.commit(batch.length)
-          flushed += batch.length
-          this.counters.published += batch.length - replyErrors
-          this.counters.publishErrors += replyErrors
-        } catch (error) {
-          // Connectivity: the monitor is going down; the next recovery flushes the rest.
-          if (!isConnectivityError(error)) {
-            this.outbox.commit(batch.length)
-            this.counters.publishErrors += batch.length
-            this.#deps.onSendError(error, 'outbox')
-          }
-          break
-        }
+    while (this.#monitor.available && !this.#closed) {
+      const batch = this.outbox.peek(FLUSH_BATCH, this.#monitor.clock.now())
+      if (batch.length === 0) {
+        this.#holding = false
+        break
       }
-    } finally {
-      this.#flushing = false
+      try {
+        this.#publishing = batch.length
+        const { replyErrors, receivers } = await this.transport.publishBatch(batch).finally(() => {
+          this.#publishing = 0
+        })
+        batch.forEach((item, i) => {
+          this.retention.keep(item)
+          // A send to a specific channel whose process is gone, as for a direct publish.
+          if (receivers[i] === 0 && this.#isDirect(item.topic)) this.counters.undeliverable++
+        })
+        this.outbox.commit(batch.length)
+        flushed += batch.length
+        this.counters.published += batch.length - replyErrors
+        this.counters.publishErrors += replyErrors
+      } catch (error) {
+        // Connectivity: the monitor is going down; the next recovery flushes the rest.
+        if (!isConnectivityError(error)) {
+          this.outbox.commit(batch.length)
+          this.counters.publishErrors += batch.length
+          this.#deps.onSendError(error, 'outbox')
+        }
+        break
+      }
     }
     this.#flushReport.flushed += flushed
     this.#flushReport.dropped += this.outbox.dropped - droppedBefore
+  }
+
+  /** A flush ended: report it once nothing is held, or schedule the next one. */
+  #afterFlush(): void {
     if (!this.#holding) {
       const report = this.#flushReport
       this.#flushReport = { flushed: 0, dropped: 0 }
@@ -655,12 +676,35 @@ export class CrossProcess {
     this.#reassembly.prune(performance.now() - (Date.now() - idleBefore))
   }
 
-  /** Publishes still buffered (closing: handed to Redis if it answers, within `ms`). */
+  /**
+   * Publishes still buffered (closing): handed to Redis while it answers, within `ms` — the
+   * flush in progress is waited for, not taken for done, and one that stopped is not retried
+   * (Redis failed again: what is left stays counted at close).
+   */
   async drain(ms: number): Promise<void> {
+    const deadline = Date.now() + ms
     this.outbox.peek(0, this.#monitor.clock.now())
-    if (this.outbox.size === 0 || !this.#monitor.available) return
-    this.#holding = true
-    await Promise.race([this.flush(), sleep(ms, undefined, true)])
+    while (this.outbox.size > 0 && this.#monitor.available && !this.#closed) {
+      const left = deadline - Date.now()
+      if (left <= 0) return
+      this.#holding = true
+      if (this.#flushTimer !== null) clearTimeout(this.#flushTimer)
+      this.#flushTimer = null
+      const before = this.outbox.counters.flushed
+      const settled = await Promise.race([
+        this.flush().then(() => true),
+        sleep(left, undefined, true).then(() => false),
+      ])
+      if (!settled || this.outbox.counters.flushed === before) return
+    }
+  }
+
+  /**
+   * What close() drops: the outbox less the batch already written to Redis (its replies not
+   * awaited — it was handed over, and is not counted as dropped).
+   */
+  get unsentAtClose(): number {
+    return Math.max(0, this.outbox.size - this.#publishing)
   }
 
   close(): void {

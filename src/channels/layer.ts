@@ -500,7 +500,7 @@ export class ChannelLayer implements ChannelLayerApi {
     if (this.#sweepTimer) clearInterval(this.#sweepTimer)
     await Promise.all([...this.#servers].map((server) => server.close()))
     if (remote !== null) {
-      const unsent = remote.outbox.size
+      const unsent = remote.unsentAtClose
       remote.close()
       if (unsent > 0) {
         this.#logger.warn(

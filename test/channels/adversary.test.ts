@@ -150,7 +150,7 @@ describe('channel layer under an adversary', () => {
     // The checker's seed 11: a burst from Redis (an outbox flush, a repair) arrives in one
     // socket read, before a receiver awaiting receive() in a loop can take one message; the
     // channel's capacity (100) used to skip everything past it.
-    const { proxy, sender, receiver, channel, got } = await proxiedPair(t, 'sender')
+    const { proxy, sender, receiver, got } = await proxiedPair(t, 'sender')
     proxy.blackhole()
     await waitFor(() => !sender.failsoft.health.available)
     for (let n = 0; n < 300; n++) await sender.layer.groupSend('room', { type: 'outage', n })
@@ -311,6 +311,32 @@ describe('channel layer under an adversary', () => {
     assert.equal(repair.requested, 0, 'no repair asked: nothing was owed')
     assert.equal(repair.lost, 0)
   })
+
+  for (const delayMs of [0, 40, 100]) {
+    test(`close() ${delayMs} ms after Redis is back hands the whole outbox over, and counts only what it did not (2000 messages)`, async (t) => {
+      // The flush after recovery is in progress when close() comes: close must wait for it
+      // (within its 1 s), not take it for done — and a batch written to Redis is not "dropped".
+      const { proxy, sender, receiver, got } = await proxiedPair(t, 'sender')
+      proxy.blackhole()
+      await waitFor(() => !sender.failsoft.health.available)
+      for (let n = 0; n < 2000; n++) await sender.layer.groupSend('room', { type: 'outage', n })
+      assert.equal(sender.layer.status().outbox.size, 2000)
+      proxy.pass()
+      await waitFor(() => sender.failsoft.health.available, { timeoutMs: 8000 })
+      await sleep(delayMs)
+      await sender.layer.close()
+      const dropped = sender.layer.status().outbox.droppedAtClose
+      await waitFor(() => got.messages.length - 1 + dropped >= 2000, {
+        timeoutMs: 8000,
+        message: () => `received ${got.messages.length - 1} + droppedAtClose ${dropped}`,
+      })
+      await sleep(200) // nothing more comes
+      got.stop()
+      assert.equal(got.messages.length - 1 + dropped, 2000, 'every message received or counted')
+      assert.equal(dropped, 0, 'on loopback 1 s is plenty for 2000 messages')
+      void receiver
+    })
+  }
 
   test('the expiry sweep drops only the expired messages of a channel', async (t) => {
     const { layer } = await makeLayer(t, null, { expirySeconds: 1 })
