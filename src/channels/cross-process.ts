@@ -644,7 +644,17 @@ export class CrossProcess {
   #announceHeads(topic: string): void {
     const base = this.#deps.topicBase.length
     this.retention.expire(this.#monitor.clock.now())
-    const heads = this.retention.heads()
+    // What was sent, not only what is still kept: a receiver told of a tail the retention no
+    // longer holds asks for it, gets nothing, and counts it lost (`first` past `seq`: nothing
+    // kept) — else a receiver cut off beyond the age bound lost it uncounted (outside review 4).
+    const kept = new Map(this.retention.heads().map((h) => [h.topic, h]))
+    const heads: Array<{ topic: string; stream: number; seq: number; first: number }> = []
+    for (const sent of this.#publisherSeq.heads()) {
+      const head = kept.get(sent.topic)
+      heads.push(
+        head !== undefined && head.stream === sent.stream ? head : { ...sent, first: sent.seq + 1 },
+      )
+    }
     for (let i = 0; i < heads.length; i += CONTROL_CHUNK) {
       this.#sendControl(topic, {
         k: 'heads',

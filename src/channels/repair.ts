@@ -307,6 +307,11 @@ export class Reassembly {
       if (wire !== undefined) this.#deps.deliver(topic, wire)
       st.next = seq + 1
     }
+    // What the range owed up to its end and did not come (the publisher keeps it no more).
+    if (Number.isFinite(upTo) && st.next < upTo) {
+      this.counters.lost += upTo - st.next
+      st.next = upTo
+    }
     if (st.held.size > 0 && st.pending === null) {
       const nextHeld = Math.min(...st.held.keys())
       this.#ask(origin, st, [topic, st.stream, st.next - 1, nextHeld, 0])

@@ -27,6 +27,11 @@ export class PublisherSequences {
     return entry
   }
 
+  /** The newest number sent on each topic still tracked (what a `heads` notice announces). */
+  *heads(): IterableIterator<{ topic: string; stream: number; seq: number }> {
+    for (const [topic, { stream, seq }] of this.#topics) yield { topic, stream, seq }
+  }
+
   prune(idleBefore: number): void {
     for (const [topic, entry] of this.#topics) {
       if (entry.used < idleBefore) this.#topics.delete(topic)

@@ -338,6 +338,31 @@ describe('channel layer under an adversary', () => {
     })
   }
 
+  test('a receiver cut off beyond the retention age counts the live messages it missed', async (t) => {
+    // What it missed is gone from the sender's retention (the age bound, 3 s here, 30 s by
+    // default): it cannot be repaired, but it must be counted — the sender's heads still say
+    // what it sent, even when it keeps none of it any more.
+    const { proxy, sender, receiver, got } = await proxiedPair(t, 'receiver', {
+      outbox: { maxAgeMs: 3000 },
+    })
+    proxy.blackhole()
+    await waitFor(() => !receiver.failsoft.health.available)
+    for (let n = 0; n < 100; n++) await sender.layer.groupSend('room', { type: 'live', n })
+    await sleep(4000) // past the retention's age bound
+    proxy.pass()
+    await waitFor(() => receiver.layer.status().repair.lost === 100, {
+      timeoutMs: 10_000,
+      message: () =>
+        `the 100 missed messages counted (${JSON.stringify(receiver.layer.status().repair)})`,
+    })
+    // and the stream goes on: a later message is delivered, nothing more counted
+    await sender.layer.groupSend('room', { type: 'after', n: 100 })
+    await waitFor(() => got.messages.length === 2, { message: 'the next message arrives' })
+    got.stop()
+    assert.equal(got.messages[1]!.type, 'after')
+    assert.equal(receiver.layer.status().repair.lost, 100)
+  })
+
   test('the expiry sweep drops only the expired messages of a channel', async (t) => {
     const { layer } = await makeLayer(t, null, { expirySeconds: 1 })
     const channel = await layer.newChannel()

@@ -90,6 +90,7 @@ export function collect(
 export async function proxiedPair(
   t: AfterHook,
   cut: 'receiver' | 'sender' = 'receiver',
+  layerOptions: ChannelLayerInput = {},
 ): Promise<{
   server: RedisServer
   proxy: TcpProxy
@@ -105,8 +106,8 @@ export async function proxiedPair(
   const proxy = await startProxy(t, server)
   const url = (side: 'receiver' | 'sender'): string =>
     side === cut ? proxy.urlFor(server) : server.url
-  const sender = await makeLayer(t, url('sender'), { prefix })
-  const receiver = await makeLayer(t, url('receiver'), { prefix })
+  const sender = await makeLayer(t, url('sender'), { ...layerOptions, prefix })
+  const receiver = await makeLayer(t, url('receiver'), { ...layerOptions, prefix })
   const channel = await receiver.layer.newChannel()
   await receiver.layer.groupAdd('room', channel)
   const got = collect(receiver.layer, channel)
