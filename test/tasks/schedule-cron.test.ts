@@ -120,6 +120,38 @@ describe('cron schedules: validation', () => {
   })
 })
 
+describe('cron schedules run locally', () => {
+  test('memory-only: occurrences run here, with their ids; limit and endDate stop them', async (t) => {
+    const { tasks } = await makeTasks(t, null)
+    const runs = { limited: [] as string[], ending: [] as string[] }
+    tasks.define('limited', (_args: unknown, ctx) => {
+      runs.limited.push(ctx.id)
+    })
+    tasks.define('ending', (_args: unknown, ctx) => {
+      runs.ending.push(ctx.id)
+    })
+    const endDate = Date.now() + 2500
+    await tasks.schedule('limited', { cron: EVERY_SECOND, limit: 2 })
+    await tasks.schedule('ending', { cron: EVERY_SECOND, endDate })
+    await waitFor(() => runs.limited.length >= 2 && runs.ending.length >= 1, {
+      timeoutMs: 8000,
+      message: 'local runs',
+    })
+    await waitFor(() => Date.now() > endDate + 1000, { timeoutMs: 5000 })
+    const ended = runs.ending.length
+    await sleep(2000)
+    assert.equal(runs.limited.length, 2, 'limit 2: two local runs')
+    assert.equal(runs.ending.length, ended, 'no local run after endDate')
+    for (const id of [...runs.limited, ...runs.ending]) {
+      const at = Number(/^repeat:(?:limited|ending):(\d+)$/.exec(id)?.[1])
+      assert.ok(at % 1000 === 0 && at > 0, id)
+    }
+    for (const id of runs.ending) assert.ok(Number(id.split(':')[2]) <= endDate, id)
+    const limited = tasks.status().schedules.find((s) => s.id === 'limited')
+    assert.equal(limited?.localRuns, 2)
+  })
+})
+
 describe('cron schedules on Redis', () => {
   test('a six-field seconds pattern fires through BullMQ, each run on its occurrence', async (t) => {
     const server = await startRedis(t)
@@ -149,6 +181,30 @@ describe('cron schedules on Redis', () => {
     assert.equal(status?.cron, EVERY_SECOND)
     assert.equal(status?.tz, 'America/New_York')
     assert.equal(status?.synced, true)
+  })
+
+  test('Redis restarted empty: the cron scheduler is re-created, pattern and tz included', async (t) => {
+    const server = await startRedis(t)
+    const { failsoft, tasks, prefix } = await makeTasks(t, server.url)
+    let runs = 0
+    tasks.define('tick', () => {
+      runs++
+    })
+    tasks.work()
+    await tasks.schedule('tick', { cron: EVERY_SECOND, tz: 'Asia/Tokyo', limit: 1000 })
+    await waitFor(() => runs >= 1, { timeoutMs: 8000, message: 'first run' })
+    await server.restart({ keepData: false })
+    const key = `${prefix}:tasks:default:repeat:tick`
+    await waitFor(async () => (await server.cli('EXISTS', key)) === 1, {
+      timeoutMs: 8000,
+      message: 'scheduler re-created in the empty Redis',
+    })
+    assert.equal(failsoft.health.state, 'up')
+    assert.equal(await server.cli('HGET', key, 'pattern'), EVERY_SECOND)
+    assert.equal(await server.cli('HGET', key, 'tz'), 'Asia/Tokyo')
+    assert.equal(await server.cli('HGET', key, 'limit'), '1000')
+    const afterRestart = runs
+    await waitFor(() => runs >= afterRestart + 2, { timeoutMs: 8000, message: 'runs resume' })
   })
 
   test('limit and endDate stop the runs (BullMQ)', async (t) => {
