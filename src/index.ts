@@ -84,7 +84,7 @@ export type {
   TaskQueueOptions,
 } from './tasks/options.js'
 export type { WorkOptions, WorkerHandle, WorkerStatus } from './tasks/worker.js'
-export type { ScheduleOptions, ScheduleResult } from './tasks/scheduler.js'
+export type { ScheduleDate, ScheduleOptions, ScheduleResult } from './tasks/scheduler.js'
 export type { FailsoftErrorCode } from './errors.js'
 export { channelNames } from './diagnostics/channels.js'
 export type {

@@ -10,7 +10,7 @@ import type { KeyedRuns } from './keyed.js'
 import type { RecentDispatches } from './recent-dispatches.js'
 import type { TaskQueueOptions } from './options.js'
 import type { Producer } from './producer.js'
-import type { ScheduleEntry, Schedules } from './scheduler.js'
+import { repeatOptions, type ScheduleEntry, type Schedules } from './scheduler.js'
 import type { JobJournal, SpooledJob } from './spool.js'
 import type { TaskCounts } from './status.js'
 import type { OutgoingJob, TaskDefinition } from './task.js'
@@ -213,7 +213,7 @@ export class CatchUp {
     await this.#deps.producer.upsertScheduler(
       entry.id,
       entry.name,
-      entry.everyMs,
+      repeatOptions(entry.timing),
       entry.args,
       entry.definition,
       run,

@@ -1,5 +1,5 @@
 import { asError, withDeadline } from '../util/async.js'
-import { Job, Queue, type JobsOptions } from 'bullmq'
+import { Job, Queue, type JobsOptions, type RepeatOptions } from 'bullmq'
 import type { Redis } from 'ioredis'
 import { RedisTimeoutError, RedisUnavailableError } from '../errors.js'
 import type { Disposable } from '../health/events.js'
@@ -305,11 +305,11 @@ export class Producer {
     )
   }
 
-  /** Create or update a BullMQ job scheduler. */
+  /** Create or update a BullMQ job scheduler (`repeat`: `every` or `pattern`, and bounds). */
   async upsertScheduler(
     id: string,
     name: string,
-    everyMs: number,
+    repeat: Omit<RepeatOptions, 'key'>,
     args: unknown,
     definition: TaskDefinition,
     run: <T>(fn: () => Promise<T>) => Promise<T>,
@@ -318,11 +318,7 @@ export class Producer {
     const queue = await this.prepare(timeoutMs)
     await withDeadline(
       run(() =>
-        queue.upsertJobScheduler(
-          id,
-          { every: everyMs },
-          { name, data: args, opts: retryOptions(definition) },
-        ),
+        queue.upsertJobScheduler(id, repeat, { name, data: args, opts: retryOptions(definition) }),
       ),
       timeoutMs,
       'upsert job scheduler',

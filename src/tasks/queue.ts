@@ -23,6 +23,7 @@ import {
 import { Producer } from './producer.js'
 import {
   Schedules,
+  occurrenceId,
   type ScheduleEntry,
   type ScheduleOptions,
   type ScheduleResult,
@@ -167,7 +168,7 @@ export class TaskQueue {
     this.#logLimiter = new LogLimiter(this.#logger, LOG_EVERY_MS)
     this.#schedules = new Schedules({
       logger: this.#logger,
-      runLocal: (entry) => this.#runLocalPeriodic(entry),
+      runLocal: (entry, occurrence) => this.#runLocalPeriodic(entry, occurrence),
     })
     if (this.#producer !== null && this.#journal !== null) {
       this.#catchUp = new CatchUp({
@@ -313,21 +314,22 @@ export class TaskQueue {
   }
 
   /**
-   * Run a defined task every `everyMs` through a BullMQ job scheduler (one run per period
-   * across all replicas). Never rejects because of Redis: while it is unavailable the
-   * scheduler is created once it is back ('pending'), and it is re-created whenever Redis
-   * comes back empty. While Redis is unavailable periodic runs are skipped, unless the task
-   * was defined with `whileDown: 'local'`.
+   * Run a defined task every `everyMs`, or at the occurrences of a `cron` pattern (in `tz`),
+   * through a BullMQ job scheduler (one run per occurrence across all replicas), optionally
+   * between `startDate` and `endDate` and at most `limit` times. Never rejects because of
+   * Redis: while it is unavailable the scheduler is created once it is back ('pending'), and
+   * it is re-created whenever Redis comes back empty. While Redis is unavailable periodic runs
+   * are skipped, unless the task was defined with `whileDown: 'local'`.
    */
   async schedule(name: string, options: ScheduleOptions): Promise<ScheduleResult> {
     this.#assertOpen()
     const definition = this.#definitions.get(name)
     if (definition === undefined) throw new UnknownTaskError(name, this.name)
-    const { id, everyMs } = Schedules.validate(name, options)
+    const { id, timing } = Schedules.validate(name, options)
     const args = options.args === undefined ? {} : options.args
     // Same validation as a dispatch: JSON, size-limited.
     prepareJob(this.name, definition, args, undefined, this.options.maxArgsBytes)
-    const entry = this.#schedules.add({ id, name, everyMs, args, definition })
+    const entry = this.#schedules.add({ id, name, timing, args, definition })
     if (!this.#monitor.available) return { id, state: 'pending' }
     try {
       await this.#catchUp?.upsertSchedule(entry, (fn) => this.#monitor.run(fn))
@@ -670,13 +672,30 @@ export class TaskQueue {
     return { mode: 'deferred', id: job.id }
   }
 
-  async #runLocalPeriodic(entry: ScheduleEntry): Promise<'ran' | 'busy'> {
+  /**
+   * One local periodic run (Redis unavailable). A fixed period's run is named after its slot
+   * (`local-<id>-<slot>`). A cron occurrence's run carries the BullMQ job id of that same
+   * occurrence (`repeat:<id>:<epoch ms>`) and is tracked like a keyed inline run: its done
+   * marker reaches Redis in the recovery step, before 'up', so the iteration BullMQ kept for
+   * that occurrence is skipped by the workers instead of running it a second time.
+   */
+  async #runLocalPeriodic(
+    entry: ScheduleEntry,
+    occurrence: number | null,
+  ): Promise<'ran' | 'busy'> {
+    const slotId =
+      occurrence === null
+        ? `local-${entry.id}-${Math.floor(Date.now() / (entry.timing.everyMs ?? 1000))}`
+        : occurrenceId(entry.id, occurrence)
+    const keyed = occurrence !== null && this.#claims !== null
+    if (keyed && this.#keyed.has(slotId)) return 'busy'
     const slot = this.#limiter.acquire()
     if (slot === null) return 'busy'
+    if (keyed) this.#keyed.start(slotId)
     const release = await slot
     try {
-      const slotId = `local-${entry.id}-${Math.floor(Date.now() / entry.everyMs)}`
       const outcome = await this.#run(entry.definition, slotId, entry.args, 'local')
+      if (keyed) void outcome.settled.then((ended) => this.#keyedEnded(slotId, ended))
       this.#counts.localPeriodicRuns++
       if (!outcome.ok) {
         this.#logLimiter.log(
