@@ -199,7 +199,8 @@ describe('cron schedules on Redis', () => {
       timeoutMs: 8000,
       message: 'scheduler re-created in the empty Redis',
     })
-    assert.equal(failsoft.health.state, 'up')
+    // (the scheduler is re-created by a recovery step, before 'up')
+    await waitFor(() => failsoft.health.state === 'up', { timeoutMs: 8000, message: 'up' })
     assert.equal(await server.cli('HGET', key, 'pattern'), EVERY_SECOND)
     assert.equal(await server.cli('HGET', key, 'tz'), 'Asia/Tokyo')
     assert.equal(await server.cli('HGET', key, 'limit'), '1000')
