@@ -19,6 +19,7 @@ export type FailsoftErrorCode =
   | 'FAILSOFT_INVALID_TASK_ARGS'
   | 'FAILSOFT_SPOOL_FULL'
   | 'FAILSOFT_INLINE_BUSY'
+  | 'FAILSOFT_INLINE_RATE_LIMITED'
   | 'FAILSOFT_TASK_TIMEOUT'
   | 'FAILSOFT_LEASE_LOST'
 
@@ -180,6 +181,20 @@ export class InlineBusyError extends FailsoftError {
       'FAILSOFT_INLINE_BUSY',
       `Inline task runner is busy (${concurrency} running, ${maxWaiting} waiting)`,
       { details: { concurrency, maxWaiting } },
+    )
+  }
+}
+
+/**
+ * The queue's `rateLimit` was reached by this process's inline runs (Redis unavailable): the
+ * job did not run.
+ */
+export class InlineRateLimitedError extends FailsoftError {
+  constructor(max: number, durationMs: number) {
+    super(
+      'FAILSOFT_INLINE_RATE_LIMITED',
+      `Inline task runner is at the queue's rate limit (${max} per ${durationMs} ms)`,
+      { details: { max, durationMs } },
     )
   }
 }

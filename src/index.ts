@@ -63,6 +63,7 @@ export {
 } from './cache/errors.js'
 export {
   InlineBusyError,
+  InlineRateLimitedError,
   InvalidTaskArgsError,
   LeaseLostError,
   SpoolFullError,

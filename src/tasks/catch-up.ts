@@ -69,6 +69,7 @@ export class CatchUp {
     // First, so the workers are fetching again while the rest of the recovery runs.
     for (const worker of this.#deps.workers()) worker.revive()
     const deadline = Date.now() + REPLAY_BUDGET_MS
+    if (ctx.reset || ctx.rollback !== null) this.#deps.producer.settingsLost()
     await this.#deps.producer.prepare(REPLAY_BUDGET_MS)
     if (ctx.reset || ctx.rollback !== null) {
       // Redis lost everything, or writes it acknowledged: the leases of runs still going and
@@ -132,7 +133,12 @@ export class CatchUp {
     const { claims, keyed, schedules, journal } = this.#deps
     // Keyed inline runs: markers to write, leases to take. journal.hasWork(): this process'
     // spool, or journals of dead processes not yet looked at.
-    return (claims !== null && keyed.needsRedis) || schedules.needsSync() || journal.hasWork()
+    return (
+      (claims !== null && keyed.needsRedis) ||
+      schedules.needsSync() ||
+      journal.hasWork() ||
+      this.#deps.producer.settingsOwed
+    )
   }
 
   /** Back up: writes Redis refused before are tried again after the backoff. */
@@ -234,6 +240,7 @@ export class CatchUp {
     try {
       await this.writeMarkers(run)
       await this.takeLeases(run)
+      await this.#deps.producer.applySettings(run, this.#timeoutMs())
       await schedules.sync(
         (entry) => this.upsertSchedule(entry, run),
         (id) => this.removeSchedule(id, run),

@@ -165,3 +165,33 @@ export class InlineLimiter {
     }
   }
 }
+
+/**
+ * A sliding window of run starts: at most `max` in any `durationMs` (the queue's `rateLimit`,
+ * applied by this process to its inline and local runs while Redis cannot). Holds at most
+ * `max` timestamps.
+ */
+export class RateWindow {
+  readonly max: number
+  readonly durationMs: number
+  readonly #starts: number[] = []
+  #head = 0
+
+  constructor(max: number, durationMs: number) {
+    this.max = max
+    this.durationMs = durationMs
+  }
+
+  /** Count one start now if the window allows it; false (nothing counted) when it is full. */
+  take(now = performance.now()): boolean {
+    while (this.#head < this.#starts.length && this.#starts[this.#head]! <= now - this.durationMs)
+      this.#head++
+    if (this.#head > 1024 && this.#head * 2 > this.#starts.length) {
+      this.#starts.splice(0, this.#head)
+      this.#head = 0
+    }
+    if (this.#starts.length - this.#head >= this.max) return false
+    this.#starts.push(now)
+    return true
+  }
+}

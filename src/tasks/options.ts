@@ -87,6 +87,21 @@ export interface TaskQueueOptions {
    * covers every add of the same tick. Default null (no `WAIT`).
    */
   waitForReplicas: { count: number; timeoutMs: number } | null
+  /**
+   * At most `max` runs started per `durationMs` for this queue. On Redis it is BullMQ's worker
+   * rate limiter, shared by every worker of the queue (kept in Redis); while Redis is
+   * unavailable each process bounds its own inline and local runs to the same rate, and a
+   * dispatch beyond it is treated as a busy inline runner (`inline.whenBusy`: `rejected` with
+   * FAILSOFT_INLINE_RATE_LIMITED, or spooled). Default null (no limit).
+   */
+  rateLimit: { max: number; durationMs: number } | null
+  /**
+   * Jobs of this queue running at the same time across every worker (BullMQ's global
+   * concurrency, kept in the queue's meta in Redis and set again after Redis lost it). While
+   * Redis is unavailable each process's inline runner uses min(`inline.concurrency`, this).
+   * Default null (each worker's own `concurrency` only).
+   */
+  globalConcurrency: number | null
 }
 
 /** BullMQ's job retention: remove at once (`true`), keep all (`false`), keep N, or bound age (s) / count. */
@@ -106,6 +121,8 @@ export const defaultTaskQueueOptions: Readonly<Omit<TaskQueueOptions, 'spool'>> 
   removeOnFail: Object.freeze({ count: 10_000 }),
   telemetry: null,
   waitForReplicas: null,
+  rateLimit: null,
+  globalConcurrency: null,
 })
 
 /** What `failsoft.tasks()` accepts: every field optional, nested objects partial too. */
@@ -176,6 +193,8 @@ const QUEUE_KEYS = new Set([
   'removeOnFail',
   'telemetry',
   'waitForReplicas',
+  'rateLimit',
+  'globalConcurrency',
 ])
 
 export function resolveTaskQueueOptions(
@@ -226,6 +245,25 @@ export function resolveTaskQueueOptions(
     removeOnFail: keepJobs(raw.removeOnFail, d.removeOnFail, 'removeOnFail'),
     telemetry: bullTelemetry(raw.telemetry),
     waitForReplicas: waitForReplicas(raw.waitForReplicas),
+    rateLimit: rateLimit(raw.rateLimit),
+    globalConcurrency:
+      raw.globalConcurrency === undefined || raw.globalConcurrency === null
+        ? null
+        : int(raw.globalConcurrency, 1, 'globalConcurrency', 1, 100_000),
+  }
+}
+
+function rateLimit(value: unknown): TaskQueueOptions['rateLimit'] {
+  if (value === undefined || value === null) return null
+  const o = plainObject(value, 'rateLimit')
+  checkKeys(o, 'rateLimit', ['max', 'durationMs'])
+  if (o.max === undefined) throw invalidOption('rateLimit.max', 'an integer from 1', o.max)
+  if (o.durationMs === undefined) {
+    throw invalidOption('rateLimit.durationMs', 'an integer number of ms from 1', o.durationMs)
+  }
+  return {
+    max: int(o.max, 1, 'rateLimit.max', 1, 1_000_000),
+    durationMs: int(o.durationMs, 1000, 'rateLimit.durationMs', 1, 86_400_000),
   }
 }
 

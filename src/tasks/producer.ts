@@ -56,6 +56,8 @@ export class Producer {
   #unreplicated: Array<{ jobId: string; resolve: (outcome: EnqueueOutcome) => void }> = []
   #sweeper: NodeJS.Timeout | null = null
   #preparing: Promise<Queue> | null = null
+  /** The queue's settings kept in Redis (global concurrency) are to be written (again). */
+  #settingsOwed: boolean
   readonly #watch: Disposable
   #closed = false
 
@@ -73,6 +75,7 @@ export class Producer {
     this.#options = options.options
     this.#connectionName = options.connectionName
     this.#onError = options.onError
+    this.#settingsOwed = options.options.globalConcurrency !== null
     // The adds are tracked here rather than through `monitor.run` (one wrapper less per
     // dispatch); the monitor's watchdog still sees the oldest one.
     this.#watch = this.#monitor.watchInFlight((since) => {
@@ -303,6 +306,32 @@ export class Producer {
       timeoutMs,
       'spool replay',
     )
+  }
+
+  /** The queue's settings kept in Redis must be written (first use, or Redis lost them). */
+  get settingsOwed(): boolean {
+    return this.#settingsOwed
+  }
+
+  /** Redis lost data (a reset, a rollback): the queue's settings may be gone with it. */
+  settingsLost(): void {
+    if (this.#options.globalConcurrency !== null) this.#settingsOwed = true
+  }
+
+  /** Write the queue's settings kept in Redis: BullMQ's global concurrency. */
+  async applySettings(
+    run: <T>(fn: () => Promise<T>) => Promise<T>,
+    timeoutMs: number,
+  ): Promise<void> {
+    const concurrency = this.#options.globalConcurrency
+    if (!this.#settingsOwed || concurrency === null) return
+    const queue = await this.prepare(timeoutMs)
+    await withDeadline(
+      run(() => queue.setGlobalConcurrency(concurrency)),
+      timeoutMs,
+      'set global concurrency',
+    )
+    this.#settingsOwed = false
   }
 
   /** Create or update a BullMQ job scheduler (`repeat`: `every` or `pattern`, and bounds). */

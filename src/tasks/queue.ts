@@ -1,4 +1,10 @@
-import { ClosedError, InlineBusyError, UnknownTaskError, invalidOption } from '../errors.js'
+import {
+  ClosedError,
+  InlineBusyError,
+  InlineRateLimitedError,
+  UnknownTaskError,
+  invalidOption,
+} from '../errors.js'
 import type { FailsoftContext } from '../context.js'
 import type { Disposable } from '../health/events.js'
 import type { ComponentHandle, HealthMonitor } from '../health/monitor.js'
@@ -9,7 +15,7 @@ import { LogLimiter } from '../util/log-limiter.js'
 import { asError } from '../util/async.js'
 import { CatchUp } from './catch-up.js'
 import { TaskClaims } from './claims.js'
-import { InlineLimiter, runWithRetries, type RunOutcome } from './inline.js'
+import { InlineLimiter, RateWindow, runWithRetries, type RunOutcome } from './inline.js'
 import { RecentDispatches } from './recent-dispatches.js'
 import { KeyedRuns } from './keyed.js'
 import {
@@ -68,6 +74,8 @@ export class TaskQueue {
   readonly #definitions = new Map<string, TaskDefinition>()
   readonly #tasks = new Map<string, Task<never, unknown>>()
   readonly #limiter: InlineLimiter
+  /** The queue's `rateLimit` for this process's inline and local runs (null: none). */
+  readonly #rate: RateWindow | null
   readonly #journal: JobJournal | null
   readonly #producer: Producer | null
   readonly #schedules: Schedules
@@ -95,6 +103,7 @@ export class TaskQueue {
     dropped: 0,
     duplicate: 0,
     rejected: 0,
+    rateLimited: 0,
     ambiguous: 0,
     replayRefused: 0,
     unconfirmed: 0,
@@ -129,9 +138,11 @@ export class TaskQueue {
             leaseMs: this.options.leaseMs,
           })
     this.#limiter = new InlineLimiter(
-      this.options.inline.concurrency,
+      Math.min(this.options.inline.concurrency, this.options.globalConcurrency ?? Infinity),
       this.options.inline.maxWaiting,
     )
+    const rate = this.options.rateLimit
+    this.#rate = rate === null ? null : new RateWindow(rate.max, rate.durationMs)
     const spool = this.options.spool
     const onError = (error: unknown, what: string): void => this.#onError(error, what)
     this.#journal = this.#memoryOnly
@@ -300,6 +311,7 @@ export class TaskQueue {
       definitions: this.#definitions,
       claims: this.#claims,
       concurrency,
+      rateLimit: this.options.rateLimit,
       lockDurationMs,
       stalledIntervalMs,
       maxStalledCount,
@@ -549,6 +561,18 @@ export class TaskQueue {
       this.#counts.duplicate++
       return { mode: 'duplicate', id: job.id }
     }
+    const rate = this.#rate
+    if (rate !== null && !rate.take()) {
+      this.#counts.rateLimited++
+      if (this.options.inline.whenBusy === 'spool' && this.#journal !== null)
+        return this.#spool(job)
+      this.#counts.rejected++
+      return {
+        mode: 'rejected',
+        id: job.id,
+        error: new InlineRateLimitedError(rate.max, rate.durationMs),
+      }
+    }
     const slot = this.#limiter.acquire()
     if (slot === null) {
       if (this.options.inline.whenBusy === 'spool' && this.#journal !== null)
@@ -689,6 +713,10 @@ export class TaskQueue {
         : occurrenceId(entry.id, occurrence)
     const keyed = occurrence !== null && this.#claims !== null
     if (keyed && this.#keyed.has(slotId)) return 'busy'
+    if (this.#rate !== null && !this.#rate.take()) {
+      this.#counts.rateLimited++
+      return 'busy'
+    }
     const slot = this.#limiter.acquire()
     if (slot === null) return 'busy'
     if (keyed) this.#keyed.start(slotId)

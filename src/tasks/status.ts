@@ -15,6 +15,11 @@ export interface TaskCounts {
   dropped: number
   duplicate: number
   rejected: number
+  /**
+   * Inline or local runs refused at the queue's `rateLimit` (Redis unavailable): rejected, or
+   * spooled with `inline.whenBusy: 'spool'`, or a local periodic run skipped.
+   */
+  rateLimited: number
   /** Enqueues sent without an answer (then spooled under the same id). */
   ambiguous: number
   /**

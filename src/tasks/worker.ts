@@ -110,6 +110,8 @@ interface WorkerDeps {
   /** The task markers and leases of the queue (null when doneTtlMs is 0: at-least-once only). */
   readonly claims: TaskClaims | null
   readonly concurrency: number
+  /** The queue's `rateLimit` (BullMQ's limiter, shared by the queue's workers in Redis). */
+  readonly rateLimit: { max: number; durationMs: number } | null
   readonly lockDurationMs: number
   readonly stalledIntervalMs: number
   readonly maxStalledCount: number
@@ -223,6 +225,9 @@ export class TaskWorker implements WorkerHandle {
         removeOnFail: keep(deps.removeOnFail),
         runRetryDelay: RUN_RETRY_DELAY_MS,
         autorun: true,
+        ...(deps.rateLimit === null
+          ? {}
+          : { limiter: { max: deps.rateLimit.max, duration: deps.rateLimit.durationMs } }),
         ...(deps.telemetry === null ? {} : { telemetry: deps.telemetry }),
       },
     )
