@@ -122,7 +122,9 @@ export const DEMOTED_REFUSE_MS = 10_000
 /**
  * A cache created while Redis is up waits for the peers silent for longer than this (ms, or 3 ×
  * its generationCheckMs if longer) and marked within PEER_ALIVE_MS: they may be in an outage
- * of their own, or dead, with changes Redis has not seen (cache.ts, #syncWhileUp).
+ * of their own, or dead, with changes Redis has not seen (cache.ts, #syncWhileUp). A mark is
+ * scored with the time it was issued, not its arrival, so a mark delivered late does not make a
+ * peer look alive.
  */
 export const PEER_SILENT_MS = 1000
 
