@@ -190,20 +190,23 @@ return {g, tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)}
  * bound of it (see RedisStore.issuedAt) — or, if later or '', now. A mark that reaches Redis
  * late (a stalled link, a proxy delivering the bytes of a process killed since) therefore
  * claims nothing about the time it arrived: it ends no peer wait that began after it was sent.
- * It forgets members silent for longer than the prune age, and returns the generation (false if
- * missing) with the server's time now — and,
+ * When ARGV[6] is '1' (an instance in no peer wait, settled since it started), the mark also
+ * raises the namespace's calm time (KEYS[5]): the last moment any instance was on Redis with
+ * nothing to wait for — the start of the namespace's outage while every instance is cut off
+ * (see RedisStore.heartbeat). It forgets members silent for longer than the prune age before
+ * that moment, and returns the generation (false if missing) with the server's time now — and,
  * when ARGV[3] is a number of ms, the ids of the members marked within that long (the peers
  * this instance will wait for if Redis is replaced, see LISTED_PEERS). Other instances read the
  * marks when they recover (see PEERS). It also reads the namespace's write counter (KEYS[3])
  * and, when ARGV[4] is '1' (this instance wrote since its last beat), increments it: see
- * RedisStore.heartbeat. When ARGV[6] is a number of ms (a recovery that begins a peer wait), it
+ * RedisStore.heartbeat. When ARGV[7] is a number of ms (a recovery that begins a peer wait), it
  * announces the wait in KEYS[4] for that long — `before from generation -|L ids...`, `from`
- * being ARGV[7] or, if '', now - ARGV[8] — so that an instance joining meanwhile waits too
+ * being ARGV[8] or, if '', now - ARGV[9] — so that an instance joining meanwhile waits too
  * (see PeerWait.join).
- * KEYS: generation, members, writes, wait. ARGV: instance id, prune age ms, alive ms | '',
- * wrote, issued ms | '', wait ms | '', from | '', alive ms, '-' | 'L', listed ids...
+ * KEYS: generation, members, writes, wait, calm. ARGV: instance id, prune age ms, alive ms | '',
+ * wrote, issued ms | '', calm, wait ms | '', from | '', alive ms, '-' | 'L', listed ids...
  * Returns {generation | false, server time ms, ids | false, writes before, writes after,
- * announced wait | false}.
+ * announced wait | false, calm time before this mark | false}.
  */
 const HEARTBEAT = script(`
 local t = redis.call('TIME')
@@ -211,7 +214,11 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local score = now
 if ARGV[5] ~= '' and tonumber(ARGV[5]) < now then score = tonumber(ARGV[5]) end
 redis.call('ZADD', KEYS[2], score, ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[2]))
+local calm = tonumber(redis.call('GET', KEYS[5]) or '')
+local horizon = now
+if calm and calm < now then horizon = calm end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', horizon - tonumber(ARGV[2]))
+if ARGV[6] == '1' and (not calm or score > calm) then redis.call('SET', KEYS[5], score) end
 local before = tonumber(redis.call('GET', KEYS[3]) or '0')
 local after = before
 if ARGV[4] == '1' then after = redis.call('INCR', KEYS[3]) end
@@ -219,14 +226,14 @@ local ids = false
 if ARGV[3] ~= '' then ids = redis.call('ZRANGEBYSCORE', KEYS[2], now - tonumber(ARGV[3]), '+inf') end
 local g = redis.call('GET', KEYS[1])
 local wait = false
-if ARGV[6] ~= '' and g then
-  local from = ARGV[7]
-  if from == '' then from = tostring(now - tonumber(ARGV[8])) end
+if ARGV[7] ~= '' and g then
+  local from = ARGV[8]
+  if from == '' then from = tostring(now - tonumber(ARGV[9])) end
   wait = now .. ' ' .. from .. ' ' .. g
-  for i = 9, #ARGV do wait = wait .. ' ' .. ARGV[i] end
-  redis.call('SET', KEYS[4], wait, 'PX', ARGV[6])
+  for i = 10, #ARGV do wait = wait .. ' ' .. ARGV[i] end
+  redis.call('SET', KEYS[4], wait, 'PX', ARGV[7])
 end
-return {g, now, ids, before, after, wait}
+return {g, now, ids, before, after, wait, calm or false}
 `)
 
 /**
@@ -289,8 +296,10 @@ export function newToken(): string {
 }
 
 /**
- * A member silent for this long is forgotten (a process that exited without closing). Far
- * longer than any outage a peer should be waited for: it only bounds the set's size.
+ * A member silent for this long before the namespace's calm time (see calmKey) is forgotten (a
+ * process that exited without closing): it only bounds the set's size. Counted from the calm
+ * time, not from now, the members alive before an outage of every instance are not forgotten
+ * during it, however long it lasts.
  */
 const MEMBER_PRUNE_MS = 60 * 60 * 1000
 
@@ -326,6 +335,11 @@ export class RedisStore implements CacheStore {
   readonly writesKey: string
   /** The peer wait in progress after a recovery, announced for instances that join meanwhile. */
   readonly waitKey: string
+  /**
+   * Server time (ms) of the last clean mark of an instance in no peer wait (see HEARTBEAT): while
+   * every instance is cut off, the start of the namespace's outage.
+   */
+  readonly calmKey: string
   readonly channel: string
   readonly #run: Runner
   /** The highest value of writesKey this instance saw (0: none yet). */
@@ -348,6 +362,7 @@ export class RedisStore implements CacheStore {
     this.membersKey = `${options.base}:members`
     this.writesKey = `${options.base}:writes`
     this.waitKey = `${options.base}:wait`
+    this.calmKey = `${options.base}:calm`
     this.channel = `${options.base}:bus`
     this.#run = options.run
     this.#bus = options.bus
@@ -532,6 +547,7 @@ export class RedisStore implements CacheStore {
     run: Runner = this.#run,
     listPeersAliveMs?: number,
     announce?: AnnouncedWait,
+    calm = false,
   ): Promise<{
     changed: boolean
     at: number
@@ -539,6 +555,8 @@ export class RedisStore implements CacheStore {
     peers?: string[]
     /** The wait announced (see HEARTBEAT), to end it with endWait. */
     announced?: string
+    /** The namespace's calm time before this mark (see calmKey); null if none. */
+    calmAt: number | null
   }> {
     const wrote = this.#wrote
     this.#wrote = false
@@ -548,6 +566,7 @@ export class RedisStore implements CacheStore {
       listPeersAliveMs ?? '',
       wrote ? '1' : '0',
       this.issuedAt(),
+      calm ? '1' : '0',
       ...(announce === undefined
         ? ['']
         : [
@@ -564,7 +583,7 @@ export class RedisStore implements CacheStore {
         evalScript(
           cork(redis),
           HEARTBEAT,
-          [this.generationKey, this.membersKey, this.writesKey, this.waitKey],
+          [this.generationKey, this.membersKey, this.writesKey, this.waitKey, this.calmKey],
           args,
         ),
       )
@@ -573,7 +592,7 @@ export class RedisStore implements CacheStore {
       throw error
     }
     if (!Array.isArray(reply)) throw new Error('cache heartbeat: unexpected reply')
-    const [generation, at, ids, before, after, announced] = reply as unknown[]
+    const [generation, at, ids, before, after, announced, calmAt] = reply as unknown[]
     if (typeof at !== 'number') throw new Error('cache heartbeat: unexpected reply')
     this.#sawServerTime(at)
     const peers = Array.isArray(ids)
@@ -598,6 +617,7 @@ export class RedisStore implements CacheStore {
       rolledBack,
       ...(peers !== undefined && { peers }),
       ...(typeof announced === 'string' && { announced }),
+      calmAt: typeof calmAt === 'number' ? calmAt : null,
     }
   }
 

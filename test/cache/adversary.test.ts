@@ -408,4 +408,78 @@ describe('cache under an adversary', () => {
     assert.deepEqual({ bReads, cReads }, { bReads: [undefined, undefined], cReads: [] })
     assert.ok(b.cache.status().peerWait.timeouts >= 1, 'B waited for A until its deadline')
   })
+
+  // Regression (outside review 4, break 2): A and B cut off from Redis for 11 s (longer than the
+  // 10 s window of peers counted), A changed keys and died; a process started meanwhile counted
+  // only the instances marked in the last 10 s — none — and read A's old values (4 of 4 runs).
+  test('a process started while every peer is cut off, after more than 10 s, waits for those alive before', async (t) => {
+    const server = await startRedis(t)
+    const prefix = `longcut${process.pid}`
+    const proxyA = await startProxy(t, server)
+    const proxyB = await startProxy(t, server)
+    const keys = ['K1', 'K2']
+    const a = await startWriter(t, proxyA.urlFor(server), prefix, keys)
+    const b = instance(t, proxyB.urlFor(server), prefix)
+    await b.failsoft.ready()
+    await backOnRedis(b.cache)
+    for (const key of keys) assert.equal(await b.cache.get(key), 'old')
+    proxyA.blackhole()
+    proxyB.blackhole()
+    await waitFor(() => a.output().includes('changed'), {
+      timeoutMs: 10_000,
+      message: 'A changed the keys in memory',
+    })
+    a.child.kill('SIGKILL')
+    await once(a.child, 'exit')
+    await waitFor(() => b.cache.backend === 'memory')
+    await sleep(11_000)
+    // C1's cache is created before ready() (a start-up wait), C2's after (it joins while up).
+    const c1 = instance(t, server.url, prefix)
+    const c2Failsoft = createFailsoft({ redis: server.url, prefix, logger: false, health: HEALTH })
+    t.after(() => c2Failsoft.close())
+    await Promise.all([c1.failsoft.ready(), c2Failsoft.ready()])
+    const c2 = c2Failsoft.cache({ namespace: 'ns' })
+    const [c1Reads, c2Reads] = await Promise.all([
+      readsFor(c1.cache, keys, 1500),
+      readsFor(c2, keys, 1500),
+    ])
+    assert.deepEqual({ c1Reads, c2Reads }, { c1Reads: [], c2Reads: [] })
+    proxyB.pass()
+    await backOnRedis(b.cache, 10_000)
+    assert.deepEqual([await b.cache.get('K1'), await b.cache.get('K2')], [undefined, undefined])
+  })
+
+  // Regression (outside review 4, break 2, its variant): Redis down for everyone for 12 s; a
+  // process started once it is back, before the survivor has returned, counted only the
+  // instances marked in the last 10 s and read the dead writer's old values (2 of 5 runs in the
+  // review, at 15 s, where the survivor sometimes announced its wait first: here it is held off).
+  test('a process started after a 12 s outage of everyone, before the survivor is back, waits for the peers alive before it', async (t) => {
+    const server = await startRedis(t, { persistence: true })
+    const prefix = `longdown${process.pid}`
+    const proxyB = await startProxy(t, server)
+    const b = instance(t, proxyB.urlFor(server), prefix)
+    await b.failsoft.ready()
+    await backOnRedis(b.cache)
+    const keys = ['K1', 'K2']
+    const a = await startWriter(t, server.url, prefix, keys)
+    await server.kill()
+    await waitFor(() => a.output().includes('changed'), {
+      timeoutMs: 10_000,
+      message: 'A changed the keys in memory',
+    })
+    a.child.kill('SIGKILL')
+    await once(a.child, 'exit')
+    await waitFor(() => b.cache.backend === 'memory')
+    proxyB.blackhole() // B does not see Redis come back until C has read
+    await sleep(12_000)
+    await server.start() // with its data (AOF): Redis still holds the old values
+    const cFailsoft = createFailsoft({ redis: server.url, prefix, logger: false, health: HEALTH })
+    t.after(() => cFailsoft.close())
+    await cFailsoft.ready()
+    const c = cFailsoft.cache({ namespace: 'ns' })
+    assert.deepEqual(await readsFor(c, keys, 1500), [])
+    proxyB.pass()
+    await backOnRedis(b.cache, 10_000)
+    assert.deepEqual([await b.cache.get('K1'), await b.cache.get('K2')], [undefined, undefined])
+  })
 })
