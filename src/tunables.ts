@@ -77,8 +77,10 @@ export const LOCK_STALE_MS = 60_000
 
 /**
  * Peer wait: instances whose last clean mark is older than this instance's own last one (before
- * its outage) by more than this (ms) were not alive then and are not waited for. Far longer than
- * a clean mark's period (`generationCheckMs`, 200) and than an outage worth waiting through.
+ * its outage) by more than this (ms) were not alive then and are not waited for — nor, by an
+ * instance that starts, those older than the namespace's calm time by more than this (the calm
+ * time is the start of an outage of every instance, however long it lasts: cache/redis-store.ts,
+ * calmKey). Far longer than a clean mark's period (`generationCheckMs`, 200).
  */
 export const PEER_ALIVE_MS = 10_000
 
@@ -121,8 +123,10 @@ export const DEMOTED_REFUSE_MS = 10_000
 
 /**
  * A cache created while Redis is up waits for the peers silent for longer than this (ms, or 3 ×
- * its generationCheckMs if longer) and marked within PEER_ALIVE_MS: they may be in an outage
- * of their own, or dead, with changes Redis has not seen (cache.ts, #syncWhileUp).
+ * its generationCheckMs if longer) and marked within PEER_ALIVE_MS before the namespace's calm
+ * time: they may be in an outage of their own, or dead, with changes Redis has not seen
+ * (cache.ts, #syncWhileUp). A mark is scored with the time it was issued, not its arrival, so a
+ * mark delivered late does not make a peer look alive.
  */
 export const PEER_SILENT_MS = 1000
 

@@ -14,12 +14,18 @@ import type { ResolvedCacheOptions } from './options.js'
 import { RedisStore, type Runner } from './redis-store.js'
 import { CacheBus } from './bus.js'
 import { GenerationKeeper } from './generation.js'
-import { PeerWait, windowFrom, type PeerWaitDeps, type PeerWaitEnd } from './peer-wait.js'
+import {
+  PeerWait,
+  windowAnchor,
+  windowFrom,
+  type PeerWaitDeps,
+  type PeerWaitEnd,
+} from './peer-wait.js'
 import { reconcile } from './reconcile.js'
 import type { CacheStatus, SetOptions } from './status.js'
 import { tracing } from '../diagnostics/channels.js'
 import { traceCacheOperation } from './tracing.js'
-import { PEER_ALIVE_MS, PEER_SILENT_MS } from '../tunables.js'
+import { PEER_SILENT_MS } from '../tunables.js'
 
 export type { CacheStatus, SetOptions } from './status.js'
 
@@ -83,6 +89,11 @@ export class Cache {
   #syncing: Promise<void> | null = null
   #syncFailedAt = -Infinity
   #degraded = false
+  /**
+   * Its start-up wait is over (or it decided none was needed): from then on, outside peer
+   * waits, its clean marks move the namespace's calm time (see RedisStore.calmKey).
+   */
+  #settled = false
   readonly #peers: PeerWait | null = null
   readonly #generation: GenerationKeeper | null = null
   #outage = { ops: 0, reconciledKeys: 0, generationBumped: false }
@@ -158,6 +169,8 @@ export class Cache {
     this.#logger = this.#handle.logger
     if (this.#redis === null) return
     this.#peers = new PeerWait(this.#peerDeps())
+    // Nothing to wait for, ever: settled from the start.
+    this.#settled = options.peerWaitMs <= 0
 
     this.#disposables.push(
       context.monitor.on('down', () => {
@@ -209,6 +222,7 @@ export class Cache {
       bus: this.#bus,
       background: (error) => this.#background(error),
       onRollback: () => this.#namespaceRolledBack(),
+      calm: () => this.#settled && this.#peers?.waiting !== true,
     })
     this.#timer = setInterval(() => this.#tick(), options.generationCheckMs)
     this.#timer.unref()
@@ -725,7 +739,7 @@ export class Cache {
     const listed = context.replaced ? (generation?.peers ?? []) : null
     const waitMs = this.#options.peerWaitMs
     const announce = waitMs > 0 && lastCleanAt !== null
-    let beat: { at: number; rolledBack: boolean; announced?: string }
+    let beat: { at: number; rolledBack: boolean; announced?: string; calmAt: number | null }
     try {
       beat = await redis.heartbeat(
         context.run,
@@ -737,13 +751,13 @@ export class Cache {
       // Refused for now (OOM at maxmemory): no clean mark — the others' waits time out on this
       // instance — but no reason to keep every component off Redis; wait for the peers anyway.
       this.#problem('Redis refused the clean mark for now; waiting for the peers without it', error)
-      beat = { at: this.#monitor.clock.now(), rolledBack: false }
+      beat = { at: this.#monitor.clock.now(), rolledBack: false, calmAt: null }
     }
-    const { at, rolledBack, announced } = beat
+    const { at, rolledBack, announced, calmAt } = beat
     if (rolledBack) this.#namespaceRolledBack()
     if (waitMs > 0) {
-      // At start-up, another instance may be waiting after an outage longer than the start-up
-      // window (PEER_ALIVE_MS): wait for its peers instead.
+      // At start-up, another instance may be waiting after its outage: wait for its peers
+      // instead. Else the peers marked in the PEER_ALIVE_MS before the namespace's calm time.
       const joined =
         lastCleanAt === null
           ? await redis.announcedWait(context.run).catch((error: unknown) => {
@@ -753,7 +767,10 @@ export class Cache {
             })
           : null
       if (joined !== null && joined.generation === redis.generation) this.#peers?.adopt(joined)
-      else this.#peers?.begin(at, lastCleanAt, listed, announced ?? null)
+      else {
+        const anchor = lastCleanAt ?? windowAnchor(calmAt, at)
+        this.#peers?.begin(at, anchor, listed, announced ?? null)
+      }
     }
     this.#memory.clear()
     this.#epoch++
@@ -765,6 +782,7 @@ export class Cache {
       this.#outage.generationBumped = true
       this.#stats.generationBumps++
     }
+    this.#settled = true
     // Copies made while waiting were never checked against the peers' reconciliation.
     this.#memory.clear()
     this.#epoch++
@@ -856,7 +874,8 @@ export class Cache {
   /**
    * A cache that syncs while up waits like a recovering one when others may hold changes Redis
    * has not seen: another instance's announced peer wait is in progress (join it), or, with
-   * none yet, some instance marked within PEER_ALIVE_MS has been silent for PEER_SILENT_MS — in
+   * none yet, some instance marked within PEER_ALIVE_MS before the namespace's calm time (while
+   * every instance is cut off, the start of their outage) has been silent for PEER_SILENT_MS — in
    * an outage of its own that the others have not noticed the end of yet, or dead. A healthy
    * namespace (every instance marking every generationCheckMs) costs one round trip.
    */
@@ -867,15 +886,23 @@ export class Cache {
     const generation = redis.generation
     if (announced !== null) {
       if (announced.generation === generation) peers.join(announced, this.#peerWaitEnded)
+      // Else it is over: the generation moved since, nothing older is reachable.
+      else this.#settled = true
       return
     }
     const at = this.#generation?.lastCleanAt
     if (at === null || at === undefined || generation === null) return
     const silentMs = Math.max(PEER_SILENT_MS, 3 * this.#options.generationCheckMs)
-    const from = at - PEER_ALIVE_MS
+    // Up to the namespace's calm time: while every instance is cut off, the start of their
+    // outage (an outside review read a dead writer's values after 11 s of it, 4 of 4 runs).
+    const from = windowFrom(windowAnchor(this.#generation?.calmAt ?? null, at))
     const before = at - silentMs
     const { unconfirmed } = await redis.peers(from, before, this.#run)
-    if (unconfirmed === 0 || peers.waiting) return
+    if (peers.waiting) return
+    if (unconfirmed === 0) {
+      this.#settled = true
+      return
+    }
     peers.join(
       {
         from,

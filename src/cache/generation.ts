@@ -12,6 +12,11 @@ export interface GenerationDeps {
   readonly background: (error: unknown) => void
   /** The namespace's write counter went down: Redis forgot writes; the generation moved. */
   readonly onRollback: () => void
+  /**
+   * This instance is in no peer wait and has settled since it started (its start-up wait, or
+   * its decision that none was needed): its marks move the namespace's calm time.
+   */
+  readonly calm: () => boolean
 }
 
 /**
@@ -27,6 +32,8 @@ export class GenerationKeeper {
   #sweeping = false
   /** Server time (ms) of this instance's last clean mark; null before the first. */
   lastCleanAt: number | null = null
+  /** The namespace's calm time read by the last mark (see RedisStore.calmKey); null: none. */
+  calmAt: number | null = null
   /**
    * The other instances of this namespace seen alive in Redis at the last listing (every tenth
    * beat): after Redis is replaced, its members set may have forgotten some of them, and this
@@ -49,11 +56,14 @@ export class GenerationKeeper {
     this.#checking ??= (async () => {
       await this.#deps.bus?.connect()
       const list = this.#beats++ % LIST_PEERS_EVERY === 0
-      const { at, peers, rolledBack } = await this.#deps.redis.heartbeat(
+      const { at, peers, rolledBack, calmAt } = await this.#deps.redis.heartbeat(
         this.#deps.run,
         list ? PEER_ALIVE_MS : undefined,
+        undefined,
+        this.#deps.calm(),
       )
       this.lastCleanAt = at
+      this.calmAt = calmAt
       if (peers !== undefined) this.peers = peers
       if (rolledBack) this.#deps.onRollback()
     })()

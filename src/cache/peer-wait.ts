@@ -49,11 +49,23 @@ interface Waiting {
 }
 
 /**
- * Start of the window of peers a wait counts (server ms): those marked since shortly before
- * this instance's last clean mark — or, with none, PEER_ALIVE_MS before now (null here).
+ * Start of the window of peers a wait counts (server ms): those marked in the PEER_ALIVE_MS
+ * before `anchor` — this instance's last clean mark before its outage, or for an instance that
+ * has none (it starts) the namespace's calm time (see windowAnchor).
  */
-export function windowFrom(lastCleanAt: number | null): number | null {
-  return lastCleanAt === null ? null : lastCleanAt - PEER_ALIVE_MS
+export function windowFrom(anchor: number): number {
+  return anchor - PEER_ALIVE_MS
+}
+
+/**
+ * The end of the window of peers an instance that starts waits for (server ms): the
+ * namespace's calm time — the last clean mark of an instance in no peer wait — if earlier than
+ * `at` (this instance's first mark), else `at`. While every instance is cut off (or gone) the
+ * calm time is the start of their outage, however long ago: a peer alive then is waited for,
+ * not only one marked in the last PEER_ALIVE_MS.
+ */
+export function windowAnchor(calmAt: number | null, at: number): number {
+  return calmAt === null ? at : Math.min(calmAt, at)
 }
 
 /**
@@ -88,20 +100,21 @@ export class PeerWait {
 
   /**
    * Start a wait after this instance's reconciliation marked it clean at server time `at`;
-   * `lastCleanAt` is its last mark before the outage (null if none). `listed`: Redis was
+   * `anchor` is its last mark before the outage, or the namespace's calm time at start-up (see
+   * windowAnchor): the peers marked in the PEER_ALIVE_MS before it are waited for. `listed`: Redis was
    * replaced (restarted, failed over) and may have forgotten marks and writes — wait for each
    * of these peers (listed before the outage) to mark itself clean on it.
    */
   begin(
     at: number,
-    lastCleanAt: number | null,
+    anchor: number,
     listed: readonly string[] | null = null,
     announced: string | null = null,
   ): void {
     this.stop()
     const started = performance.now()
     this.#waiting = {
-      from: windowFrom(lastCleanAt) ?? at - PEER_ALIVE_MS,
+      from: windowFrom(anchor),
       before: at,
       started,
       deadline: started + this.#deps.peerWaitMs,

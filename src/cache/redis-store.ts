@@ -179,31 +179,46 @@ if not g then
   redis.call('SET', KEYS[1], ARGV[1], 'NX')
   g = redis.call('GET', KEYS[1])
 end
-return g
+local t = redis.call('TIME')
+return {g, tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)}
 `)
 
 /**
- * The periodic check and this instance's "clean" mark, in one round trip. Records the server's
- * time as the last moment this instance was on Redis with nothing left to reconcile (score of
- * its id in the members set), forgets members silent for longer than the prune age, and
- * returns the generation (false if missing) with that time — and, when ARGV[3] is a number of
- * ms, the ids of the members marked within that long (the peers this instance will wait for if
- * Redis is replaced, see LISTED_PEERS). Other instances read the marks when they recover (see
- * PEERS). It also reads the namespace's write counter (KEYS[3]) and, when ARGV[4] is '1'
- * (this instance wrote since its last beat), increments it: see RedisStore.heartbeat. When
- * ARGV[5] is a number of ms (a recovery that begins a peer wait), it announces the wait in
- * KEYS[4] for that long — `before from generation -|L ids...`, `from` being ARGV[6] or, if '',
- * now - ARGV[7] — so that an instance joining meanwhile waits too (see PeerWait.join).
- * KEYS: generation, members, writes, wait. ARGV: instance id, prune age ms, alive ms | '',
- * wrote, wait ms | '', from | '', alive ms, '-' | 'L', listed ids...
+ * The periodic check and this instance's "clean" mark, in one round trip. Records the moment
+ * this instance was last on Redis with nothing left to reconcile (score of its id in the
+ * members set): the server's time when the mark was *issued* — ARGV[5], this instance's lower
+ * bound of it (see RedisStore.issuedAt) — or, if later or '', now. A mark that reaches Redis
+ * late (a stalled link, a proxy delivering the bytes of a process killed since) therefore
+ * claims nothing about the time it arrived: it ends no peer wait that began after it was sent.
+ * When ARGV[6] is '1' (an instance in no peer wait, settled since it started), the mark also
+ * raises the namespace's calm time (KEYS[5]): the last moment any instance was on Redis with
+ * nothing to wait for — the start of the namespace's outage while every instance is cut off
+ * (see RedisStore.heartbeat). It forgets members silent for longer than the prune age before
+ * that moment, and returns the generation (false if missing) with the server's time now — and,
+ * when ARGV[3] is a number of ms, the ids of the members marked within that long (the peers
+ * this instance will wait for if Redis is replaced, see LISTED_PEERS). Other instances read the
+ * marks when they recover (see PEERS). It also reads the namespace's write counter (KEYS[3])
+ * and, when ARGV[4] is '1' (this instance wrote since its last beat), increments it: see
+ * RedisStore.heartbeat. When ARGV[7] is a number of ms (a recovery that begins a peer wait), it
+ * announces the wait in KEYS[4] for that long — `before from generation -|L ids...`, `from`
+ * being ARGV[8] or, if '', now - ARGV[9] — so that an instance joining meanwhile waits too
+ * (see PeerWait.join).
+ * KEYS: generation, members, writes, wait, calm. ARGV: instance id, prune age ms, alive ms | '',
+ * wrote, issued ms | '', calm, wait ms | '', from | '', alive ms, '-' | 'L', listed ids...
  * Returns {generation | false, server time ms, ids | false, writes before, writes after,
- * announced wait | false}.
+ * announced wait | false, calm time before this mark | false}.
  */
 const HEARTBEAT = script(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZADD', KEYS[2], now, ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[2]))
+local score = now
+if ARGV[5] ~= '' and tonumber(ARGV[5]) < now then score = tonumber(ARGV[5]) end
+redis.call('ZADD', KEYS[2], score, ARGV[1])
+local calm = tonumber(redis.call('GET', KEYS[5]) or '')
+local horizon = now
+if calm and calm < now then horizon = calm end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', horizon - tonumber(ARGV[2]))
+if ARGV[6] == '1' and (not calm or score > calm) then redis.call('SET', KEYS[5], score) end
 local before = tonumber(redis.call('GET', KEYS[3]) or '0')
 local after = before
 if ARGV[4] == '1' then after = redis.call('INCR', KEYS[3]) end
@@ -211,14 +226,14 @@ local ids = false
 if ARGV[3] ~= '' then ids = redis.call('ZRANGEBYSCORE', KEYS[2], now - tonumber(ARGV[3]), '+inf') end
 local g = redis.call('GET', KEYS[1])
 local wait = false
-if ARGV[5] ~= '' and g then
-  local from = ARGV[6]
-  if from == '' then from = tostring(now - tonumber(ARGV[7])) end
+if ARGV[7] ~= '' and g then
+  local from = ARGV[8]
+  if from == '' then from = tostring(now - tonumber(ARGV[9])) end
   wait = now .. ' ' .. from .. ' ' .. g
-  for i = 8, #ARGV do wait = wait .. ' ' .. ARGV[i] end
-  redis.call('SET', KEYS[4], wait, 'PX', ARGV[5])
+  for i = 10, #ARGV do wait = wait .. ' ' .. ARGV[i] end
+  redis.call('SET', KEYS[4], wait, 'PX', ARGV[7])
 end
-return {g, now, ids, before, after, wait}
+return {g, now, ids, before, after, wait, calm or false}
 `)
 
 /**
@@ -238,10 +253,15 @@ return 0
 /**
  * After this instance's recovery: how many other instances were alive before `before` (a mark
  * in [from, before)) and have not marked themselves clean since, with the current generation.
- * KEYS: generation, members. ARGV: from, before. Returns {unconfirmed, generation | false}.
+ * This instance's own mark is not counted (scored with its issue time, it can be just before
+ * `before`, its reply's server time). KEYS: generation, members. ARGV: from, before, own id.
+ * Returns {unconfirmed, generation | false}.
  */
 const PEERS = script(`
-return {redis.call('ZCOUNT', KEYS[2], ARGV[1], '(' .. ARGV[2]), redis.call('GET', KEYS[1])}
+local n = redis.call('ZCOUNT', KEYS[2], ARGV[1], '(' .. ARGV[2])
+local own = tonumber(redis.call('ZSCORE', KEYS[2], ARGV[3]) or '')
+if own and own >= tonumber(ARGV[1]) and own < tonumber(ARGV[2]) then n = n - 1 end
+return {n, redis.call('GET', KEYS[1])}
 `)
 
 /**
@@ -249,13 +269,16 @@ return {redis.call('ZCOUNT', KEYS[2], ARGV[1], '(' .. ARGV[2]), redis.call('GET'
  * may have forgotten instances, so the instances are the ones this instance listed before —
  * how many of them have no clean mark at or after `before` — plus, as in PEERS, the members it
  * still holds with a mark in [from, before) (an instance that joined after this one's last
- * listing: the list lags by up to LIST_PEERS_EVERY beats). KEYS: generation, members.
- * ARGV: before, from, ids... Returns {unconfirmed, generation | false}.
+ * listing: the list lags by up to LIST_PEERS_EVERY beats), not counting its own mark.
+ * KEYS: generation, members. ARGV: before, from, own id, ids... Returns {unconfirmed,
+ * generation | false}.
  */
 const LISTED_PEERS = script(`
 local before = tonumber(ARGV[1])
 local n = redis.call('ZCOUNT', KEYS[2], ARGV[2], '(' .. ARGV[1])
-for i = 3, #ARGV do
+local own = tonumber(redis.call('ZSCORE', KEYS[2], ARGV[3]) or '')
+if own and own >= tonumber(ARGV[2]) and own < before then n = n - 1 end
+for i = 4, #ARGV do
   local score = redis.call('ZSCORE', KEYS[2], ARGV[i])
   if not score or tonumber(score) < before then n = n + 1 end
 end
@@ -273,8 +296,10 @@ export function newToken(): string {
 }
 
 /**
- * A member silent for this long is forgotten (a process that exited without closing). Far
- * longer than any outage a peer should be waited for: it only bounds the set's size.
+ * A member silent for this long before the namespace's calm time (see calmKey) is forgotten (a
+ * process that exited without closing): it only bounds the set's size. Counted from the calm
+ * time, not from now, the members alive before an outage of every instance are not forgotten
+ * during it, however long it lasts.
  */
 const MEMBER_PRUNE_MS = 60 * 60 * 1000
 
@@ -310,6 +335,11 @@ export class RedisStore implements CacheStore {
   readonly writesKey: string
   /** The peer wait in progress after a recovery, announced for instances that join meanwhile. */
   readonly waitKey: string
+  /**
+   * Server time (ms) of the last clean mark of an instance in no peer wait (see HEARTBEAT): while
+   * every instance is cut off, the start of the namespace's outage.
+   */
+  readonly calmKey: string
   readonly channel: string
   readonly #run: Runner
   /** The highest value of writesKey this instance saw (0: none yet). */
@@ -319,6 +349,11 @@ export class RedisStore implements CacheStore {
   readonly #onMoved: () => void
   #generation: string | null = null
   #dataPrefix = ''
+  /**
+   * The server's time in the last reply that carried it, and when (performance.now()) that
+   * reply was received here: see issuedAt.
+   */
+  #serverTime: { server: number; local: number } | null = null
 
   constructor(options: RedisStoreOptions) {
     this.base = options.base
@@ -327,6 +362,7 @@ export class RedisStore implements CacheStore {
     this.membersKey = `${options.base}:members`
     this.writesKey = `${options.base}:writes`
     this.waitKey = `${options.base}:wait`
+    this.calmKey = `${options.base}:calm`
     this.channel = `${options.base}:bus`
     this.#run = options.run
     this.#bus = options.bus
@@ -476,11 +512,30 @@ export class RedisStore implements CacheStore {
    * (its memory copies belong to another generation).
    */
   async sync(run: Runner = this.#run): Promise<boolean> {
-    const generation = await run((redis) =>
-      evalScript(redis, SYNC, [this.generationKey], [newToken()]),
-    )
-    if (typeof generation !== 'string') throw new Error('cache sync: unexpected reply')
+    const reply = await run((redis) => evalScript(redis, SYNC, [this.generationKey], [newToken()]))
+    const [generation, at] = Array.isArray(reply) ? (reply as unknown[]) : []
+    if (typeof generation !== 'string' || typeof at !== 'number') {
+      throw new Error('cache sync: unexpected reply')
+    }
+    this.#sawServerTime(at)
     return this.#adopt(generation)
+  }
+
+  /**
+   * A lower bound of the server's time now (ms), or '' before any reply carried it: the server's
+   * time in the last such reply plus the time elapsed here since it was received (the reply's
+   * way back is not counted: the bound is low by that much). A clean mark is scored with it.
+   * Elapsed time is measured on this process' monotonic clock: its rate, not its value, is
+   * trusted (drift: milliseconds per hour).
+   */
+  issuedAt(): number | '' {
+    const seen = this.#serverTime
+    if (seen === null) return ''
+    return Math.floor(seen.server + (performance.now() - seen.local))
+  }
+
+  #sawServerTime(server: number): void {
+    this.#serverTime = { server, local: performance.now() }
   }
 
   /**
@@ -492,6 +547,7 @@ export class RedisStore implements CacheStore {
     run: Runner = this.#run,
     listPeersAliveMs?: number,
     announce?: AnnouncedWait,
+    calm = false,
   ): Promise<{
     changed: boolean
     at: number
@@ -499,6 +555,8 @@ export class RedisStore implements CacheStore {
     peers?: string[]
     /** The wait announced (see HEARTBEAT), to end it with endWait. */
     announced?: string
+    /** The namespace's calm time before this mark (see calmKey); null if none. */
+    calmAt: number | null
   }> {
     const wrote = this.#wrote
     this.#wrote = false
@@ -507,6 +565,8 @@ export class RedisStore implements CacheStore {
       MEMBER_PRUNE_MS,
       listPeersAliveMs ?? '',
       wrote ? '1' : '0',
+      this.issuedAt(),
+      calm ? '1' : '0',
       ...(announce === undefined
         ? ['']
         : [
@@ -523,7 +583,7 @@ export class RedisStore implements CacheStore {
         evalScript(
           cork(redis),
           HEARTBEAT,
-          [this.generationKey, this.membersKey, this.writesKey, this.waitKey],
+          [this.generationKey, this.membersKey, this.writesKey, this.waitKey, this.calmKey],
           args,
         ),
       )
@@ -532,8 +592,9 @@ export class RedisStore implements CacheStore {
       throw error
     }
     if (!Array.isArray(reply)) throw new Error('cache heartbeat: unexpected reply')
-    const [generation, at, ids, before, after, announced] = reply as unknown[]
+    const [generation, at, ids, before, after, announced, calmAt] = reply as unknown[]
     if (typeof at !== 'number') throw new Error('cache heartbeat: unexpected reply')
+    this.#sawServerTime(at)
     const peers = Array.isArray(ids)
       ? ids.filter((id): id is string => typeof id === 'string' && id !== this.instanceId)
       : undefined
@@ -556,6 +617,7 @@ export class RedisStore implements CacheStore {
       rolledBack,
       ...(peers !== undefined && { peers }),
       ...(typeof announced === 'string' && { announced }),
+      calmAt: typeof calmAt === 'number' ? calmAt : null,
     }
   }
 
@@ -603,7 +665,12 @@ export class RedisStore implements CacheStore {
     run: Runner = this.#run,
   ): Promise<{ unconfirmed: number; changed: boolean }> {
     const reply = await run((redis) =>
-      evalScript(cork(redis), PEERS, [this.generationKey, this.membersKey], [from, before]),
+      evalScript(
+        cork(redis),
+        PEERS,
+        [this.generationKey, this.membersKey],
+        [from, before, this.instanceId],
+      ),
     )
     if (!Array.isArray(reply)) throw new Error('cache peers: unexpected reply')
     const [unconfirmed, generation] = reply as [unknown, unknown]
@@ -626,7 +693,7 @@ export class RedisStore implements CacheStore {
         cork(redis),
         LISTED_PEERS,
         [this.generationKey, this.membersKey],
-        [before, from, ...ids],
+        [before, from, this.instanceId, ...ids],
       ),
     )
     if (!Array.isArray(reply)) throw new Error('cache peers: unexpected reply')

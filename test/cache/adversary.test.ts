@@ -344,4 +344,142 @@ describe('cache under an adversary', () => {
     const c = cFailsoft.cache({ namespace: 'ns' })
     assert.deepEqual(await readsFor(c, ['K1', 'K2'], 1500), [])
   })
+
+  /** A writer child (see fixtures/outage-writer.ts) on `url`, once it has set `keys` to "old". */
+  async function startWriter(
+    t: { after(fn: () => unknown): void },
+    url: string,
+    prefix: string,
+    keys: string[],
+    env: Record<string, string> = {},
+  ): Promise<{ child: ReturnType<typeof spawn>; output: () => string }> {
+    const child = spawn(process.execPath, ['--import', 'tsx', writer, url, prefix, 'ns', ...keys], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+      env: { ...process.env, ...env },
+    })
+    t.after(() => child.kill('SIGKILL'))
+    let output = ''
+    child.stdout?.setEncoding('utf8').on('data', (chunk: string) => (output += chunk))
+    await waitFor(() => output.includes('ready'), { timeoutMs: 20_000, message: 'writer ready' })
+    return { child, output: () => output }
+  }
+
+  // Regression (outside review 4, break 1): A's link stalled (3 s one way) with a clean mark in
+  // flight; A changed keys in memory and was killed, and the proxy still delivered its bytes. The
+  // mark, scored with Redis' time at its arrival, ended B's wait (B back at ~2.5 s) before its
+  // deadline: no invalidation, and B and a process started after read A's old values (7 of 7).
+  test('a clean mark delivered late does not end a peer wait for a writer that died meanwhile', async (t) => {
+    const server = await startRedis(t)
+    const prefix = `latemark${process.pid}`
+    const proxyA = await startProxy(t, server)
+    const proxyB = await startProxy(t, server)
+    proxyA.deliverAfterClientClose(true) // a killed A's bytes still reach Redis, late
+    const keys = ['K1', 'K2']
+    // Default health: A notices its stalled link after 250-350 ms, more than a mark's period.
+    const a = await startWriter(t, proxyA.urlFor(server), prefix, keys, {
+      FAILSOFT_WRITER_HEALTH: 'default',
+    })
+    const b = instance(t, proxyB.urlFor(server), prefix)
+    await b.failsoft.ready()
+    await backOnRedis(b.cache)
+    for (const key of keys) assert.equal(await b.cache.get(key), 'old')
+    await sleep(500) // A marks every 200 ms
+    const stalledAt = performance.now()
+    proxyA.latency(3000)
+    proxyB.blackhole()
+    await waitFor(() => a.output().includes('changed'), {
+      timeoutMs: 2000,
+      message: 'A changed the keys in memory',
+    })
+    a.child.kill('SIGKILL')
+    await once(a.child, 'exit')
+    await waitFor(() => b.cache.backend === 'memory')
+    // B back ~0.5 s before A's marks land (3.0-3.2 s): they land inside B's 1 s wait.
+    await sleep(2500 - (performance.now() - stalledAt))
+    proxyB.pass()
+    await backOnRedis(b.cache, 10_000)
+    const bReads = [await b.cache.get('K1'), await b.cache.get('K2')]
+    await sleep(Math.max(0, 3500 - (performance.now() - stalledAt))) // every mark of A landed
+    const cFailsoft = createFailsoft({ redis: server.url, prefix, logger: false, health: HEALTH })
+    t.after(() => cFailsoft.close())
+    await cFailsoft.ready()
+    const c = cFailsoft.cache({ namespace: 'ns' })
+    const cReads = await readsFor(c, keys, 1500)
+    assert.deepEqual({ bReads, cReads }, { bReads: [undefined, undefined], cReads: [] })
+    assert.ok(b.cache.status().peerWait.timeouts >= 1, 'B waited for A until its deadline')
+  })
+
+  // Regression (outside review 4, break 2): A and B cut off from Redis for 11 s (longer than the
+  // 10 s window of peers counted), A changed keys and died; a process started meanwhile counted
+  // only the instances marked in the last 10 s — none — and read A's old values (4 of 4 runs).
+  test('a process started while every peer is cut off, after more than 10 s, waits for those alive before', async (t) => {
+    const server = await startRedis(t)
+    const prefix = `longcut${process.pid}`
+    const proxyA = await startProxy(t, server)
+    const proxyB = await startProxy(t, server)
+    const keys = ['K1', 'K2']
+    const a = await startWriter(t, proxyA.urlFor(server), prefix, keys)
+    const b = instance(t, proxyB.urlFor(server), prefix)
+    await b.failsoft.ready()
+    await backOnRedis(b.cache)
+    for (const key of keys) assert.equal(await b.cache.get(key), 'old')
+    proxyA.blackhole()
+    proxyB.blackhole()
+    await waitFor(() => a.output().includes('changed'), {
+      timeoutMs: 10_000,
+      message: 'A changed the keys in memory',
+    })
+    a.child.kill('SIGKILL')
+    await once(a.child, 'exit')
+    await waitFor(() => b.cache.backend === 'memory')
+    await sleep(11_000)
+    // C1's cache is created before ready() (a start-up wait), C2's after (it joins while up).
+    const c1 = instance(t, server.url, prefix)
+    const c2Failsoft = createFailsoft({ redis: server.url, prefix, logger: false, health: HEALTH })
+    t.after(() => c2Failsoft.close())
+    await Promise.all([c1.failsoft.ready(), c2Failsoft.ready()])
+    const c2 = c2Failsoft.cache({ namespace: 'ns' })
+    const [c1Reads, c2Reads] = await Promise.all([
+      readsFor(c1.cache, keys, 1500),
+      readsFor(c2, keys, 1500),
+    ])
+    assert.deepEqual({ c1Reads, c2Reads }, { c1Reads: [], c2Reads: [] })
+    proxyB.pass()
+    await backOnRedis(b.cache, 10_000)
+    assert.deepEqual([await b.cache.get('K1'), await b.cache.get('K2')], [undefined, undefined])
+  })
+
+  // Regression (outside review 4, break 2, its variant): Redis down for everyone for 12 s; a
+  // process started once it is back, before the survivor has returned, counted only the
+  // instances marked in the last 10 s and read the dead writer's old values (2 of 5 runs in the
+  // review, at 15 s, where the survivor sometimes announced its wait first: here it is held off).
+  test('a process started after a 12 s outage of everyone, before the survivor is back, waits for the peers alive before it', async (t) => {
+    const server = await startRedis(t, { persistence: true })
+    const prefix = `longdown${process.pid}`
+    const proxyB = await startProxy(t, server)
+    const b = instance(t, proxyB.urlFor(server), prefix)
+    await b.failsoft.ready()
+    await backOnRedis(b.cache)
+    const keys = ['K1', 'K2']
+    const a = await startWriter(t, server.url, prefix, keys)
+    await server.kill()
+    await waitFor(() => a.output().includes('changed'), {
+      timeoutMs: 10_000,
+      message: 'A changed the keys in memory',
+    })
+    a.child.kill('SIGKILL')
+    await once(a.child, 'exit')
+    await waitFor(() => b.cache.backend === 'memory')
+    proxyB.blackhole() // B does not see Redis come back until C has read
+    await sleep(12_000)
+    await server.start() // with its data (AOF): Redis still holds the old values
+    const cFailsoft = createFailsoft({ redis: server.url, prefix, logger: false, health: HEALTH })
+    t.after(() => cFailsoft.close())
+    await cFailsoft.ready()
+    const c = cFailsoft.cache({ namespace: 'ns' })
+    assert.deepEqual(await readsFor(c, keys, 1500), [])
+    proxyB.pass()
+    await backOnRedis(b.cache, 10_000)
+    assert.deepEqual([await b.cache.get('K1'), await b.cache.get('K2')], [undefined, undefined])
+  })
 })
