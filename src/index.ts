@@ -78,6 +78,8 @@ export { Task } from './tasks/task.js'
 export type { DispatchOptions, DispatchResult, TaskContext, TaskHandler } from './tasks/task.js'
 export { defaultTaskOptions, defaultTaskQueueOptions } from './tasks/options.js'
 export type {
+  BackoffStrategy,
+  TaskBackoff,
   TaskFallback,
   TaskOptions,
   TaskOptionsInput,

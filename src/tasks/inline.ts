@@ -93,6 +93,8 @@ export async function runWithRetries(
   onLate: (error: unknown) => void,
   signal?: AbortSignal,
   health?: Health,
+  /** A custom backoff strategy threw (or returned no number): no more tries; reported here. */
+  onBackoffError?: (error: unknown) => void,
 ): Promise<RunOutcome & { settled: Promise<RunOutcome> }> {
   const { attempts, backoff } = definition.options
   for (let attempt = 1; ; attempt++) {
@@ -104,7 +106,15 @@ export async function runWithRetries(
       if (attempt >= attempts || signal?.aborted === true) return failed
       const grace = Math.min(SETTLE_GRACE_MS, definition.options.timeoutMs)
       if ((await within(current.settled, grace)) === 'running') return failed
-      await sleep(backoffDelay(backoff, attempt), signal)
+      let delayMs: number
+      try {
+        delayMs = backoffDelay(backoff, attempt, failed.error)
+      } catch (strategyError) {
+        onBackoffError?.(strategyError)
+        return failed
+      }
+      if (delayMs < 0) return failed
+      await sleep(delayMs, signal)
     }
   }
 }

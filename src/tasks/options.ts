@@ -137,9 +137,11 @@ export interface TaskOptions {
   attempts: number
   /**
    * Wait between tries: 'fixed' waits `delayMs` each time, 'exponential' waits
-   * `delayMs × 2^(try - 1)`. Default `{ type: 'exponential', delayMs: 1000 }`.
+   * `delayMs × 2^(try - 1)`, 'custom' waits what `strategy(try, error)` returns (ms; a negative
+   * number: no more tries) — on a worker (BullMQ's backoff strategy) and inline alike. Default
+   * `{ type: 'exponential', delayMs: 1000 }`.
    */
-  backoff: { type: 'fixed' | 'exponential'; delayMs: number }
+  backoff: TaskBackoff
   /**
    * One try longer than this fails with TaskTimeoutError (FAILSOFT_TASK_TIMEOUT) and the
    * handler's `ctx.signal` is aborted, in ms. Default 30000.
@@ -173,8 +175,22 @@ export const defaultTaskOptions: Readonly<TaskOptions> = Object.freeze({
   whileDown: 'skip' as const,
 })
 
+/**
+ * A custom backoff: the wait (ms) before try `attempt + 1`, after try `attempt` (from 1) failed
+ * with `error`; a negative number ends the retries (the task fails now). Called on the worker
+ * that ran the try, or inline; it must not throw (a throw, or a value that is not a number,
+ * ends the retries and is logged).
+ */
+export type BackoffStrategy = (attempt: number, error: Error) => number
+
+export type TaskBackoff =
+  | { type: 'fixed' | 'exponential'; delayMs: number; strategy?: undefined }
+  | { type: 'custom'; strategy: BackoffStrategy; delayMs?: undefined }
+
 export type TaskOptionsInput = Partial<Omit<TaskOptions, 'backoff'>> & {
-  backoff?: Partial<TaskOptions['backoff']>
+  backoff?:
+    | { type?: 'fixed' | 'exponential'; delayMs?: number }
+    | { type: 'custom'; strategy: BackoffStrategy }
 }
 
 /** Queue names and task names: safe in a Redis key and a BullMQ queue name (no `:`). */
@@ -297,10 +313,27 @@ export function resolveTaskOptions(input: TaskOptionsInput | undefined): TaskOpt
   checkKeys(raw, '', TASK_KEYS)
   const d = defaultTaskOptions
   const backoff = plainObject(raw.backoff ?? {}, 'backoff')
-  checkKeys(backoff, 'backoff', ['type', 'delayMs'])
   const type = backoff.type ?? d.backoff.type
-  if (type !== 'fixed' && type !== 'exponential') {
-    throw invalidOption('backoff.type', "'fixed' or 'exponential'", type)
+  if (type !== 'fixed' && type !== 'exponential' && type !== 'custom') {
+    throw invalidOption('backoff.type', "'fixed', 'exponential' or 'custom'", type)
+  }
+  let resolvedBackoff: TaskBackoff
+  if (type === 'custom') {
+    checkKeys(backoff, 'backoff', ['type', 'strategy'])
+    if (typeof backoff.strategy !== 'function') {
+      throw invalidOption('backoff.strategy', 'a function (attempt, error) => ms', backoff.strategy)
+    }
+    resolvedBackoff = { type, strategy: backoff.strategy as BackoffStrategy }
+  } else {
+    checkKeys(backoff, 'backoff', ['type', 'delayMs'])
+    const delayMs = int(
+      backoff.delayMs,
+      d.backoff.delayMs ?? 1000,
+      'backoff.delayMs',
+      0,
+      86_400_000,
+    )
+    resolvedBackoff = { type, delayMs }
   }
   const fallback = raw.fallback ?? d.fallback
   if (fallback !== 'inline' && fallback !== 'spool' && fallback !== 'drop') {
@@ -316,10 +349,7 @@ export function resolveTaskOptions(input: TaskOptionsInput | undefined): TaskOpt
   }
   return {
     attempts: int(raw.attempts, d.attempts, 'attempts', 1, 1000),
-    backoff: {
-      type,
-      delayMs: int(backoff.delayMs, d.backoff.delayMs, 'backoff.delayMs', 0, 86_400_000),
-    },
+    backoff: resolvedBackoff,
     timeoutMs: int(raw.timeoutMs, d.timeoutMs, 'timeoutMs', 1, 2_147_483_647),
     fallback,
     keyedFallback,
@@ -327,10 +357,23 @@ export function resolveTaskOptions(input: TaskOptionsInput | undefined): TaskOpt
   }
 }
 
-/** Wait before try `attempt + 1` after try `attempt` failed (attempt counts from 1). */
-export function backoffDelay(backoff: TaskOptions['backoff'], attempt: number): number {
-  if (backoff.type === 'fixed') return backoff.delayMs
-  return Math.min(2_147_483_647, backoff.delayMs * 2 ** Math.max(0, attempt - 1))
+/**
+ * Wait before try `attempt + 1` after try `attempt` failed with `error` (attempt counts from
+ * 1); -1: no more tries (a custom strategy said so). Throws what a custom strategy threw, or a
+ * TypeError naming the value it returned if that is not a number.
+ */
+export function backoffDelay(backoff: TaskBackoff, attempt: number, error: Error): number {
+  if (backoff.type !== 'custom') {
+    if (backoff.type === 'fixed') return backoff.delayMs
+    return Math.min(2_147_483_647, backoff.delayMs * 2 ** Math.max(0, attempt - 1))
+  }
+  const ms: unknown = backoff.strategy(attempt, error)
+  if (typeof ms !== 'number' || Number.isNaN(ms)) {
+    throw new TypeError(
+      `backoff strategy returned ${typeof ms === 'number' ? 'NaN' : typeof ms}, not a number of ms`,
+    )
+  }
+  return ms < 0 ? -1 : Math.min(2_147_483_647, Math.trunc(ms))
 }
 
 // ── helpers ──────────────────────────────────────────────────────────────────────────────────

@@ -422,9 +422,14 @@ function cachedRetry(definition: TaskDefinition): JobsOptions | null {
   return retry
 }
 
+/** The BullMQ backoff type of a task with a custom strategy (see TaskWorker). */
+export const CUSTOM_BACKOFF = 'failsoft-custom'
+
 function retryOptions(definition: TaskDefinition): JobsOptions {
   const { attempts, backoff } = definition.options
   if (attempts <= 1) return {}
+  // A custom strategy is the worker's (settings.backoffStrategy, looked up by task name).
+  if (backoff.type === 'custom') return { attempts, backoff: { type: CUSTOM_BACKOFF } }
   return { attempts, backoff: { type: backoff.type, delay: backoff.delayMs } }
 }
 

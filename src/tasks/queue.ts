@@ -676,6 +676,13 @@ export class TaskQueue {
         ),
       this.#closeController.signal,
       this.#monitor,
+      (error) =>
+        this.#logLimiter.log(
+          `backoff:${definition.name}`,
+          'warn',
+          { err: loggableError(error), task: definition.name },
+          'custom backoff strategy failed: no more tries',
+        ),
     )
   }
 

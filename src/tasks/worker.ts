@@ -18,8 +18,8 @@ import { trimOldest } from '../util/bounded.js'
 import { sleep } from '../util/sleep.js'
 import { DONE, LeaseKeeper, runToken, type TaskClaims } from './claims.js'
 import { startTry, type RunOutcome } from './inline.js'
-import type { KeepJobs } from './options.js'
-import { TASK_ID_OPTION } from './producer.js'
+import { backoffDelay, type KeepJobs } from './options.js'
+import { CUSTOM_BACKOFF, TASK_ID_OPTION } from './producer.js'
 import type { TaskDefinition } from './task.js'
 import { LEASE_ABORT_PERIODS, ROLLBACK_CLAIM_HOLD_MS } from '../tunables.js'
 
@@ -225,6 +225,14 @@ export class TaskWorker implements WorkerHandle {
         removeOnFail: keep(deps.removeOnFail),
         runRetryDelay: RUN_RETRY_DELAY_MS,
         autorun: true,
+        settings: {
+          backoffStrategy: (
+            attemptsMade: number,
+            type?: string,
+            err?: Error,
+            job?: { name: string; id?: string | undefined },
+          ) => this.#customBackoff(attemptsMade, type, err, job),
+        },
         ...(deps.rateLimit === null
           ? {}
           : { limiter: { max: deps.rateLimit.max, duration: deps.rateLimit.durationMs } }),
@@ -335,6 +343,32 @@ export class TaskWorker implements WorkerHandle {
     } finally {
       this.#running.delete(instance)
       this.#reporting.add(instance)
+    }
+  }
+
+  /**
+   * BullMQ's backoff strategy for jobs of type CUSTOM_BACKOFF: the task's own `strategy` (-1:
+   * no more tries — also when it throws or returns no number, logged).
+   */
+  #customBackoff(
+    attemptsMade: number,
+    type?: string,
+    err?: Error,
+    job?: { name: string; id?: string | undefined },
+  ): number {
+    const definition = job === undefined ? undefined : this.#deps.definitions.get(job.name)
+    const backoff = definition?.options.backoff
+    if (type !== CUSTOM_BACKOFF || backoff?.type !== 'custom') return -1
+    try {
+      return backoffDelay(backoff, attemptsMade, err ?? new Error('unknown failure'))
+    } catch (error) {
+      this.#logLimiter.log(
+        `backoff:${job?.name ?? '?'}`,
+        'warn',
+        { err: loggableError(error), task: job?.name, id: job?.id },
+        'custom backoff strategy failed: no more tries',
+      )
+      return -1
     }
   }
 

@@ -114,7 +114,7 @@ describe('rate limit and global concurrency', () => {
     for (let n = 0; n < 5; n++) {
       const result = await a.dispatch({ n })
       modes.push(result.mode)
-      if (result.mode === 'rejected') codes.push(result.error.code ?? '')
+      if (result.mode === 'rejected') codes.push((result.error as FailsoftError).code)
     }
     assert.deepEqual(modes, ['inline', 'inline', 'inline', 'rejected', 'rejected'])
     assert.deepEqual(codes, ['FAILSOFT_INLINE_RATE_LIMITED', 'FAILSOFT_INLINE_RATE_LIMITED'])
