@@ -75,7 +75,13 @@ export type { TaskCounts, TaskQueueStatus } from './tasks/queue.js'
 export type { SpoolStatus } from './tasks/spool.js'
 export type { ScheduleStatus } from './tasks/scheduler.js'
 export { Task } from './tasks/task.js'
-export type { DispatchOptions, DispatchResult, TaskContext, TaskHandler } from './tasks/task.js'
+export type {
+  DispatchOptions,
+  DispatchResult,
+  PassThroughJobOptions,
+  TaskContext,
+  TaskHandler,
+} from './tasks/task.js'
 export { defaultTaskOptions, defaultTaskQueueOptions } from './tasks/options.js'
 export type {
   BackoffStrategy,

@@ -361,6 +361,7 @@ export class CatchUp {
       delayMs: job.due > 0 ? Math.max(0, job.due - Date.now()) : 0,
       ...(job.priority !== undefined && { priority: job.priority }),
       ...(job.lifo !== undefined && { lifo: job.lifo }),
+      ...(job.bullmq !== undefined && { bullmq: job.bullmq }),
       definition: this.#deps.definitions.get(job.name),
     }
   }

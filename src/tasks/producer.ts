@@ -409,6 +409,8 @@ function jobOptions(job: OutgoingJob): JobsOptions {
   if (job.delayMs > 0) opts.delay = job.delayMs
   if (job.priority !== undefined && job.priority > 0) opts.priority = job.priority
   if (job.lifo === true) opts.lifo = true
+  // Redis mode only (validated at dispatch: none of the keys set above).
+  if (job.bullmq !== undefined) Object.assign(opts, job.bullmq)
   return opts
 }
 

@@ -534,6 +534,7 @@ export class TaskQueue {
         due: job.delayMs > 0 ? Date.now() + job.delayMs : 0,
         ...(job.priority !== undefined && { priority: job.priority }),
         ...(job.lifo !== undefined && { lifo: job.lifo }),
+        ...(job.bullmq !== undefined && { bullmq: job.bullmq }),
       })
     } catch (error) {
       this.#logLimiter.log(

@@ -1,5 +1,6 @@
 import { SpoolFullError } from '../errors.js'
 import { safeJsonParse } from '../util/json.js'
+import { RESERVED_JOB_OPTIONS } from './task.js'
 
 /** A job waiting for Redis, as appended. `payload` is the arguments' JSON text. */
 export interface SpoolEntry {
@@ -13,6 +14,8 @@ export interface SpoolEntry {
   /** BullMQ priority and lifo, kept for the replay (absent: none). */
   readonly priority?: number | undefined
   readonly lifo?: boolean | undefined
+  /** BullMQ pass-through job options (DispatchOptions.bullmq), kept for the replay. */
+  readonly bullmq?: Readonly<Record<string, unknown>> | undefined
 }
 
 /** A job read back for replay. */
@@ -24,6 +27,7 @@ export interface SpooledJob {
   readonly due: number
   readonly priority?: number | undefined
   readonly lifo?: boolean | undefined
+  readonly bullmq?: Readonly<Record<string, unknown>> | undefined
 }
 
 /** Hands a batch to the queue, in order; rejects if Redis failed (the batch is retried later). */
@@ -89,6 +93,7 @@ export function encodeEntry(entry: SpoolEntry): string {
     `"at":${entry.at},"due":${entry.due},` +
     (entry.priority !== undefined && entry.priority > 0 ? `"p":${entry.priority},` : '') +
     (entry.lifo === true ? '"l":1,' : '') +
+    (entry.bullmq !== undefined ? `"b":${JSON.stringify(entry.bullmq)},` : '') +
     `"args":${entry.payload}}\n`
   )
 }
@@ -112,7 +117,17 @@ export function decodeEntry(line: string): SpooledJob | null {
     due: typeof r.due === 'number' ? r.due : 0,
     ...(Number.isSafeInteger(r.p) && (r.p as number) > 0 && { priority: r.p as number }),
     ...(r.l === 1 && { lifo: true }),
+    ...(typeof r.b === 'object' &&
+      r.b !== null &&
+      !Array.isArray(r.b) && { bullmq: passThroughOf(r.b as Record<string, unknown>) }),
   }
+}
+
+/** A journal's pass-through options without the keys failsoft sets (a damaged or edited file). */
+function passThroughOf(b: Record<string, unknown>): Record<string, unknown> {
+  const out = { ...b }
+  for (const key of RESERVED_JOB_OPTIONS) delete out[key]
+  return out
 }
 
 /** `spool.path: false`: same contract, not durable (a process crash loses what it holds). */

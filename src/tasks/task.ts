@@ -1,5 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { InvalidTaskArgsError, describeValue } from '../errors.js'
+import type { JobsOptions } from 'bullmq'
 import type { TaskOptions } from './options.js'
 
 /** What a handler receives besides its arguments. */
@@ -43,7 +44,39 @@ export interface DispatchOptions {
   priority?: number | undefined
   /** BullMQ's `lifo`: the job is taken before the others waiting (same modes as `priority`). */
   lifo?: boolean | undefined
+  /**
+   * The rest of BullMQ's `JobsOptions`, passed through as is — **Redis mode only**: applied
+   * when the job is added to Redis (queued, or spooled and replayed: the spool keeps them, as
+   * JSON), ignored by an inline run. The options failsoft itself sets are refused here (use
+   * the typed ones): `jobId`, `delay`, `priority`, `lifo`, `attempts`, `backoff`, `repeat`,
+   * `parent`, `deduplication`, `debounce`, `timestamp`, `prevMillis`, `repeatJobKey`. At most
+   * 4 KiB of JSON.
+   */
+  bullmq?: PassThroughJobOptions | undefined
 }
+
+/** Keys of BullMQ's `JobsOptions` failsoft sets itself (see DispatchOptions.bullmq). */
+export const RESERVED_JOB_OPTIONS = [
+  'jobId',
+  'delay',
+  'priority',
+  'lifo',
+  'attempts',
+  'backoff',
+  'repeat',
+  'parent',
+  'deduplication',
+  'debounce',
+  'timestamp',
+  'prevMillis',
+  'repeatJobKey',
+] as const
+
+/** BullMQ's job options but the ones failsoft sets (DispatchOptions.bullmq). */
+export type PassThroughJobOptions = Omit<JobsOptions, (typeof RESERVED_JOB_OPTIONS)[number]>
+
+/** Largest `bullmq` pass-through options, as JSON. */
+export const MAX_PASS_THROUGH_BYTES = 4096
 
 /** Largest priority BullMQ accepts (2^21). */
 export const MAX_PRIORITY = 2_097_152
@@ -117,6 +150,8 @@ export interface OutgoingJob {
   /** BullMQ priority (see DispatchOptions); absent or 0: none. */
   readonly priority?: number | undefined
   readonly lifo?: boolean | undefined
+  /** DispatchOptions.bullmq, validated (JSON-safe, no reserved key). */
+  readonly bullmq?: Readonly<Record<string, unknown>> | undefined
   readonly definition: TaskDefinition | undefined
 }
 
@@ -179,6 +214,7 @@ export function prepareJob(
   let delayMs = 0
   let priority = 0
   let lifo = false
+  let bullmq: Record<string, unknown> | undefined
   if (options !== undefined) {
     if (typeof options !== 'object' || options === null) {
       throw new InvalidTaskArgsError(
@@ -225,6 +261,7 @@ export function prepareJob(
       }
       lifo = options.lifo
     }
+    if (options.bullmq !== undefined) bullmq = passThrough(name, options.bullmq)
   }
   const payload = encodeArgs(name, args, maxArgsBytes)
   return {
@@ -236,6 +273,7 @@ export function prepareJob(
     delayMs,
     ...(priority > 0 && { priority }),
     ...(lifo && { lifo }),
+    ...(bullmq !== undefined && { bullmq }),
     keyed: key !== undefined,
     // An idempotency key is BullMQ's job id (BullMQ ignores a second add while the job
     // exists); a random id rides along with BullMQ's own counter id, its fast path.
@@ -298,4 +336,37 @@ export function encodeArgs(task: string, args: unknown, maxArgsBytes: number): s
     }
   }
   return payload
+}
+
+/** DispatchOptions.bullmq: a plain object, no reserved key, JSON-safe and bounded (a copy). */
+function passThrough(task: string, value: unknown): Record<string, unknown> {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new InvalidTaskArgsError(
+      task,
+      `bullmq must be an object of BullMQ job options; received ${describeValue(value)}`,
+    )
+  }
+  const reserved = RESERVED_JOB_OPTIONS.find((k) => k in value)
+  if (reserved !== undefined) {
+    throw new InvalidTaskArgsError(
+      task,
+      `bullmq.${reserved} is set by failsoft: use the dispatch or task option instead (idempotencyKey, delayMs, priority, lifo, attempts, backoff, schedule)`,
+    )
+  }
+  let json: string | undefined
+  try {
+    json = JSON.stringify(value)
+  } catch (error) {
+    throw new InvalidTaskArgsError(
+      task,
+      `bullmq options must be JSON (the spool keeps them): ${error instanceof Error ? error.message : String(error)}`,
+    )
+  }
+  if (json === undefined || Buffer.byteLength(json) > MAX_PASS_THROUGH_BYTES) {
+    throw new InvalidTaskArgsError(
+      task,
+      `bullmq options must be at most ${MAX_PASS_THROUGH_BYTES} bytes of JSON; received ${json === undefined ? 'nothing' : `${Buffer.byteLength(json)} bytes`}`,
+    )
+  }
+  return JSON.parse(json) as Record<string, unknown>
 }

@@ -107,3 +107,73 @@ describe('dispatch options: priority and lifo', () => {
     assert.equal(tasks.status().counts.inlineOk, 0)
   })
 })
+
+describe('dispatch options: the BullMQ pass-through (Redis mode only)', () => {
+  /** The options BullMQ stored with a job (its hash's `opts` field, parsed). */
+  async function storedOptions(
+    server: { cli(...args: string[]): Promise<unknown> },
+    prefix: string,
+    jobId: string,
+  ): Promise<Record<string, unknown>> {
+    const raw = await server.cli('HGET', `${prefix}:tasks:default:${jobId}`, 'opts')
+    return JSON.parse(String(raw)) as Record<string, unknown>
+  }
+
+  test('queued: the options reach the job BullMQ stores', async (t) => {
+    const server = await startRedis(t)
+    const { tasks, prefix } = await makeTasks(t, server.url)
+    const task = tasks.define('b', () => undefined)
+    const result = await task.dispatch({}, { bullmq: { stackTraceLimit: 3, sizeLimit: 4096 } })
+    assert.equal(result.mode, 'queued')
+    const opts = await storedOptions(server, prefix, result.mode === 'queued' ? result.jobId : '')
+    assert.equal(opts.stackTraceLimit, 3)
+    assert.equal(opts.sizeLimit, 4096)
+  })
+
+  test('spooled while Redis is down: the spool keeps them and the replay applies them', async (t) => {
+    const server = await startRedis(t, { persistence: true })
+    const { tasks, failsoft, prefix } = await makeTasks(t, server.url)
+    const task = tasks.define('b', () => undefined, { fallback: 'spool' })
+    await server.kill()
+    await waitFor(() => !failsoft.health.available, { message: 'down' })
+    const result = await task.dispatch({}, { bullmq: { stackTraceLimit: 7 } })
+    assert.equal(result.mode, 'spooled')
+    await server.start()
+    await waitFor(() => failsoft.health.available && tasks.status().spoolDepth === 0, {
+      timeoutMs: 10_000,
+      message: 'replayed',
+    })
+    // A replayed job's BullMQ id is its task id.
+    const opts = await storedOptions(server, prefix, result.id)
+    assert.equal(opts.stackTraceLimit, 7)
+  })
+
+  test('inline: the run happens, the options ignored', async (t) => {
+    const { tasks } = await makeTasks(t, null)
+    const task = tasks.define('b', () => 'ran')
+    const result = await task.dispatch({}, { bullmq: { stackTraceLimit: 1 } })
+    assert.equal(result.mode, 'inline')
+    assert.equal(result.mode === 'inline' && result.ok && result.value, 'ran')
+  })
+
+  test('keys failsoft sets, non-JSON values and oversized options are refused, named', async (t) => {
+    const { tasks } = await makeTasks(t, null)
+    const task = tasks.define('b', () => undefined)
+    const refused = async (bullmq: unknown, what: RegExp): Promise<void> => {
+      await assert.rejects(
+        async () => task.dispatch({}, { bullmq } as never),
+        (error: InvalidTaskArgsError) => {
+          assert.equal(error.code, 'FAILSOFT_INVALID_TASK_ARGS')
+          assert.match(error.message, what)
+          return true
+        },
+      )
+    }
+    await refused({ jobId: 'mine' }, /bullmq\.jobId is set by failsoft/)
+    await refused({ attempts: 3 }, /bullmq\.attempts/)
+    await refused({ delay: 10 }, /bullmq\.delay/)
+    await refused({ x: 1n }, /must be JSON/)
+    await refused({ x: 'y'.repeat(5000) }, /at most 4096 bytes/)
+    await refused([1], /must be an object/)
+  })
+})
