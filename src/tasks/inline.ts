@@ -93,6 +93,8 @@ export async function runWithRetries(
   onLate: (error: unknown) => void,
   signal?: AbortSignal,
   health?: Health,
+  /** Try `attempt` failed with `error` and another try follows (after the backoff). */
+  onRetry?: (attempt: number, error: Error) => void,
 ): Promise<RunOutcome & { settled: Promise<RunOutcome> }> {
   const { attempts, backoff } = definition.options
   for (let attempt = 1; ; attempt++) {
@@ -104,6 +106,7 @@ export async function runWithRetries(
       if (attempt >= attempts || signal?.aborted === true) return failed
       const grace = Math.min(SETTLE_GRACE_MS, definition.options.timeoutMs)
       if ((await within(current.settled, grace)) === 'running') return failed
+      onRetry?.(attempt, failed.error)
       await sleep(backoffDelay(backoff, attempt), signal)
     }
   }
