@@ -309,6 +309,10 @@ export type TaskResultUnavailableReason =
   | 'duplicate'
   /** Answered `unconfirmed`: it runs at most once, in a job whose id is not known. */
   | 'unconfirmed'
+  /** It ran on a worker and returned more than `maxResultBytes` of JSON: not stored. */
+  | 'too-large'
+  /** It ran on a worker and returned a value JSON cannot hold (a BigInt, a cycle): not stored. */
+  | 'not-json'
 
 /** `result()` cannot know the task's outcome (`reason`); the task itself may have run. */
 export class TaskResultUnavailableError extends FailsoftError {
@@ -321,6 +325,8 @@ export class TaskResultUnavailableError extends FailsoftError {
       'ran-as-another-job': 'it ran as another copy of the same task id, whose value is not known',
       duplicate: 'it was answered duplicate (its key ran inline in this process)',
       unconfirmed: 'its add was unconfirmed (it runs at most once, in an unknown job)',
+      'too-large': 'its value was larger than maxResultBytes as JSON and was not stored',
+      'not-json': 'its value is not JSON-serializable and was not stored',
     }
     super(
       'FAILSOFT_TASK_RESULT_UNAVAILABLE',

@@ -352,6 +352,7 @@ export class TaskQueue {
       lockDurationMs,
       stalledIntervalMs,
       maxStalledCount,
+      maxResultBytes: this.options.maxResultBytes,
       removeOnComplete: this.options.removeOnComplete,
       removeOnFail: this.options.removeOnFail,
       telemetry: this.options.telemetry,

@@ -26,6 +26,45 @@ import { MAX_PROGRESS_BYTES, type TaskProgress, type TaskResultOptions } from '.
  */
 export const SKIPPED_RETURN = Object.freeze({ failsoft: 'skipped: the task id ran already' })
 
+/** What a worker returns to BullMQ instead of a value it cannot store (see maxResultBytes). */
+export function unstoredResult(reason: 'too-large' | 'not-json', bytes?: number): object {
+  return { failsoft: UNSTORED, reason, ...(bytes !== undefined && { bytes }) }
+}
+const UNSTORED = 'result not stored'
+
+/**
+ * The value a worker hands to BullMQ: itself, or a marker when it is not JSON or larger than
+ * `maxBytes` as JSON (checked only for values that can be large: objects and long strings).
+ */
+export function storableResult(value: unknown, maxBytes: number): unknown {
+  if (value === undefined || value === null) return value
+  const type = typeof value
+  if (type === 'bigint' || type === 'symbol' || type === 'function')
+    return unstoredResult('not-json')
+  if (type !== 'object' && !(type === 'string' && (value as string).length * 3 > maxBytes)) {
+    return value
+  }
+  let text: string | undefined
+  try {
+    text = JSON.stringify(value)
+  } catch {
+    return unstoredResult('not-json')
+  }
+  if (text === undefined) return unstoredResult('not-json')
+  if (text.length * 3 > maxBytes) {
+    const bytes = Buffer.byteLength(text)
+    if (bytes > maxBytes) return unstoredResult('too-large', bytes)
+  }
+  return value
+}
+
+function unstoredReason(value: unknown): 'too-large' | 'not-json' | null {
+  if (typeof value !== 'object' || value === null) return null
+  const marker = value as { failsoft?: unknown; reason?: unknown }
+  if (marker.failsoft !== UNSTORED) return null
+  return marker.reason === 'too-large' ? 'too-large' : 'not-json'
+}
+
 /** The custom event a worker adds to BullMQ's event stream when a failed try will be retried. */
 export const RETRYING_EVENT = 'failsoft:retrying'
 
@@ -294,7 +333,13 @@ export class TaskResults {
     if (w.done) return
     const completed = states.find((s) => s.kind === 'completed')
     if (completed !== undefined) {
-      this.#settle(w, { ok: true, value: completed.value })
+      const unstored = unstoredReason(completed.value)
+      this.#settle(
+        w,
+        unstored === null
+          ? { ok: true, value: completed.value }
+          : { ok: false, error: new TaskResultUnavailableError(w.task, w.id, unstored) },
+      )
       return
     }
     if (states.some((s) => s.kind === 'pending')) {
@@ -467,8 +512,24 @@ export class TaskResults {
         // An event settles a wait by itself only when the job id cannot name another job: the
         // task id, or BullMQ's counter within one epoch (no outage since: no reset either).
         const trusted = jobId === w.id || (w.epoch === this.#epoch && this.#deps.monitor.available)
-        if (trusted && outcome.ok && !isSkipped(outcome.value)) {
+        if (!trusted || !outcome.ok) {
+          recheck.push(w)
+          continue
+        }
+        const unstored = unstoredReason(outcome.value)
+        if (unstored !== null) {
+          this.#settle(w, {
+            ok: false,
+            error: new TaskResultUnavailableError(w.task, w.id, unstored, jobId),
+          })
+        } else if (!isSkipped(outcome.value)) {
           this.#settle(w, { ok: true, value: outcome.value })
+        } else if (w.jobIds.length === 1) {
+          // Its only job completed without running (the job that ran may be gone already).
+          this.#settle(w, {
+            ok: false,
+            error: new TaskResultUnavailableError(w.task, w.id, 'ran-as-another-job', jobId),
+          })
         } else recheck.push(w)
       }
       if (recheck.length > 0) this.#check(recheck)

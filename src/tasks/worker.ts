@@ -20,7 +20,7 @@ import { DONE, LeaseKeeper, runToken, type TaskClaims } from './claims.js'
 import { startTry, type RunOutcome } from './inline.js'
 import type { KeepJobs } from './options.js'
 import { TASK_ID_OPTION } from './producer.js'
-import { RETRYING_EVENT, SKIPPED_RETURN, encodeProgress } from './results.js'
+import { RETRYING_EVENT, SKIPPED_RETURN, encodeProgress, storableResult } from './results.js'
 import type { TaskProgress } from './task.js'
 import type { TaskDefinition } from './task.js'
 import { LEASE_ABORT_PERIODS, ROLLBACK_CLAIM_HOLD_MS } from '../tunables.js'
@@ -115,6 +115,8 @@ interface WorkerDeps {
   readonly lockDurationMs: number
   readonly stalledIntervalMs: number
   readonly maxStalledCount: number
+  /** Largest return value stored in the job (TaskQueueOptions.maxResultBytes). */
+  readonly maxResultBytes: number
   readonly removeOnComplete: KeepJobs
   readonly removeOnFail: KeepJobs
   readonly logger: Logger
@@ -457,7 +459,8 @@ export class TaskWorker implements WorkerHandle {
     progress.stop()
     await ended
     this.#stats.completed++
-    return value
+    // BullMQ stores it in the job (and its event): bounded, and JSON, or a marker instead.
+    return storableResult(value, this.#deps.maxResultBytes)
   }
 
   /**
