@@ -168,6 +168,8 @@ export class TaskResults {
   #events: QueueEvents | null = null
   #connection: Redis | null = null
   #reading: Promise<void> | null = null
+  /** The first XREAD was sent: every event from now on is read. */
+  #isReading = false
   #poller: NodeJS.Timeout | null = null
   #epoch = 0
   #chain: Promise<void> = Promise.resolve()
@@ -243,9 +245,10 @@ export class TaskResults {
       }
       this.#open()
       this.#pollSoon()
-      // Now, and once the event stream is read (an event before the first XREAD is missed).
+      // Now, and again once the event stream is read if it is not yet (an event before the
+      // first XREAD is missed).
       this.#check([waiter])
-      void this.#reading?.then(() => this.#check([waiter]))
+      if (!this.#isReading) void this.#reading?.then(() => this.#check([waiter]))
       return () => {
         waiter.done = true
         this.#forget(waiter)
@@ -479,6 +482,7 @@ export class TaskResults {
         const blocking = (events as unknown as { blocking?: boolean }).blocking === true
         if (blocking || this.#closed || Date.now() - started > 10_000) {
           clearInterval(timer)
+          this.#isReading = blocking
           resolve()
         }
       }, 5)
