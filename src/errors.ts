@@ -22,6 +22,11 @@ export type FailsoftErrorCode =
   | 'FAILSOFT_INLINE_RATE_LIMITED'
   | 'FAILSOFT_TASK_TIMEOUT'
   | 'FAILSOFT_LEASE_LOST'
+  | 'FAILSOFT_TASK_FAILED'
+  | 'FAILSOFT_TASK_DROPPED'
+  | 'FAILSOFT_TASK_RESULT_TIMEOUT'
+  | 'FAILSOFT_TASK_RESULT_UNAVAILABLE'
+  | 'FAILSOFT_INVALID_PROGRESS'
 
 export interface FailsoftErrorOptions {
   cause?: unknown
@@ -217,6 +222,143 @@ export class LeaseLostError extends FailsoftError {
   constructor(task: string, reason: string) {
     super('FAILSOFT_LEASE_LOST', `Task "${task}" lost its lease: ${reason}`, {
       details: { task, reason },
+    })
+  }
+}
+
+/** Longest error name and message a TaskFailedError carries over from the task's error. */
+const MAX_ERROR_TEXT = 2000
+
+function clip(text: string): string {
+  return text.length > MAX_ERROR_TEXT ? `${text.slice(0, MAX_ERROR_TEXT - 3)}...` : text
+}
+
+/**
+ * A task failed — all its tries, on a worker or inline: what `result()` / `run()` reject with,
+ * and the `error` of a 'failed' event. `errorName` and `errorMessage` are the task's own error
+ * (read back from BullMQ's job when it ran on a worker, possibly in another process); locally,
+ * `cause` is that error itself.
+ */
+export class TaskFailedError extends FailsoftError {
+  /** The name of the task's error (`'TypeError'`, `'TaskTimeoutError'`…); `'Error'` if unknown. */
+  readonly errorName: string
+  /** The message of the task's error. */
+  readonly errorMessage: string
+
+  constructor(
+    task: string,
+    id: string,
+    failure: { readonly name: string; readonly message: string },
+    options: FailsoftErrorOptions & { jobId?: string | undefined } = {},
+  ) {
+    const errorName = clip(failure.name || 'Error')
+    const errorMessage = clip(failure.message)
+    super('FAILSOFT_TASK_FAILED', `Task "${task}" (${id}) failed: ${errorName}: ${errorMessage}`, {
+      ...(options.cause !== undefined && { cause: options.cause }),
+      details: {
+        task,
+        id,
+        ...(options.jobId !== undefined && { jobId: options.jobId }),
+        errorName,
+        errorMessage,
+        ...options.details,
+      },
+    })
+    this.errorName = errorName
+    this.errorMessage = errorMessage
+  }
+
+  /** From an error of this process (an inline run): its name and message, and the error as cause. */
+  static from(task: string, id: string, error: unknown): TaskFailedError {
+    if (error instanceof TaskFailedError) return error
+    const e = error instanceof Error ? error : new Error(describeValue(error))
+    const name = typeof e.name === 'string' ? e.name : 'Error'
+    const message = typeof e.message === 'string' ? e.message : ''
+    const code = (e as { code?: unknown }).code
+    return new TaskFailedError(
+      task,
+      id,
+      { name, message },
+      { cause: e, details: typeof code === 'string' ? { errorCode: code.slice(0, 100) } : {} },
+    )
+  }
+}
+
+/** `result()` of a dispatch that will never run: answered `dropped` or `rejected`. */
+export class TaskDroppedError extends FailsoftError {
+  constructor(task: string, id: string, mode: 'dropped' | 'rejected', cause?: unknown) {
+    super(
+      'FAILSOFT_TASK_DROPPED',
+      mode === 'dropped'
+        ? `Task "${task}" (${id}) was dropped (fallback 'drop' while Redis was unavailable): it never runs`
+        : `Task "${task}" (${id}) was not accepted: it never runs`,
+      { cause, details: { task, id, mode } },
+    )
+  }
+}
+
+/** `result({ timeoutMs })`: the task had not finished within `timeoutMs` (it may still run). */
+export class TaskResultTimeoutError extends FailsoftError {
+  constructor(task: string, id: string, timeoutMs: number) {
+    super(
+      'FAILSOFT_TASK_RESULT_TIMEOUT',
+      `No result for task "${task}" (${id}) within ${timeoutMs} ms; it may still run`,
+      { details: { task, id, timeoutMs } },
+    )
+  }
+}
+
+/** Why a result cannot be known (`TaskResultUnavailableError.reason`). */
+export type TaskResultUnavailableReason =
+  /**
+   * The job is not in Redis: removed by `removeOnComplete` / `removeOnFail` before its outcome
+   * was read, or lost with Redis' data (restarted empty, flushed).
+   */
+  | 'job-missing'
+  /**
+   * The job completed without running: another copy of the same task id ran (an add that
+   * landed although unanswered, and its spool replay) and its value is in that other job.
+   */
+  | 'ran-as-another-job'
+  /** Answered `duplicate`: the key ran (or runs) inline here; that run's value is not kept. */
+  | 'duplicate'
+  /** Answered `unconfirmed`: it runs at most once, in a job whose id is not known. */
+  | 'unconfirmed'
+  /** It ran on a worker and returned more than `maxResultBytes` of JSON: not stored. */
+  | 'too-large'
+  /** It ran on a worker and returned a value JSON cannot hold (a BigInt, a cycle): not stored. */
+  | 'not-json'
+
+/** `result()` cannot know the task's outcome (`reason`); the task itself may have run. */
+export class TaskResultUnavailableError extends FailsoftError {
+  readonly reason: TaskResultUnavailableReason
+
+  constructor(task: string, id: string, reason: TaskResultUnavailableReason, jobId?: string) {
+    const why: Record<TaskResultUnavailableReason, string> = {
+      'job-missing':
+        'its job is not in Redis (removed by removeOnComplete/removeOnFail, or lost with Redis data)',
+      'ran-as-another-job': 'it ran as another copy of the same task id, whose value is not known',
+      duplicate: 'it was answered duplicate (its key ran inline in this process)',
+      unconfirmed: 'its add was unconfirmed (it runs at most once, in an unknown job)',
+      'too-large': 'its value was larger than maxResultBytes as JSON and was not stored',
+      'not-json': 'its value is not JSON-serializable and was not stored',
+    }
+    super(
+      'FAILSOFT_TASK_RESULT_UNAVAILABLE',
+      `No result for task "${task}" (${id}): ${why[reason]}`,
+      {
+        details: { task, id, reason, ...(jobId !== undefined && { jobId }) },
+      },
+    )
+    this.reason = reason
+  }
+}
+
+/** `ctx.progress(value)`: not a finite number or a JSON object, or larger than the limit. */
+export class InvalidProgressError extends FailsoftError {
+  constructor(task: string, reason: string) {
+    super('FAILSOFT_INVALID_PROGRESS', `Invalid progress for task "${task}": ${reason}`, {
+      details: { task },
     })
   }
 }

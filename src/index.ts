@@ -66,22 +66,39 @@ export {
   InlineRateLimitedError,
   InvalidTaskArgsError,
   LeaseLostError,
+  InvalidProgressError,
   SpoolFullError,
+  TaskDroppedError,
+  TaskFailedError,
+  TaskResultTimeoutError,
+  TaskResultUnavailableError,
   TaskTimeoutError,
   UnknownTaskError,
 } from './errors.js'
+export type { TaskResultUnavailableReason } from './errors.js'
 export { TaskQueue } from './tasks/queue.js'
 export type { TaskCounts, TaskQueueStatus } from './tasks/queue.js'
 export type { SpoolStatus } from './tasks/spool.js'
 export type { ScheduleStatus } from './tasks/scheduler.js'
 export { Task } from './tasks/task.js'
+export { MAX_PROGRESS_BYTES } from './tasks/task.js'
 export type {
+  DispatchHandle,
   DispatchOptions,
   DispatchResult,
   PassThroughJobOptions,
   TaskContext,
   TaskHandler,
+  TaskProgress,
+  TaskResultHandle,
+  TaskResultOptions,
 } from './tasks/task.js'
+export type {
+  TaskEventListener,
+  TaskEventMode,
+  TaskEventName,
+  TaskEvents,
+} from './tasks/results.js'
 export { defaultTaskOptions, defaultTaskQueueOptions } from './tasks/options.js'
 export type {
   BackoffStrategy,

@@ -38,6 +38,8 @@ export interface CatchUpDeps {
   readonly closed: () => boolean
   readonly closeSignal: AbortSignal
   readonly onError: (error: unknown, what: string) => void
+  /** Spooled task ids handed to Redis (or refused by it for good): no longer in the spool. */
+  readonly handedOver?: (ids: readonly string[]) => void
 }
 
 /**
@@ -328,6 +330,7 @@ export class CatchUp {
       } catch (error) {
         if (!refusedForGood(error)) throw error
         counts.replayRefused++
+        this.#deps.handedOver?.([job.id])
         logger.error(
           { err: loggableError(error), id: job.id, task: job.name },
           'a spooled task was refused by Redis and skipped',
@@ -339,6 +342,7 @@ export class CatchUp {
   /** Spooled jobs Redis took: remembered in case it forgets them (see #afterRollback). */
   #acknowledged(jobs: readonly OutgoingJob[]): void {
     const { recent, monitor } = this.#deps
+    this.#deps.handedOver?.(jobs.map((job) => job.id))
     const now = Date.now()
     for (const job of jobs) {
       recent.record({

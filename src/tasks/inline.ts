@@ -93,6 +93,8 @@ export async function runWithRetries(
   onLate: (error: unknown) => void,
   signal?: AbortSignal,
   health?: Health,
+  /** Try `attempt` failed with `error` and another try follows (after the backoff). */
+  onRetry?: (attempt: number, error: Error) => void,
   /** A custom backoff strategy threw (or returned no number): no more tries; reported here. */
   onBackoffError?: (error: unknown) => void,
 ): Promise<RunOutcome & { settled: Promise<RunOutcome> }> {
@@ -114,6 +116,7 @@ export async function runWithRetries(
         return failed
       }
       if (delayMs < 0) return failed
+      onRetry?.(attempt, failed.error)
       await sleep(delayMs, signal)
     }
   }

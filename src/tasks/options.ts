@@ -20,6 +20,14 @@ export interface TaskQueueOptions {
   /** Largest task arguments accepted, as UTF-8 JSON bytes. Default 262144 (256 KiB). */
   maxArgsBytes: number
   /**
+   * Largest return value a worker hands to BullMQ (stored in the job's hash, and in the
+   * 'completed' event of its stream), as UTF-8 JSON bytes. A larger value, or one that is not
+   * JSON, is replaced by a marker: the task still completes (it is not run again), and
+   * `result()` rejects with FAILSOFT_TASK_RESULT_UNAVAILABLE (`too-large`, `not-json`).
+   * Default 1048576 (1 MiB).
+   */
+  maxResultBytes: number
+  /**
    * How long the worker's "already done" marker of a completed job lives in Redis, in ms. A
    * job re-added with the same id within that time (a spool replay after an ambiguous
    * enqueue, a repeated idempotency key) is skipped instead of run again. One small key per
@@ -113,6 +121,7 @@ export const defaultTaskQueueOptions: Readonly<Omit<TaskQueueOptions, 'spool'>> 
   queue: 'default',
   enqueueTimeoutMs: 500,
   maxArgsBytes: 256 * 1024,
+  maxResultBytes: 1024 * 1024,
   doneTtlMs: 3_600_000,
   leaseMs: 10_000,
   inline: Object.freeze({ concurrency: 4, maxWaiting: 100, whenBusy: 'reject' as const }),
@@ -201,6 +210,7 @@ const QUEUE_KEYS = new Set([
   'queue',
   'enqueueTimeoutMs',
   'maxArgsBytes',
+  'maxResultBytes',
   'doneTtlMs',
   'leaseMs',
   'inline',
@@ -245,6 +255,13 @@ export function resolveTaskQueueOptions(
     queue,
     enqueueTimeoutMs: num(raw.enqueueTimeoutMs, d.enqueueTimeoutMs, 'enqueueTimeoutMs', 1, 60_000),
     maxArgsBytes: int(raw.maxArgsBytes, d.maxArgsBytes, 'maxArgsBytes', 2, 512 * 1024 * 1024),
+    maxResultBytes: int(
+      raw.maxResultBytes,
+      d.maxResultBytes,
+      'maxResultBytes',
+      4,
+      512 * 1024 * 1024,
+    ),
     doneTtlMs: int(raw.doneTtlMs, d.doneTtlMs, 'doneTtlMs', 0, 366 * 86_400_000),
     leaseMs: int(raw.leaseMs, d.leaseMs, 'leaseMs', 500, 86_400_000),
     inline: {

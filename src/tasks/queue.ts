@@ -2,6 +2,9 @@ import {
   ClosedError,
   InlineBusyError,
   InlineRateLimitedError,
+  TaskDroppedError,
+  TaskFailedError,
+  TaskResultUnavailableError,
   UnknownTaskError,
   invalidOption,
 } from '../errors.js'
@@ -28,6 +31,13 @@ import {
 } from './options.js'
 import { Producer } from './producer.js'
 import {
+  TaskResults,
+  bounded,
+  encodeProgress,
+  type TaskEventListener,
+  type TaskEventName,
+} from './results.js'
+import {
   Schedules,
   occurrenceId,
   type ScheduleEntry,
@@ -39,11 +49,15 @@ import { FileSpool } from './spool-file.js'
 import {
   Task,
   prepareJob,
+  type DispatchHandle,
   type DispatchOptions,
   type DispatchResult,
   type PreparedJob,
+  type TaskContext,
   type TaskDefinition,
   type TaskHandler,
+  type TaskProgress,
+  type TaskResultOptions,
 } from './task.js'
 import type { TaskCounts, TaskQueueStatus } from './status.js'
 import { TaskWorker, type WorkOptions, type WorkerHandle } from './worker.js'
@@ -91,6 +105,13 @@ export class TaskQueue {
   /** Task markers and leases in Redis (null when doneTtlMs is 0, or memory-only). */
   readonly #claims: TaskClaims | null
   readonly #deferred = new Set<NodeJS.Timeout>()
+  /** Results and events (QueueEvents, opened on first use). */
+  readonly #results: TaskResults
+  /** Task ids in this process's spool, not yet handed to Redis (their results wait). */
+  readonly #spooledIds = new Set<string>()
+  /** Memory-only delayed dispatches: the run their result() waits for. */
+  readonly #runs = new WeakMap<DispatchResult<unknown>, Promise<DispatchResult<unknown>>>()
+  readonly #deferredRuns = new Map<NodeJS.Timeout, (error: Error) => void>()
   readonly #logLimiter: LogLimiter
   readonly #counts: TaskCounts = {
     queued: 0,
@@ -177,6 +198,15 @@ export class TaskQueue {
     })
     this.#logger = this.#handle.logger
     this.#logLimiter = new LogLimiter(this.#logger, LOG_EVERY_MS)
+    this.#results = new TaskResults({
+      monitor: this.#monitor,
+      queue: this.name,
+      bullPrefix: this.#bullPrefix,
+      connectionName: `tasks:${this.name}:events`,
+      logger: this.#logger,
+      onError,
+      spooled: (id) => this.#spooledIds.has(id),
+    })
     this.#schedules = new Schedules({
       logger: this.#logger,
       runLocal: (entry, occurrence) => this.#runLocalPeriodic(entry, occurrence),
@@ -199,6 +229,9 @@ export class TaskQueue {
         closed: () => this.#closed,
         closeSignal: this.#closeController.signal,
         onError,
+        handedOver: (ids) => {
+          for (const id of ids) this.#spooledIds.delete(id)
+        },
       })
     }
     if (this.#memoryOnly) {
@@ -274,10 +307,21 @@ export class TaskQueue {
     name: string,
     args: unknown,
     options?: DispatchOptions,
-  ): Promise<DispatchResult<R>> {
+  ): Promise<DispatchHandle<R>> {
     const definition = this.#definitions.get(name)
     if (definition === undefined) return Promise.reject(new UnknownTaskError(name, this.name))
-    return this.#dispatch(definition, args, options) as Promise<DispatchResult<R>>
+    return this.#dispatch(definition, args, options) as Promise<DispatchHandle<R>>
+  }
+
+  /**
+   * Listen to the tasks of this queue: 'completed', 'failed', 'progress', 'retrying',
+   * 'stalled'. Runs on workers — in any process — come from BullMQ's event stream
+   * (QueueEvents, opened by the first listener); inline and local runs of this process are
+   * emitted here only. Returns a Disposable: `dispose()` removes the listener.
+   */
+  on<K extends TaskEventName>(event: K, listener: TaskEventListener<K>): Disposable {
+    this.#assertOpen()
+    return this.#results.on(event, listener)
   }
 
   /**
@@ -315,6 +359,7 @@ export class TaskQueue {
       lockDurationMs,
       stalledIntervalMs,
       maxStalledCount,
+      maxResultBytes: this.options.maxResultBytes,
       removeOnComplete: this.options.removeOnComplete,
       removeOnFail: this.options.removeOnFail,
       telemetry: this.options.telemetry,
@@ -400,6 +445,9 @@ export class TaskQueue {
     for (const listener of this.#listeners) listener.dispose()
     this.#schedules.close()
     for (const timer of this.#deferred) clearTimeout(timer)
+    for (const fail of this.#deferredRuns.values())
+      fail(new ClosedError(`task queue "${this.name}"`))
+    this.#deferredRuns.clear()
     if (this.#deferred.size > 0) {
       this.#logger.warn(
         { lost: this.#deferred.size },
@@ -408,7 +456,9 @@ export class TaskQueue {
       this.#deferred.clear()
     }
     this.#keyed.close()
+    const results = this.#results.close()
     await Promise.all([...this.#workers].map((w) => w.close()))
+    await results
     await this.#catchUp?.draining?.catch(() => undefined)
     await this.#producer?.close()
     await this.#journal?.close().catch((error: unknown) => this.#onError(error, 'spool close'))
@@ -421,16 +471,64 @@ export class TaskQueue {
     definition: TaskDefinition,
     args: unknown,
     options: DispatchOptions | undefined,
-  ): Promise<DispatchResult<unknown>> {
+  ): Promise<DispatchHandle<unknown>> {
     try {
       this.#assertOpen()
       const job = prepareJob(this.name, definition, args, options, this.options.maxArgsBytes)
-      if (tracing.tasks.dispatch.active) {
-        return traceDispatch(this.#monitor, this.name, job, () => this.#route(job))
-      }
-      return this.#route(job)
+      const routed = tracing.tasks.dispatch.active
+        ? traceDispatch(this.#monitor, this.name, job, () => this.#route(job))
+        : this.#route(job)
+      return routed.then((result) => this.#withResult(result, job))
     } catch (error) {
       return Promise.reject(error)
+    }
+  }
+
+  /** The dispatch result, with its `result()` method (not enumerable: the data stays as it was). */
+  #withResult(result: DispatchResult<unknown>, job: PreparedJob): DispatchHandle<unknown> {
+    const task = job.definition.name
+    if (result.mode === 'queued') this.#results.remember(result.jobId, result.id, task)
+    Object.defineProperty(result, 'result', {
+      value: (options?: TaskResultOptions) => this.#result(result, task, options),
+      enumerable: false,
+      configurable: true,
+    })
+    return result as DispatchHandle<unknown>
+  }
+
+  #result(
+    result: DispatchResult<unknown>,
+    task: string,
+    options: TaskResultOptions | undefined,
+  ): Promise<unknown> {
+    const id = result.id
+    switch (result.mode) {
+      case 'queued':
+        // Its job, or a copy under the task id (a rollback adds lost jobs again under it).
+        return this.#results.wait(task, id, [result.jobId, id], options)
+      case 'spooled':
+        // The replay adds it under the task id (so does a keyed add that was unanswered).
+        return this.#results.wait(task, id, [id], options)
+      case 'inline':
+        return bounded(task, id, options, (resolve, reject) => {
+          settleInline(result, task, resolve, reject)
+          return noop
+        })
+      case 'deferred': {
+        const run = this.#runs.get(result)
+        return bounded(task, id, options, (resolve, reject) => {
+          if (run === undefined) reject(new ClosedError(`task queue "${this.name}"`))
+          else run.then((ran) => settleInline(ran, task, resolve, reject), reject)
+          return noop
+        })
+      }
+      case 'dropped':
+        return Promise.reject(new TaskDroppedError(task, id, 'dropped'))
+      case 'rejected':
+        return Promise.reject(new TaskDroppedError(task, id, 'rejected', result.error))
+      case 'duplicate':
+      case 'unconfirmed':
+        return Promise.reject(new TaskResultUnavailableError(task, id, result.mode))
     }
   }
 
@@ -552,6 +650,7 @@ export class TaskQueue {
       return { mode: 'rejected', id: job.id, error: asError(error) }
     }
     this.#counts.spooled++
+    this.#spooledIds.add(job.id)
     // Spooled while Redis is up (an ambiguous enqueue): hand it over without waiting for an outage.
     if (this.#monitor.available) this.#catchUp?.drainSoon()
     return { mode: 'spooled', id: job.id }
@@ -603,6 +702,7 @@ export class TaskQueue {
       release()
     }
     if (job.keyed) void outcome.settled.then((ended) => this.#keyedEnded(job.id, ended))
+    this.#emitOutcome(job.id, job.definition.name, 'inline', outcome)
     if (outcome.ok) {
       this.#counts.inlineOk++
       if (job.keyed) await outcome.settled.then(() => this.#keyedWritten(job.id))
@@ -664,10 +764,18 @@ export class TaskQueue {
     args: unknown,
     mode: 'inline' | 'local',
   ): Promise<RunOutcome & { settled: Promise<RunOutcome> }> {
+    const name = definition.name
+    const base = { id, name, queue: this.name, mode } as const
+    const progress: TaskContext['progress'] = (value) => {
+      const text = encodeProgress(name, value)
+      if (this.#results.hasListeners) {
+        this.#results.emit('progress', { ...base, progress: safeJsonParse(text) as TaskProgress })
+      }
+    }
     return runWithRetries(
       definition,
       args,
-      { id, name: definition.name, queue: this.name, mode },
+      { ...base, progress },
       (late) =>
         this.#logLimiter.log(
           'late',
@@ -677,6 +785,12 @@ export class TaskQueue {
         ),
       this.#closeController.signal,
       this.#monitor,
+      (attempt, error) =>
+        this.#results.emit('retrying', {
+          ...base,
+          attempt,
+          error: TaskFailedError.from(name, id, error),
+        }),
       (error) =>
         this.#logLimiter.log(
           `backoff:${definition.name}`,
@@ -687,21 +801,49 @@ export class TaskQueue {
     )
   }
 
+  /** 'completed' or 'failed' for a run of this process (listeners of this process only). */
+  #emitOutcome(id: string, name: string, mode: 'inline' | 'local', outcome: RunOutcome): void {
+    if (!this.#results.hasListeners) return
+    const base = { id, name, queue: this.name, mode }
+    if (outcome.ok) this.#results.emit('completed', { ...base, value: outcome.value })
+    else
+      this.#results.emit('failed', {
+        ...base,
+        error: TaskFailedError.from(name, id, outcome.error),
+      })
+  }
+
   /** Memory-only, delayed: a local timer, then the inline runner. */
   #defer(job: PreparedJob): DispatchResult<unknown> {
     this.#counts.deferred++
+    let ran!: (result: DispatchResult<unknown>) => void
+    let failed!: (error: Error) => void
+    const run = new Promise<DispatchResult<unknown>>((resolve, reject) => {
+      ran = resolve
+      failed = reject
+    })
+    // Rejected at close (the run never happens): only a result() waiting sees it.
+    run.catch(noop)
     const timer = setTimeout(() => {
       this.#deferred.delete(timer)
+      this.#deferredRuns.delete(timer)
       const runJob: PreparedJob = { ...job, delayMs: 0 }
       this.#inline(runJob).then(
         (result) => {
           if (result.mode === 'rejected') this.#onError(result.error, 'deferred task')
+          ran(result)
         },
-        (error: unknown) => this.#onError(error, 'deferred task'),
+        (error: unknown) => {
+          this.#onError(error, 'deferred task')
+          failed(asError(error))
+        },
       )
     }, job.delayMs)
     this.#deferred.add(timer)
-    return { mode: 'deferred', id: job.id }
+    this.#deferredRuns.set(timer, failed)
+    const result: DispatchResult<unknown> = { mode: 'deferred', id: job.id }
+    this.#runs.set(result, run)
+    return result
   }
 
   /**
@@ -732,6 +874,7 @@ export class TaskQueue {
     try {
       const outcome = await this.#run(entry.definition, slotId, entry.args, 'local')
       if (keyed) void outcome.settled.then((ended) => this.#keyedEnded(slotId, ended))
+      this.#emitOutcome(slotId, entry.name, 'local', outcome)
       this.#counts.localPeriodicRuns++
       if (!outcome.ok) {
         this.#logLimiter.log(
@@ -796,6 +939,25 @@ const idleWorker: WorkerHandle = {
     reconnectKicks: 0,
     socketsDropped: 0,
   }),
+}
+
+function noop(): void {}
+
+/** An inline run's outcome as a result: its value, or TaskFailedError; a rejection's error. */
+function settleInline(
+  result: DispatchResult<unknown>,
+  task: string,
+  resolve: (value: unknown) => void,
+  reject: (error: Error) => void,
+): void {
+  if (result.mode === 'inline') {
+    if (result.ok) resolve(result.value)
+    else reject(TaskFailedError.from(task, result.id, result.error))
+  } else if (result.mode === 'rejected') {
+    reject(new TaskDroppedError(task, result.id, 'rejected', result.error))
+  } else {
+    reject(new TaskResultUnavailableError(task, result.id, 'duplicate'))
+  }
 }
 
 /** Inline runs get the same JSON copy a worker would (no shared references, no Dates). */

@@ -18,7 +18,47 @@ export interface TaskContext {
   readonly mode: 'worker' | 'inline' | 'local'
   /** Aborted when the try passes the task's `timeoutMs` (or the worker closes). */
   readonly signal: AbortSignal
+  /**
+   * Report progress: a finite number or a JSON object of at most 4 KiB (MAX_PROGRESS_BYTES).
+   * On a worker it is BullMQ's `job.updateProgress` (a 'progress' event for every process
+   * listening); inline and local runs emit it in this process. Never waits and never fails
+   * because of Redis (while a value is on its way only the latest one is kept); throws
+   * InvalidProgressError (`FAILSOFT_INVALID_PROGRESS`) for a value that is not allowed.
+   */
+  readonly progress: (value: TaskProgress) => void
 }
+
+/** What `ctx.progress()` takes: a finite number, or a JSON object (≤ 4 KiB as JSON). */
+export type TaskProgress = number | { readonly [key: string]: unknown }
+
+/** Largest progress value, as UTF-8 JSON (BullMQ keeps it in the job and in its event stream). */
+export const MAX_PROGRESS_BYTES = 4096
+
+/** Options of `result()` (and of `task.run()`). */
+export interface TaskResultOptions {
+  /**
+   * Give up waiting after this many ms: rejects with TaskResultTimeoutError
+   * (`FAILSOFT_TASK_RESULT_TIMEOUT`). The task itself is not cancelled. Default: no limit.
+   */
+  timeoutMs?: number | undefined
+  /** Give up waiting when this signal aborts (rejects with its reason). */
+  signal?: AbortSignal | undefined
+}
+
+/** The method every dispatch result carries. */
+export interface TaskResultHandle<R> {
+  /**
+   * The task's return value, once it ran: from the BullMQ job (queued, spooled and replayed),
+   * or the inline run. Rejects with TaskFailedError (`FAILSOFT_TASK_FAILED`) when the task
+   * failed, TaskDroppedError (`FAILSOFT_TASK_DROPPED`) for a dispatch that never runs,
+   * TaskResultUnavailableError (`FAILSOFT_TASK_RESULT_UNAVAILABLE`) when the outcome cannot be
+   * known, TaskResultTimeoutError past `timeoutMs`. Waits through Redis outages.
+   */
+  result(options?: TaskResultOptions): Promise<R>
+}
+
+/** What `dispatch()` resolves with: the DispatchResult, and its `result()` (not enumerable). */
+export type DispatchHandle<R = unknown> = DispatchResult<R> & TaskResultHandle<R>
 
 export type TaskHandler<A, R> = (args: A, context: TaskContext) => R | Promise<R>
 
@@ -171,7 +211,7 @@ export type Dispatcher = (
   definition: TaskDefinition,
   args: unknown,
   options: DispatchOptions | undefined,
-) => Promise<DispatchResult<unknown>>
+) => Promise<DispatchHandle<unknown>>
 
 /** Returned by `tasks.define()`: dispatch it, anywhere in the app. */
 export class Task<A = unknown, R = unknown> {
@@ -194,8 +234,18 @@ export class Task<A = unknown, R = unknown> {
    * Queue the task when Redis is up; otherwise apply its fallback. Rejects only for bad
    * input (InvalidTaskArgsError) or a closed instance, never because of Redis.
    */
-  dispatch(args: A, options?: DispatchOptions): Promise<DispatchResult<R>> {
-    return this.#dispatcher(this.#definition, args, options) as Promise<DispatchResult<R>>
+  dispatch(args: A, options?: DispatchOptions): Promise<DispatchHandle<R>> {
+    return this.#dispatcher(this.#definition, args, options) as Promise<DispatchHandle<R>>
+  }
+
+  /**
+   * Dispatch, then wait for the task's value: `(await task.dispatch(args, options)).result(options)`.
+   * Rejects like `result()` (and like `dispatch()` for bad input or a closed instance).
+   */
+  async run(args: A, options?: DispatchOptions & TaskResultOptions): Promise<R> {
+    const { timeoutMs, signal, ...dispatchOptions } = options ?? {}
+    const handle = await this.dispatch(args, options === undefined ? undefined : dispatchOptions)
+    return handle.result({ timeoutMs, signal })
   }
 }
 

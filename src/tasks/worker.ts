@@ -20,7 +20,8 @@ import { DONE, LeaseKeeper, runToken, type TaskClaims } from './claims.js'
 import { startTry, type RunOutcome } from './inline.js'
 import { backoffDelay, type KeepJobs } from './options.js'
 import { CUSTOM_BACKOFF, TASK_ID_OPTION } from './producer.js'
-import type { TaskDefinition } from './task.js'
+import { RETRYING_EVENT, SKIPPED_RETURN, encodeProgress, storableResult } from './results.js'
+import type { TaskDefinition, TaskProgress } from './task.js'
 import { LEASE_ABORT_PERIODS, ROLLBACK_CLAIM_HOLD_MS } from '../tunables.js'
 
 /** Options of `tasks.work(options)`. */
@@ -115,6 +116,8 @@ interface WorkerDeps {
   readonly lockDurationMs: number
   readonly stalledIntervalMs: number
   readonly maxStalledCount: number
+  /** Largest return value stored in the job (TaskQueueOptions.maxResultBytes). */
+  readonly maxResultBytes: number
   readonly removeOnComplete: KeepJobs
   readonly removeOnFail: KeepJobs
   readonly logger: Logger
@@ -388,7 +391,7 @@ export class TaskWorker implements WorkerHandle {
     const claims = this.#deps.claims
     if (claims !== null && (this.#recentlyDone.get(id) ?? 0) > Date.now()) {
       this.#stats.skippedDone++
-      return null
+      return SKIPPED_RETURN
     }
     // A run of this task id is still going here (a stalled copy handed out again, a retry of a
     // try that ignored its timeout): wait a little for its end; if it goes on, look again later.
@@ -399,7 +402,7 @@ export class TaskWorker implements WorkerHandle {
       }
       if ((this.#recentlyDone.get(id) ?? 0) > Date.now()) {
         this.#stats.skippedDone++
-        return null
+        return SKIPPED_RETURN
       }
     }
     // Handed a job while this process is off Redis (its BullMQ connection back on a new
@@ -420,7 +423,7 @@ export class TaskWorker implements WorkerHandle {
     }
     if (claims !== null && (this.#recentlyDone.get(id) ?? 0) > Date.now()) {
       this.#stats.skippedDone++
-      return null
+      return SKIPPED_RETURN
     }
     const client =
       claims === null ? null : ((await this.#worker.getBackend().client) as unknown as Redis)
@@ -431,14 +434,21 @@ export class TaskWorker implements WorkerHandle {
         // Completed already (an add that landed late and its spool replay, a repeated
         // idempotency key): complete without running.
         this.#stats.skippedDone++
-        return null
+        return SKIPPED_RETURN
       }
       if (outcome.kind === 'busy') return this.#defer(job, bullToken, outcome.retryInMs)
     }
+    const progress = new ProgressSender(job, (error) => this.#onError(error))
     const current = startTry(
       definition,
       job.data,
-      { id, name: job.name, queue: this.#deps.queue, mode: 'worker' },
+      {
+        id,
+        name: job.name,
+        queue: this.#deps.queue,
+        mode: 'worker',
+        progress: (value) => progress.send(encodeProgress(job.name, value), value),
+      },
       job.attemptsMade + 1,
       (late) =>
         this.#logLimiter.log(
@@ -476,10 +486,53 @@ export class TaskWorker implements WorkerHandle {
     const ended = current.settled.then((outcome) => this.#ended(id, token, keeper, client, outcome))
     this.#holding.set(id, { token, ended })
     // Failed or timed out, this rejects: BullMQ may retry, and the retry waits for this try's end.
-    const value = await current.result
+    let value: unknown
+    try {
+      value = await current.result
+    } catch (error) {
+      progress.stop()
+      if (willRetry(job, error)) this.#retrying(job, id, client, error)
+      throw error
+    }
+    progress.stop()
     await ended
     this.#stats.completed++
-    return value
+    // BullMQ stores it in the job (and its event): bounded, and JSON, or a marker instead.
+    return storableResult(value, this.#deps.maxResultBytes)
+  }
+
+  /**
+   * A failed try that BullMQ will retry: a 'failsoft:retrying' entry in the queue's event
+   * stream (BullMQ itself only says 'delayed' or 'waiting'), read by every QueueEvents.
+   * Not awaited: the failure path never waits for Redis.
+   */
+  #retrying(job: Job, id: string, client: Redis | null, error: unknown): void {
+    const e = error instanceof Error ? error : new Error(String(error))
+    const send = async (): Promise<void> => {
+      const redis = client ?? ((await this.#worker.getBackend().client) as unknown as Redis)
+      await redis.xadd(
+        `${this.#deps.bullPrefix}:${this.#deps.queue}:events`,
+        'MAXLEN',
+        '~',
+        '10000',
+        '*',
+        'event',
+        RETRYING_EVENT,
+        'jobId',
+        job.id ?? '',
+        'id',
+        id,
+        'name',
+        job.name,
+        'attempt',
+        String(job.attemptsMade + 1),
+        'errorName',
+        String(e.name).slice(0, 200),
+        'error',
+        String(e.message).slice(0, 2000),
+      )
+    }
+    send().catch((err: unknown) => this.#onError(err))
   }
 
   /**
@@ -766,6 +819,56 @@ function within(promise: Promise<unknown>, ms: number): Promise<'done' | 'expire
 async function until(done: () => boolean, deadline: number, still: () => boolean): Promise<void> {
   while (!done() && Date.now() < deadline && still()) {
     await sleep(20)
+  }
+}
+
+/** BullMQ's own rule (Job.shouldRetryJob, without a custom backoff's -1): another try follows. */
+function willRetry(job: Job, error: unknown): boolean {
+  if (error instanceof UnrecoverableError || error instanceof DelayedError) return false
+  if (error instanceof WaitingError) return false
+  const attempts = job.opts.attempts ?? 1
+  return job.attemptsMade + 1 < attempts
+}
+
+/**
+ * `ctx.progress()` on a worker: BullMQ's `updateProgress`, one at a time per run; a value given
+ * while one is on its way replaces the one waiting (so an outage, when the worker's connection
+ * queues its commands, holds at most two). Errors are counted, never thrown at the handler.
+ */
+class ProgressSender {
+  readonly #job: Job
+  readonly #onError: (error: unknown) => void
+  #sending = false
+  #next: TaskProgress | undefined
+  #stopped = false
+
+  constructor(job: Job, onError: (error: unknown) => void) {
+    this.#job = job
+    this.#onError = onError
+  }
+
+  send(_checked: string, value: TaskProgress): void {
+    if (this.#stopped) return
+    if (this.#sending) {
+      this.#next = value
+      return
+    }
+    this.#sending = true
+    this.#job
+      .updateProgress(value as number | object)
+      .catch((error: unknown) => this.#onError(error))
+      .finally(() => {
+        this.#sending = false
+        const next = this.#next
+        this.#next = undefined
+        if (next !== undefined) this.send('', next)
+      })
+  }
+
+  /** The run ended: a value still waiting is not sent. */
+  stop(): void {
+    this.#stopped = true
+    this.#next = undefined
   }
 }
 
