@@ -20,6 +20,8 @@ export type FailsoftErrorCode =
   | 'FAILSOFT_SPOOL_FULL'
   | 'FAILSOFT_INLINE_BUSY'
   | 'FAILSOFT_INLINE_RATE_LIMITED'
+  | 'FAILSOFT_FLOW_UNAVAILABLE'
+  | 'FAILSOFT_INVALID_FLOW'
   | 'FAILSOFT_TASK_TIMEOUT'
   | 'FAILSOFT_LEASE_LOST'
   | 'FAILSOFT_TASK_FAILED'
@@ -201,6 +203,28 @@ export class InlineRateLimitedError extends FailsoftError {
       `Inline task runner is at the queue's rate limit (${max} per ${durationMs} ms)`,
       { details: { max, durationMs } },
     )
+  }
+}
+
+/**
+ * A flow (parent and child jobs) could not be added: Redis is unavailable (or refused it). A
+ * flow is added whole or not at all — never in part, never inline, never spooled.
+ */
+export class FlowUnavailableError extends FailsoftError {
+  constructor(task: string, reason: string, cause?: unknown) {
+    super('FAILSOFT_FLOW_UNAVAILABLE', `Flow "${task}" was not added: ${reason}`, {
+      details: { task },
+      ...(cause !== undefined && { cause }),
+    })
+  }
+}
+
+/** A flow's shape is not accepted (too many nodes, too deep, not a tree of { task, args }). */
+export class InvalidFlowError extends FailsoftError {
+  constructor(message: string, value: unknown) {
+    super('FAILSOFT_INVALID_FLOW', `${message}; received ${describeValue(value)}`, {
+      details: { received: describeValue(value) },
+    })
   }
 }
 

@@ -64,6 +64,8 @@ export {
 export {
   InlineBusyError,
   InlineRateLimitedError,
+  FlowUnavailableError,
+  InvalidFlowError,
   InvalidTaskArgsError,
   LeaseLostError,
   InvalidProgressError,
@@ -110,6 +112,8 @@ export type {
   TaskQueueOptions,
 } from './tasks/options.js'
 export type { WorkOptions, WorkerHandle, WorkerStatus } from './tasks/worker.js'
+export { MAX_FLOW_DEPTH, MAX_FLOW_NODES } from './tasks/flow.js'
+export type { FlowHandle, FlowIds, FlowNode } from './tasks/flow.js'
 export type { ScheduleDate, ScheduleOptions, ScheduleResult } from './tasks/scheduler.js'
 export type { FailsoftErrorCode } from './errors.js'
 export { channelNames } from './diagnostics/channels.js'

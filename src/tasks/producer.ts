@@ -1,5 +1,12 @@
 import { asError, withDeadline } from '../util/async.js'
-import { Job, Queue, type JobsOptions, type RepeatOptions } from 'bullmq'
+import {
+  FlowProducer,
+  Job,
+  Queue,
+  type FlowJob,
+  type JobsOptions,
+  type RepeatOptions,
+} from 'bullmq'
 import type { Redis } from 'ioredis'
 import { RedisTimeoutError, RedisUnavailableError } from '../errors.js'
 import type { Disposable } from '../health/events.js'
@@ -56,6 +63,8 @@ export class Producer {
   #unreplicated: Array<{ jobId: string; resolve: (outcome: EnqueueOutcome) => void }> = []
   #sweeper: NodeJS.Timeout | null = null
   #preparing: Promise<Queue> | null = null
+  /** BullMQ's FlowProducer on this producer's connection, created on the first flow. */
+  #flows: FlowProducer | null = null
   /** The queue's settings kept in Redis (global concurrency) are to be written (again). */
   #settingsOwed: boolean
   readonly #watch: Disposable
@@ -308,6 +317,44 @@ export class Producer {
     )
   }
 
+  /**
+   * Add a flow (BullMQ's FlowProducer: one MULTI/EXEC, so all of it or none lands), waiting
+   * at most `enqueueTimeoutMs`. Never sent while the monitor says Redis is unavailable.
+   */
+  async addFlow(flow: FlowJob): Promise<EnqueueOutcome> {
+    if (!this.#monitor.available) return { kind: 'not-sent', error: new RedisUnavailableError() }
+    const timeoutMs = this.#options.enqueueTimeoutMs
+    let producer: FlowProducer
+    try {
+      await this.prepare(timeoutMs)
+      const connection = this.#connection
+      if (connection === null) throw new RedisUnavailableError('task producer not connected')
+      producer = this.#flows ??= this.#createFlowProducer(connection)
+    } catch (error) {
+      return { kind: 'not-sent', error: asError(error) }
+    }
+    try {
+      // Not through monitor.run: a large flow may take longer than one command's deadline
+      // without Redis being frozen (the heartbeat watches that); its own deadline bounds it.
+      const added = await withDeadline(producer.add(flow), timeoutMs, 'add flow')
+      return { kind: 'queued', jobId: added.job.id ?? '' }
+    } catch (error) {
+      const e = asError(error)
+      if (isRefusal(e)) {
+        // Redis answered (EXECABORT, a script error…): no part of the flow is in Redis.
+        if (isReplyError(e)) this.#monitor.reportFailure(e)
+        return { kind: 'not-sent', error: e }
+      }
+      return { kind: 'ambiguous', error: e }
+    }
+  }
+
+  #createFlowProducer(connection: Redis): FlowProducer {
+    const producer = new FlowProducer({ connection, prefix: this.#bullPrefix })
+    producer.on('error', (error: unknown) => this.#onError(error, 'flow producer'))
+    return producer
+  }
+
   /** The queue's settings kept in Redis must be written (first use, or Redis lost them). */
   get settingsOwed(): boolean {
     return this.#settingsOwed
@@ -386,6 +433,13 @@ export class Producer {
     if (this.#sweeper !== null) clearInterval(this.#sweeper)
     this.#sweeper = null
     this.#watch.dispose()
+    const flows = this.#flows
+    this.#flows = null
+    if (flows !== null) {
+      await withDeadline(flows.close(), 1000, 'flow producer close').catch((error: unknown) =>
+        this.#onError(error, 'flow producer close'),
+      )
+    }
     const queue = this.#queue
     this.#queue = null
     // The connection is the monitor's (shared with BullMQ): failsoft.close() ends it.
@@ -401,7 +455,7 @@ export class Producer {
 /** Retry options per task, computed once: the hot path only adds the task id (and delay). */
 const retryCache = new WeakMap<TaskDefinition, JobsOptions | null>()
 
-function jobOptions(job: OutgoingJob): JobsOptions {
+export function jobOptions(job: OutgoingJob): JobsOptions {
   const retry = job.definition === undefined ? null : cachedRetry(job.definition)
   const opts: JobsOptions & { [TASK_ID_OPTION]?: string } = retry === null ? {} : { ...retry }
   if (job.idIsJobId) opts.jobId = job.id

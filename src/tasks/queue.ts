@@ -1,9 +1,11 @@
 import {
   ClosedError,
+  FlowUnavailableError,
   InlineBusyError,
   InlineRateLimitedError,
   TaskDroppedError,
   TaskFailedError,
+  RedisUnavailableError,
   TaskResultUnavailableError,
   UnknownTaskError,
   invalidOption,
@@ -19,6 +21,7 @@ import { asError } from '../util/async.js'
 import { CatchUp } from './catch-up.js'
 import { TaskClaims } from './claims.js'
 import { InlineLimiter, RateWindow, runWithRetries, type RunOutcome } from './inline.js'
+import { flowIds, prepareFlow, toBullFlow, type FlowHandle, type FlowNode } from './flow.js'
 import { RecentDispatches } from './recent-dispatches.js'
 import { KeyedRuns } from './keyed.js'
 import {
@@ -29,7 +32,7 @@ import {
   type TaskQueueInput,
   type TaskQueueOptions,
 } from './options.js'
-import { Producer } from './producer.js'
+import { Producer, jobOptions } from './producer.js'
 import {
   TaskResults,
   bounded,
@@ -125,6 +128,9 @@ export class TaskQueue {
     duplicate: 0,
     rejected: 0,
     rateLimited: 0,
+    flowsQueued: 0,
+    flowsRejected: 0,
+    flowsUnconfirmed: 0,
     ambiguous: 0,
     replayRefused: 0,
     unconfirmed: 0,
@@ -368,6 +374,58 @@ export class TaskQueue {
     })
     this.#workers.add(worker)
     return worker
+  }
+
+  /**
+   * Add a flow: a parent task that runs once every child has completed, on this queue's
+   * workers (BullMQ's flows). It is added whole, in one transaction, or not at all: while
+   * Redis is unavailable (and in a memory-only instance) the answer is `rejected` with
+   * FlowUnavailableError — never inline, never spooled, never half a flow. A child that fails
+   * for good fails its parent. Never rejects because of Redis; throws for a bad flow
+   * (InvalidFlowError, and what a dispatch throws for a node). The handle's `result()` is the
+   * parent's; `ids` name every node's task id.
+   */
+  async flow<R = unknown>(root: FlowNode): Promise<FlowHandle<R>> {
+    this.#assertOpen()
+    const prepared = prepareFlow(
+      root,
+      this.name,
+      (name) => {
+        const definition = typeof name === 'string' ? this.#definitions.get(name) : undefined
+        if (definition === undefined) throw new UnknownTaskError(name, this.name)
+        return definition
+      },
+      this.options.maxArgsBytes,
+    )
+    const ids = flowIds(prepared)
+    const task = prepared.job.name
+    const producer = this.#producer
+    const outcome =
+      producer === null
+        ? { kind: 'not-sent' as const, error: new RedisUnavailableError('memory-only instance') }
+        : await producer.addFlow(toBullFlow(prepared, this.name, this.#bullPrefix, jobOptions))
+    let result: DispatchResult<unknown>
+    if (outcome.kind === 'queued') {
+      this.#counts.flowsQueued++
+      result = { mode: 'queued', id: prepared.job.id, jobId: prepared.job.id }
+    } else if (outcome.kind === 'ambiguous') {
+      // One transaction: the whole flow landed, or none of it. Not retried here.
+      this.#counts.flowsUnconfirmed++
+      result = { mode: 'unconfirmed', id: prepared.job.id, error: outcome.error }
+    } else {
+      this.#counts.flowsRejected++
+      const why = this.#memoryOnly
+        ? 'a memory-only instance has no queue'
+        : 'Redis is unavailable (a flow is added whole, or not at all)'
+      result = {
+        mode: 'rejected',
+        id: prepared.job.id,
+        error: new FlowUnavailableError(task, why, outcome.error),
+      }
+    }
+    const handle = this.#withResult(result, prepared.job) as FlowHandle<R>
+    Object.defineProperty(handle, 'ids', { value: ids, enumerable: true })
+    return handle
   }
 
   /**
@@ -775,7 +833,7 @@ export class TaskQueue {
     return runWithRetries(
       definition,
       args,
-      { ...base, progress },
+      { ...base, progress, children: noChildren },
       (late) =>
         this.#logLimiter.log(
           'late',
@@ -979,4 +1037,9 @@ function workOption(
   if (value < min || value > max)
     throw invalidOption(option, `between ${min} and ${max}`, value, 'range')
   return value
+}
+
+/** ctx.children() of a run that is no flow's parent on a worker: none. */
+function noChildren(): Promise<Readonly<Record<string, unknown>>> {
+  return Promise.resolve({})
 }

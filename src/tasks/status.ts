@@ -20,6 +20,12 @@ export interface TaskCounts {
    * spooled with `inline.whenBusy: 'spool'`, or a local periodic run skipped.
    */
   rateLimited: number
+  /** Flows added whole (`tasks.flow()`). */
+  flowsQueued: number
+  /** Flows not added: Redis unavailable or refusing (`rejected`, FAILSOFT_FLOW_UNAVAILABLE). */
+  flowsRejected: number
+  /** Flows sent and not answered: landed whole, or not at all. */
+  flowsUnconfirmed: number
   /** Enqueues sent without an answer (then spooled under the same id). */
   ambiguous: number
   /**

@@ -26,6 +26,12 @@ export interface TaskContext {
    * InvalidProgressError (`FAILSOFT_INVALID_PROGRESS`) for a value that is not allowed.
    */
   readonly progress: (value: TaskProgress) => void
+  /**
+   * For the parent of a flow (`tasks.flow()`), on its worker: the values its children
+   * returned, by their task ids (read from Redis; rejects if Redis fails). Empty for any other
+   * run.
+   */
+  readonly children: () => Promise<Readonly<Record<string, unknown>>>
 }
 
 /** What `ctx.progress()` takes: a finite number, or a JSON object (≤ 4 KiB as JSON). */

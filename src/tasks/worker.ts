@@ -448,6 +448,7 @@ export class TaskWorker implements WorkerHandle {
         queue: this.#deps.queue,
         mode: 'worker',
         progress: (value) => progress.send(encodeProgress(job.name, value), value),
+        children: () => childrenValues(job),
       },
       job.attemptsMade + 1,
       (late) =>
@@ -892,4 +893,16 @@ function keep(value: KeepJobs): { count: number } | { age: number; count?: numbe
   if (value === false) return { count: -1 }
   if (typeof value === 'number') return { count: value }
   return value
+}
+
+/**
+ * ctx.children() on a worker: the values of the job's children (a flow's parent), by task id
+ * — a flow node's BullMQ job id is its task id, the last part of BullMQ's key for the child.
+ */
+async function childrenValues(job: Job): Promise<Readonly<Record<string, unknown>>> {
+  const values = await job.getChildrenValues<unknown>()
+  const out: Record<string, unknown> = {}
+  for (const [key, value] of Object.entries(values))
+    out[key.slice(key.lastIndexOf(':') + 1)] = value
+  return out
 }

@@ -27,7 +27,10 @@ describe('tasks with Redis up (queued path)', () => {
   test('dispatch queues the job and a worker runs it with the JSON arguments', async (t) => {
     const server = await startRedis(t)
     const { tasks } = await makeTasks(t, server.url)
-    const seen: Array<{ args: unknown; ctx: Omit<TaskContext, 'signal' | 'progress'> }> = []
+    const seen: Array<{
+      args: unknown
+      ctx: Omit<TaskContext, 'signal' | 'progress' | 'children'>
+    }> = []
     const email = tasks.define('send_email', (args: { to: string; at: Date }, ctx) => {
       seen.push({
         args,
