@@ -52,6 +52,13 @@ export function connectionOptions(
     // waits up to this long before asking again (10 s by default): recovery would lag the
     // end of the load by up to that much.
     maxLoadingRetryTime: 100,
+    // A Sentinel set: ioredis asks the Sentinels in turn for the primary and, by default, waits
+    // for a Sentinel's reply without a bound — one frozen Sentinel held every connection off
+    // Redis for as long as it stayed frozen (outside review 5). Bounded, the next one is asked.
+    ...(base.sentinels !== undefined &&
+      base.sentinelCommandTimeout === undefined && {
+        sentinelCommandTimeout: settings.connectTimeoutMs,
+      }),
   }
   if (role === 'blocking') {
     return {

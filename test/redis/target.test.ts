@@ -137,6 +137,34 @@ describe('a redis-sentinel:// URL', () => {
     assert.equal(failsoft.status().redis.available, true)
   })
 
+  // Regression (outside review 5): one frozen Sentinel of three kept every process off Redis
+  // for as long as it stayed frozen (3 of 3 runs, 4-12 s after the new primary answered):
+  // ioredis asks the Sentinels in turn, and waited for the frozen one's reply without a bound.
+  for (const frozen of [0, 2]) {
+    test(`a frozen Sentinel (${frozen === 0 ? 'first' : 'last'} of three) does not hold the recovery after a failover`, async (t) => {
+      const set = await SentinelSet.start(t, { replicas: 1 })
+      const failsoft = createFailsoft({
+        redis: set.options,
+        logger: false,
+        prefix: `frozen${frozen}${process.pid}`,
+      })
+      t.after(() => failsoft.close())
+      assert.equal(await failsoft.ready(), 'up')
+      set.sentinels[frozen]!.freeze()
+      t.after(() => set.sentinels[frozen]!.thaw())
+      const { promoted } = await set.killPrimary()
+      const answered = Date.now()
+      await waitFor(
+        () =>
+          failsoft.status().redis.available &&
+          failsoft.status().redis.primary === `127.0.0.1:${promoted.port}`,
+        { timeoutMs: 8000, message: 'back on the new primary while a Sentinel is still frozen' },
+      )
+      assert.ok(set.sentinels[frozen]!.frozen, 'the Sentinel was frozen throughout')
+      void answered
+    })
+  }
+
   // Regression (multi-host review): while the Sentinels were unreachable every failed probe
   // added a 'close' listener and a timer to the dead socket of the last successful connect
   // (MaxListenersExceededWarning after 11 probes, growing for as long as the partition lasted).
