@@ -88,6 +88,11 @@ export class HealthMonitor implements Health {
   readonly #command: Redis | null = null
   readonly #health: Redis | null = null
   readonly #extra = new Set<Redis>()
+  /** Connections kept on the current primary of a Sentinel set (see followPrimary). */
+  readonly #followed = new Set<Redis>()
+  /** When each extra connection was last reset for being on another node (see #align). */
+  readonly #strayResetAt = new WeakMap<Redis, number>()
+  #strayConnectionsReset = 0
   readonly #components: Components
 
   /** What the connections say. 'up' means connected, not yet that components use Redis. */
@@ -353,7 +358,23 @@ export class HealthMonitor implements Health {
     const connection = this.#connection(role, name)
     this.#extra.add(connection)
     connection.once('end', () => this.#extra.delete(connection))
+    this.followPrimary(connection)
     return connection
+  }
+
+  /**
+   * Keep a connection on the current primary of a Sentinel set: one found ready on another
+   * node — when it (re)connects while up, or when a probe reaches a new primary — has its
+   * socket reset, so that its own retry policy reconnects it through the Sentinels (see
+   * #align). For connections made from createConnection's (BullMQ's duplicates); theirs are
+   * followed already.
+   */
+  followPrimary(connection: Redis): void {
+    this.#followed.add(connection)
+    connection.once('end', () => this.#followed.delete(connection))
+    connection.on('ready', () => {
+      if (this.#redis === 'up') this.#align(connection)
+    })
   }
 
   register(registration: ComponentRegistration): ComponentHandle {
@@ -386,6 +407,7 @@ export class HealthMonitor implements Health {
       rttMs: this.#rtt.srttMs === null ? null : Math.round(this.#rtt.srttMs * 100) / 100,
       commandDeadlineMs: this.commandDeadlineMs,
       clockOffsetMs: this.clock.offsetMs,
+      strayConnectionsReset: this.#strayConnectionsReset,
     }
   }
 
@@ -417,6 +439,34 @@ export class HealthMonitor implements Health {
   }
 
   // ── detection ──────────────────────────────────────────────────────────────────────────────
+
+  /**
+   * A Sentinel set: a connection of ours that is ready on another node than the primary the
+   * last probe reached is reset (its socket destroyed), so that its own retry policy
+   * reconnects it — through the Sentinels, to the primary. The case: a connection that
+   * reconnected by itself while the primary was frozen got the frozen node from the Sentinels,
+   * its handshake hung, and completed when that node thawed — after a replica had been
+   * promoted, on a node still answering as a primary until Sentinel reconfigures it (about
+   * 10 s): a worker there ran nothing of the new primary's queue, and what it completed was
+   * thrown away (outside review 5: 9 s, tasks run twice). At most once a second per
+   * connection, in case our own view of the primary is the stale one.
+   */
+  #align(connection: Redis): void {
+    if (this.target?.topology !== 'sentinel' || this.#closed) return
+    const primary = this.#primary
+    if (primary === null || connection.status !== 'ready') return
+    const at = remoteAddress(connection)
+    if (at === null || at === primary) return
+    const last = this.#strayResetAt.get(connection) ?? -Infinity
+    if (now() - last < STRAY_RESET_MIN_MS) return
+    this.#strayResetAt.set(connection, now())
+    this.#strayConnectionsReset++
+    this.#logger.warn(
+      { reached: at, primary },
+      'a connection reached another node than the primary; reconnecting it',
+    )
+    ;(connection as unknown as { stream?: { destroy(): void } }).stream?.destroy()
+  }
 
   #maxDeadline(): number {
     return Math.max(this.#timings.commandTimeoutMs, this.#timings.maxCommandTimeoutMs)
@@ -621,6 +671,7 @@ export class HealthMonitor implements Health {
       this.#refuseDemoted(health, command)
       this.#assessRollback(result.watermark, result.runId)
       this.#primary = remoteAddress(health)
+      for (const connection of this.#followed) this.#align(connection)
       this.#redisUp(result.runId, reset)
     } catch (error) {
       if (this.#closed) return
@@ -929,6 +980,9 @@ async function closeConnection(connection: Redis): Promise<void> {
 }
 
 /** host:port a connection's socket reached (IPv6 in brackets); null before it connected. */
+/** A stray connection is reset at most this often (ms; see HealthMonitor.#align). */
+const STRAY_RESET_MIN_MS = 1000
+
 function remoteAddress(connection: Redis): string | null {
   const socket = (
     connection as unknown as { stream?: { remoteAddress?: string; remotePort?: number } }

@@ -190,4 +190,10 @@ export interface RedisStatus {
   commandDeadlineMs: number
   /** Redis' clock minus this process' clock, in ms (null until measured). */
   clockOffsetMs: number | null
+  /**
+   * Sentinel: connections of this instance found on another node than the current primary
+   * (a handshake that hung on a frozen primary and completed once it thawed, after a replica
+   * was promoted) and reset, so that they reconnect through the Sentinels. 0 otherwise.
+   */
+  strayConnectionsReset: number
 }

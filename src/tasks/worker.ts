@@ -210,6 +210,9 @@ export class TaskWorker implements WorkerHandle {
     template.duplicate = (override?: Partial<RedisOptions>): Redis => {
       const copy = duplicate(override)
       this.#track(copy)
+      // (the template, from createConnection, is followed already) On a Sentinel set, a copy
+      // that reconnected onto a frozen primary that later thawed is moved to the new one.
+      deps.monitor.followPrimary(copy)
       return copy
     }
     this.#track(template)
