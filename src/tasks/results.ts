@@ -166,6 +166,8 @@ export class TaskResults {
   readonly #known = new Map<string, { id: string; name: string }>()
   readonly #monitorListeners: Disposable[] = []
   #events: QueueEvents | null = null
+  /** Listened to or waited on while Redis was unavailable: opened at the next 'up'. */
+  #wanted = false
   #connection: Redis | null = null
   #reading: Promise<void> | null = null
   /** The first XREAD was sent: every event from now on is read. */
@@ -193,6 +195,7 @@ export class TaskResults {
         if (!forced) breakSocket(this.#connection)
       }),
       deps.monitor.on('up', () => {
+        if (this.#wanted) this.#open()
         this.#kick()
         this.#checkAll()
       }),
@@ -432,9 +435,17 @@ export class TaskResults {
     }
   }
 
-  /** Open the queue's QueueEvents (once), unless memory-only or closed. */
+  /**
+   * Open the queue's QueueEvents (once), unless memory-only or closed — and only once Redis
+   * is up: a QueueEvents whose connection never got ready keeps reconnecting after close()
+   * (a script run without Redis that listened or waited for a result never exited).
+   */
   #open(): void {
     if (this.#events !== null || this.#closed || this.#deps.monitor.memoryOnly) return
+    if (!this.#deps.monitor.available) {
+      this.#wanted = true
+      return
+    }
     const connection = this.#deps.monitor.createConnection('blocking', this.#deps.connectionName)
     // Connecting now (not lazily), as the worker's: BullMQ waits for a connection that is
     // (re)connecting, and ioredis keeps retrying while Redis is down.

@@ -18,6 +18,16 @@ export function readmeQuickstart(
   return `${block[1]}\n`
 }
 
+/** The ```ts block that follows `<!-- <marker> -->` in a document (docs/tasks.md: port:after). */
+export function markedBlock(path: string, marker: string): string {
+  const text = readFileSync(join(repoRoot, path), 'utf8')
+  const at = text.indexOf(`<!-- ${marker} -->`)
+  if (at < 0) throw new Error(`${path} has no <!-- ${marker} --> marker`)
+  const block = /\n```ts\n([\s\S]*?)\n```\n/.exec(text.slice(at))
+  if (block?.[1] === undefined) throw new Error(`no \`\`\`ts block after <!-- ${marker} -->`)
+  return `${block[1]}\n`
+}
+
 function newest(dir: string): number {
   let latest = 0
   for (const name of readdirSync(dir)) {
