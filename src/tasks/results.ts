@@ -1,5 +1,4 @@
 import { QueueEvents } from 'bullmq'
-import type { Redis } from 'ioredis'
 import {
   ClosedError,
   InvalidProgressError,
@@ -13,9 +12,11 @@ import type { Disposable } from '../health/events.js'
 import type { HealthMonitor } from '../health/monitor.js'
 import { loggableError, type Logger } from '../logger.js'
 import { isConnectivityError, isReplyError } from '../redis/replies.js'
+import { within } from '../util/async.js'
 import { trimOldest } from '../util/bounded.js'
 import { safeJsonParse } from '../util/json.js'
 import { LogLimiter } from '../util/log-limiter.js'
+import { ConsumerConnections } from './consumer-connections.js'
 import { TASK_ID_OPTION } from './producer.js'
 import { MAX_PROGRESS_BYTES, type TaskProgress, type TaskResultOptions } from './task.js'
 
@@ -111,6 +112,8 @@ const EVENT_NAMES: readonly TaskEventName[] = [
 const POLL_MS = 5000
 /** A job missing from Redis is looked for again after this long before its result is given up. */
 const MISSING_CONFIRM_MS = 1000
+/** Events of the queue's stream looked through for the end of a job that is not in Redis. */
+const LOOK_BACK = 1000
 /** Jobs checked per pipeline. */
 const CHECK_BATCH = 500
 /** Job ids → task id and name, remembered for events (dispatched here, or read once). */
@@ -168,8 +171,12 @@ export class TaskResults {
   #events: QueueEvents | null = null
   /** Listened to or waited on while Redis was unavailable: opened at the next 'up'. */
   #wanted = false
-  #connection: Redis | null = null
+  /** The connection given to QueueEvents and the copy BullMQ reads the stream on. */
+  #connections: ConsumerConnections | null = null
   #reading: Promise<void> | null = null
+  #opening = false
+  /** The stream id the event reader resumes from (see #start). */
+  #lastEventId = '$'
   /** The first XREAD was sent: every event from now on is read. */
   #isReading = false
   #poller: NodeJS.Timeout | null = null
@@ -192,7 +199,7 @@ export class TaskResults {
         this.#epoch++
         // After a silent partition the events socket looks open and is dead: break it
         // (ioredis reconnects and sends the XREAD again, from the last id read).
-        if (!forced) breakSocket(this.#connection)
+        if (!forced) this.#connections?.dropSockets()
       }),
       deps.monitor.on('up', () => {
         if (this.#wanted) this.#open()
@@ -373,6 +380,76 @@ export class TaskResults {
       w.missingSince = 0
       return
     }
+    // Its end may have been written to the event stream before this process read it (a job
+    // removed on completion that ended before the first XREAD, or in a reconnection gap).
+    this.#lookBack(w)
+      .then((found) => {
+        if (!found) this.#missing(w)
+      })
+      .catch((error: unknown) => {
+        this.#deps.onError(error, 'result check')
+        this.#missing(w)
+      })
+  }
+
+  /**
+   * Settle a wait from the end of one of its jobs found in the last LOOK_BACK events of the
+   * queue's stream (trusted as an event read live is). True when it was settled.
+   */
+  async #lookBack(w: Waiter): Promise<boolean> {
+    if (w.done || !this.#deps.monitor.available) return w.done
+    const entries = await this.#deps.monitor.run((redis) =>
+      redis.xrevrange(this.#eventsKey(), '+', '-', 'COUNT', LOOK_BACK),
+    )
+    if (w.done) return true
+    for (const [, flat] of entries) {
+      const fields = new Map<string, string>()
+      for (let i = 0; i + 1 < flat.length; i += 2) fields.set(flat[i] ?? '', flat[i + 1] ?? '')
+      const event = fields.get('event')
+      const jobId = fields.get('jobId') ?? ''
+      if ((event !== 'completed' && event !== 'failed') || !w.jobIds.includes(jobId)) continue
+      if (!(jobId === w.id || (w.epoch === this.#epoch && this.#deps.monitor.available))) continue
+      if (event === 'failed') {
+        this.#settle(w, {
+          ok: false,
+          error: new TaskFailedError(
+            w.task,
+            w.id,
+            { name: 'Error', message: fields.get('failedReason') ?? '' },
+            { jobId },
+          ),
+        })
+        return true
+      }
+      let value: unknown = null
+      try {
+        const text = fields.get('returnvalue') ?? ''
+        value = text === '' ? null : safeJsonParse(text)
+      } catch {
+        value = null
+      }
+      const unstored = unstoredReason(value)
+      if (unstored !== null) {
+        this.#settle(w, {
+          ok: false,
+          error: new TaskResultUnavailableError(w.task, w.id, unstored, jobId),
+        })
+      } else if (!isSkipped(value)) {
+        this.#settle(w, { ok: true, value })
+      } else if (w.jobIds.length === 1) {
+        this.#settle(w, {
+          ok: false,
+          error: new TaskResultUnavailableError(w.task, w.id, 'ran-as-another-job', jobId),
+        })
+      } else continue
+      return true
+    }
+    return false
+  }
+
+  /** None of the wait's jobs is in Redis, nor its end in the recent events. */
+  #missing(w: Waiter): void {
+    if (w.done) return
     const now = Date.now()
     if (w.missingSince === 0) {
       // Once more before giving up: a recovery may be adding it again (a rollback) right now.
@@ -385,6 +462,10 @@ export class TaskResults {
       ok: false,
       error: new TaskResultUnavailableError(w.task, w.id, 'job-missing', w.jobIds[0]),
     })
+  }
+
+  #eventsKey(): string {
+    return `${this.#deps.bullPrefix}:${this.#deps.queue}:events`
   }
 
   #jobKey(jobId: string): string {
@@ -441,23 +522,59 @@ export class TaskResults {
    * (a script run without Redis that listened or waited for a result never exited).
    */
   #open(): void {
-    if (this.#events !== null || this.#closed || this.#deps.monitor.memoryOnly) return
+    if (this.#events !== null || this.#opening || this.#closed || this.#deps.monitor.memoryOnly) {
+      return
+    }
     if (!this.#deps.monitor.available) {
       this.#wanted = true
       return
     }
-    const connection = this.#deps.monitor.createConnection('blocking', this.#deps.connectionName)
-    // Connecting now (not lazily), as the worker's: BullMQ waits for a connection that is
-    // (re)connecting, and ioredis keeps retrying while Redis is down.
-    connection.options.lazyConnect = false
-    connection.on('error', (error: unknown) => this.#deps.onError(error, 'events connection'))
-    connection.connect().catch((error: unknown) => this.#deps.onError(error, 'events connect'))
-    this.#connection = connection
+    // Read from the stream's last entry now, not from '$' at the first XREAD: an event written
+    // between this call and that XREAD — or in a reconnection before any event was read
+    // (BullMQ re-reads from its last id, which stays '$' until one is) — is not missed.
+    this.#opening = true
+    this.#reading = this.#deps.monitor
+      .run((redis) => redis.xrevrange(this.#eventsKey(), '+', '-', 'COUNT', 1))
+      .then((entries) => this.#start(entries[0]?.[0] ?? '0-0'))
+      .catch((error: unknown) => {
+        this.#deps.onError(error, 'events open')
+        // Opened at the next 'up', or after a pause; the waits are polled meanwhile.
+        this.#wanted = true
+        setTimeout(() => {
+          if (this.#deps.monitor.available) this.#open()
+        }, 1000).unref()
+      })
+      .finally(() => {
+        this.#opening = false
+      })
+  }
+
+  /** The QueueEvents, reading from stream id `from`; resolves once its first XREAD is sent. */
+  #start(from: string): Promise<void> {
+    if (this.#closed) return Promise.resolve()
+    this.#lastEventId = from
+    // BullMQ reads the stream on a copy of this connection: the copy is tracked (broken after
+    // a silent partition, revived at 'up', ended at close; see ConsumerConnections).
+    const connections = new ConsumerConnections(
+      this.#deps.monitor,
+      this.#deps.connectionName,
+      (error) => this.#deps.onError(error, 'events connection'),
+    )
+    this.#connections = connections
+    const template = connections.template
     const events = new QueueEvents(this.#deps.queue, {
-      connection,
+      connection: template,
       prefix: this.#deps.bullPrefix,
       autorun: false,
+      lastEventId: from,
     })
+    // The last id read of the events listened to: a loop started again resumes there.
+    const seen = (_args: unknown, id: string): void => {
+      this.#lastEventId = id
+    }
+    for (const event of ['completed', 'failed', 'progress', 'stalled', RETRYING_EVENT]) {
+      events.on(event as 'completed', seen as never)
+    }
     events.on('error', (error: unknown) => this.#deps.onError(error, 'events'))
     events.on('completed', ({ jobId, returnvalue }: { jobId: string; returnvalue: unknown }) =>
       this.#onFinished(jobId, { ok: true, value: returnvalue }),
@@ -499,17 +616,19 @@ export class TaskResults {
       }, 5)
       timer.unref()
     })
-    this.#reading = reading
     this.#run(events)
+    return reading
   }
 
-  /** BullMQ's loop reading the stream; started again (from now) if it ever throws. */
+  /** BullMQ's loop reading the stream; started again (from the last id read) if it throws. */
   #run(events: QueueEvents): void {
     events.run().catch((error: unknown) => {
       if (this.#closed) return
       this.#deps.onError(error, 'events loop')
       setTimeout(() => {
-        if (!this.#closed) this.#run(events)
+        if (this.#closed) return
+        ;(events.opts as { lastEventId?: string }).lastEventId = this.#lastEventId
+        this.#run(events)
       }, 1000).unref()
       // Events may have been missed meanwhile: what Redis says settles the waits.
       this.#checkAll()
@@ -656,10 +775,7 @@ export class TaskResults {
   }
 
   #kick(): void {
-    const connection = this.#connection
-    if (connection?.status === 'reconnecting') {
-      connection.connect().catch((error: unknown) => this.#deps.onError(error, 'events connect'))
-    }
+    this.#connections?.revive()
   }
 
   async close(): Promise<void> {
@@ -673,18 +789,16 @@ export class TaskResults {
     for (const w of all) this.#settle(w, { ok: false, error: new ClosedError('task queue') })
     this.#listeners.clear()
     const events = this.#events
-    const connection = this.#connection
     this.#events = null
-    this.#connection = null
     if (events !== null) {
-      // The connection is ours (BullMQ does not end a connection it was given): ending it
-      // interrupts the blocking XREAD.
-      connection?.disconnect()
-      await Promise.race([
-        events.close().catch(() => undefined),
-        new Promise((resolve) => setTimeout(resolve, 1000).unref()),
-      ])
+      const closing = events.close().catch(() => undefined)
+      // Ending them interrupts the blocking XREAD, and stops their reconnecting. BullMQ's close
+      // then waits for an 'end' that a connection already ended may never emit: bounded, and
+      // not waited for at all while Redis is down.
+      this.#connections?.disconnectAll()
+      if (this.#deps.monitor.available) await within(closing, 1000)
     }
+    this.#connections?.disconnectAll()
   }
 }
 
@@ -846,9 +960,4 @@ function jobState(id: string, jobId: string, fields: Array<string | null> | null
     name: errorNameFrom(stacktrace ?? null),
     message: failedReason ?? '',
   }
-}
-
-function breakSocket(connection: Redis | null): void {
-  const stream = (connection as { stream?: { destroy(): void } } | null)?.stream
-  stream?.destroy()
 }

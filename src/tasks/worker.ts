@@ -7,7 +7,7 @@ import {
   type Job,
   type Telemetry,
 } from 'bullmq'
-import type { Redis, RedisOptions } from 'ioredis'
+import type { Redis } from 'ioredis'
 import type { Disposable } from '../health/events.js'
 import type { HealthMonitor } from '../health/monitor.js'
 import type { Runner } from '../health/types.js'
@@ -15,8 +15,10 @@ import { LeaseLostError } from '../errors.js'
 import { loggableError, type Logger } from '../logger.js'
 import { isConnectivityError, isOutOfMemory, isReplyError } from '../redis/replies.js'
 import { trimOldest } from '../util/bounded.js'
+import { within } from '../util/async.js'
 import { sleep } from '../util/sleep.js'
 import { DONE, LeaseKeeper, runToken, type TaskClaims } from './claims.js'
+import { ConsumerConnections } from './consumer-connections.js'
 import { startTry, type RunOutcome } from './inline.js'
 import { backoffDelay, type KeepJobs } from './options.js'
 import { CUSTOM_BACKOFF, TASK_ID_OPTION } from './producer.js'
@@ -151,7 +153,7 @@ const MAX_DEFER_MS = 1000
 export class TaskWorker implements WorkerHandle {
   readonly #deps: WorkerDeps
   readonly #worker: Worker
-  readonly #connections = new Set<Redis>()
+  readonly #connections: ConsumerConnections
   readonly #listeners: Disposable[]
   readonly #logLimiter: LogLimiter
   /** Jobs whose handler is running here. */
@@ -199,24 +201,16 @@ export class TaskWorker implements WorkerHandle {
   constructor(deps: WorkerDeps) {
     this.#deps = deps
     this.#logLimiter = new LogLimiter(this.#deps.logger, LOG_EVERY_MS)
-    const template = deps.monitor.createConnection('blocking', deps.connectionName)
     // BullMQ runs the worker's commands on this connection and duplicates it for the blocking
-    // fetch. Both must be connecting before BullMQ looks at them: BullMQ waits patiently for
-    // a connection that is (re)connecting, but calls connect() itself on a lazy one and gives
-    // up for good if that first attempt fails — a worker started while Redis is down would
-    // never work. ioredis keeps retrying (capped backoff) after a failed first attempt.
-    template.options.lazyConnect = false
-    const duplicate = template.duplicate.bind(template)
-    template.duplicate = (override?: Partial<RedisOptions>): Redis => {
-      const copy = duplicate(override)
-      this.#track(copy)
-      // (the template, from createConnection, is followed already) On a Sentinel set, a copy
-      // that reconnected onto a frozen primary that later thawed is moved to the new one.
-      deps.monitor.followPrimary(copy)
-      return copy
-    }
-    this.#track(template)
-    template.connect().catch((error: unknown) => this.#onError(error))
+    // fetch: both are tracked (see ConsumerConnections).
+    this.#connections = new ConsumerConnections(
+      deps.monitor,
+      deps.connectionName,
+      (error) => this.#onError(error),
+      this.#stats,
+    )
+    const template = this.#connections.template
+    this.#connections.connectTemplate()
     this.#worker = new Worker(
       deps.queue,
       (job: Job, token?: string, signal?: AbortSignal) => this.#process(job, token, signal),
@@ -262,73 +256,21 @@ export class TaskWorker implements WorkerHandle {
       // a command sent on them is never answered, and nothing would ever make BullMQ notice.
       // Break them now (ioredis reconnects them by itself, and re-sends what was unanswered).
       deps.monitor.on('down', ({ forced }) => {
-        if (!forced) this.#dropSockets()
+        if (!forced) this.#connections.dropSockets()
       }),
       // Redis is back (the monitor's probe saw it): reconnect now rather than at the next
       // backoff tick, so the worker is processing again within a few hundred ms.
-      deps.monitor.on('up', () => this.#kick()),
+      deps.monitor.on('up', () => this.#connections.kick()),
     ]
-  }
-
-  #track(connection: Redis): void {
-    this.#connections.add(connection)
-    connection.on('error', (error: unknown) => this.#onError(error))
-    connection.once('end', () => this.#connections.delete(connection))
-    // ioredis bounds the TCP connect (connectTimeout), not the ready check that follows: a
-    // socket opened into a partition waits for that reply for ever. Bound it the same way.
-    const readyTimeoutMs = connection.options.connectTimeout ?? 10_000
-    connection.on('connect', () => {
-      setTimeout(() => {
-        if (connection.status !== 'connect' || this.#closing !== null) return
-        // While Redis is down, ioredis' reconnect backoff paces the next try.
-        if (this.#deps.monitor.available) this.#restart(connection)
-        else {
-          this.#stats.socketsDropped++
-          breakSocket(connection)
-        }
-      }, readyTimeoutMs).unref()
-    })
-  }
-
-  /** Break every open socket; the connections reconnect (ioredis backoff, then `revive`). */
-  #dropSockets(): void {
-    for (const connection of this.#connections) {
-      if (connection.status !== 'ready' && connection.status !== 'connect') continue
-      this.#stats.socketsDropped++
-      breakSocket(connection)
-    }
-  }
-
-  /** Close this socket and connect again at once (not after the reconnect backoff). */
-  #restart(connection: Redis): void {
-    this.#stats.socketsDropped++
-    connection.once('reconnecting', () => {
-      if (this.#closing !== null || connection.status !== 'reconnecting') return
-      this.#stats.reconnectKicks++
-      connection.connect().catch((error: unknown) => this.#onError(error))
-    })
-    breakSocket(connection)
   }
 
   /**
    * Redis answers again (the component's recovery step): every connection not ready now
-   * connects at once. One still waiting for its ready check was opened during the outage —
-   * its handshake may have been swallowed by the partition — so it starts over.
+   * connects at once (see ConsumerConnections.revive).
    */
   revive(): void {
     if (this.#closing !== null) return
-    for (const connection of this.#connections) {
-      if (connection.status === 'connect') this.#restart(connection)
-    }
-    this.#kick()
-  }
-
-  #kick(): void {
-    for (const connection of this.#connections) {
-      if (connection.status !== 'reconnecting') continue
-      this.#stats.reconnectKicks++
-      connection.connect().catch((error: unknown) => this.#onError(error))
-    }
+    this.#connections.revive()
   }
 
   async #process(
@@ -733,6 +675,7 @@ export class TaskWorker implements WorkerHandle {
   }
 
   async #close(timeoutMs: number): Promise<void> {
+    this.#connections.markClosing()
     for (const listener of this.#listeners) listener.dispose()
     if (this.#markerTimer !== null) clearInterval(this.#markerTimer)
     this.#markerTimer = null
@@ -771,7 +714,7 @@ export class TaskWorker implements WorkerHandle {
       }
       const closing = this.#worker.close(true)
       if ((await within(closing, 1000)) === 'expired') {
-        for (const connection of this.#connections) connection.disconnect()
+        this.#connections.disconnectAll()
         if ((await within(closing, 1000)) === 'expired') {
           this.#deps.logger.warn({}, 'task worker did not close cleanly; abandoned')
         }
@@ -779,7 +722,7 @@ export class TaskWorker implements WorkerHandle {
     } catch (error) {
       this.#onError(error)
     } finally {
-      for (const connection of this.#connections) connection.disconnect()
+      this.#connections.disconnectAll()
       this.#deps.onClosed(this)
     }
   }
@@ -790,34 +733,10 @@ export class TaskWorker implements WorkerHandle {
       inProgress: this.#running.size,
       concurrency: this.#deps.concurrency,
       markersPending: this.#pendingMarkers.size,
-      connections: [...this.#connections].map((c) => c.status),
+      connections: this.#connections.statuses(),
       ...this.#stats,
     }
   }
-}
-
-/**
- * Destroy the socket under a connection, leaving the connection to reconnect by itself:
- * pending commands are re-sent on the new socket. (`dropConnection` also ends the connection;
- * ioredis' `disconnect(true)` half-closes and waits for the server's FIN, which a partitioned
- * server never sends.)
- */
-function breakSocket(connection: Redis): void {
-  const stream = (connection as { stream?: { destroy(): void } }).stream
-  stream?.destroy()
-}
-
-/** 'done' if the promise settles within `ms`, else 'expired' (it is not cancelled). */
-function within(promise: Promise<unknown>, ms: number): Promise<'done' | 'expired'> {
-  let timer: NodeJS.Timeout | undefined
-  const expired = new Promise<'expired'>((resolve) => {
-    timer = setTimeout(() => resolve('expired'), ms)
-  })
-  const done = promise.then(
-    () => 'done' as const,
-    () => 'done' as const,
-  )
-  return Promise.race([done, expired]).finally(() => clearTimeout(timer))
 }
 
 async function until(done: () => boolean, deadline: number, still: () => boolean): Promise<void> {

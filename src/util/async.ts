@@ -45,3 +45,20 @@ export function withDeadline<T>(
     )
   })
 }
+
+/**
+ * 'done' once `promise` settles (fulfilled or rejected), or 'expired' after `ms` — the timer
+ * is not unref'd: a bounded wait in a close() holds the process until it ends. The promise
+ * is not cancelled.
+ */
+export function within(promise: Promise<unknown>, ms: number): Promise<'done' | 'expired'> {
+  let timer: NodeJS.Timeout | undefined
+  const expired = new Promise<'expired'>((resolve) => {
+    timer = setTimeout(() => resolve('expired'), ms)
+  })
+  const done = promise.then(
+    () => 'done' as const,
+    () => 'done' as const,
+  )
+  return Promise.race([done, expired]).finally(() => clearTimeout(timer))
+}

@@ -2,7 +2,11 @@
 // in every mode, against a real Redis: queued, across a kill and a restart with its data, a
 // job lost in an empty restart, inline, spooled and replayed, dropped, timeouts and failures.
 import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
 import { describe, test } from 'node:test'
+import { fileURLToPath } from 'node:url'
+import { Redis } from 'ioredis'
 import {
   TaskFailedError,
   type TaskEventName,
@@ -11,6 +15,14 @@ import {
 } from '../../src/index.js'
 import { rejection, startProxy, startRedis, waitFor } from '../support/fault-kit.js'
 import { makeTasks, sleep, uniquePrefix } from './helpers.js'
+
+const closeWhileDown = fileURLToPath(new URL('./fixtures/close-while-down.ts', import.meta.url))
+
+/** This environment without the test runner's marker (a nested node would report to it). */
+function withoutTestContext(): NodeJS.ProcessEnv {
+  const { NODE_TEST_CONTEXT: _context, ...env } = process.env
+  return env
+}
 
 process.on('unhandledRejection', (reason) => {
   throw new Error(`unhandled rejection: ${String(reason)}`)
@@ -83,9 +95,9 @@ describe('results: queued', () => {
     )
   })
 
-  test('a job removed at completion (removeOnComplete: true): a later result() is FAILSOFT_TASK_RESULT_UNAVAILABLE', async (t) => {
+  test('a job removed at completion (removeOnComplete: true): a later result() reads its end from the event stream, then is FAILSOFT_TASK_RESULT_UNAVAILABLE once the stream moved on', async (t) => {
     const server = await startRedis(t)
-    const { tasks } = await makeTasks(t, server.url, { removeOnComplete: true })
+    const { tasks, prefix } = await makeTasks(t, server.url, { removeOnComplete: true })
     const quick = tasks.define('quick', () => 7)
     const completed = record(tasks, 'completed')
     tasks.work()
@@ -93,7 +105,26 @@ describe('results: queued', () => {
     // Waiting before it completes: the completion event carries the value.
     assert.equal(await handle.result({ timeoutMs: 10_000 }), 7)
     await waitFor(() => completed.length === 1, { message: 'completed event' })
-    // Asked after the job was removed: nothing in Redis says what it returned.
+    // Asked after the job was removed: its 'completed' entry is among the stream's last ones.
+    assert.equal(await handle.result({ timeoutMs: 10_000 }), 7)
+    // A thousand later events (other jobs of a busy queue): nothing in Redis says any more.
+    const redis = new Redis(server.url, { lazyConnect: true, maxRetriesPerRequest: 0 })
+    try {
+      const pipeline = redis.pipeline()
+      for (let i = 0; i < 1000; i++) {
+        pipeline.xadd(
+          `${prefix}:tasks:${tasks.name}:events`,
+          '*',
+          'event',
+          'waiting',
+          'jobId',
+          `other-${i}`,
+        )
+      }
+      await pipeline.exec()
+    } finally {
+      redis.disconnect()
+    }
     const error = await rejection(handle.result({ timeoutMs: 10_000 }))
     assert.equal(error.code, 'FAILSOFT_TASK_RESULT_UNAVAILABLE')
     assert.equal((error as unknown as { reason: string }).reason, 'job-missing')
@@ -123,6 +154,59 @@ describe('results: bounds', () => {
     )
     await sleep(300)
     assert.equal(runs, 1, 'completed, not retried')
+  })
+})
+
+describe('results: an end the event reader did not see', () => {
+  test('a job removed on completion before the first result() opened the event reader: the value, from the stream', async (t) => {
+    const server = await startRedis(t)
+    const { tasks, prefix } = await makeTasks(t, server.url, { removeOnComplete: true })
+    let ran = 0
+    const quick = tasks.define('quick', (args: { n: number }) => {
+      ran++
+      return args.n + 1
+    })
+    tasks.work()
+    const handle = await quick.dispatch({ n: 41 })
+    assert.ok(handle.mode === 'queued')
+    const redis = new Redis(server.url, { lazyConnect: true, maxRetriesPerRequest: 0 })
+    const jobKey = `${prefix}:tasks:${tasks.name}:${handle.jobId}`
+    try {
+      await waitFor(async () => ran === 1 && (await redis.exists(jobKey)) === 0, {
+        timeoutMs: 10_000,
+        message: 'completed and removed',
+      })
+    } finally {
+      redis.disconnect()
+    }
+    // Nothing in Redis holds the job any more; its 'completed' event, written before this
+    // process read the stream, still does.
+    assert.equal(await handle.result({ timeoutMs: 10_000 }), 42)
+  })
+})
+
+describe('results: closing', () => {
+  test('a process that awaited a result and listens to events, closed after Redis died, exits by itself', async (t) => {
+    const server = await startRedis(t)
+    const child = spawn(process.execPath, ['--import', 'tsx', closeWhileDown], {
+      env: { ...withoutTestContext(), REDIS_URL: server.url },
+      stdio: ['pipe', 'pipe', 'inherit'],
+    })
+    t.after(() => child.kill('SIGKILL'))
+    const exited = once(child, 'exit')
+    let out = ''
+    child.stdout.setEncoding('utf8')
+    child.stdout.on('data', (chunk: string) => (out += chunk))
+    await waitFor(() => out.includes('waiting\n'), { timeoutMs: 20_000, message: 'child waiting' })
+    assert.match(out, /ran 1\n/)
+    await server.kill()
+    child.stdin.end('go\n')
+    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000)
+    const [code, signal] = (await exited) as [number | null, string | null]
+    clearTimeout(timer)
+    assert.equal(signal, null, 'exited by itself (it was killed after 10 s)')
+    assert.equal(code, 0)
+    assert.match(out, /closed\n/)
   })
 })
 
