@@ -201,13 +201,25 @@ async function cacheLoop(c: Cache, r: Rng): Promise<void> {
   }
 }
 
-async function dispatchOne(task: TaskName, key: string | undefined, d: number): Promise<void> {
-  const opId = rec.invoke('task.dispatch', { task, key, state: failsoft.health.state })
+/** What a dispatch asks besides its key: a BullMQ priority, a delay (the exactly-once and
+ * no-loss invariants cover prioritized and delayed jobs too). */
+interface Extra {
+  priority?: number
+  delayMs?: number
+}
+
+async function dispatchOne(
+  task: TaskName,
+  key: string | undefined,
+  d: number,
+  extra: Extra,
+): Promise<void> {
+  const opId = rec.invoke('task.dispatch', { task, key, ...extra, state: failsoft.health.state })
   try {
     const result = await tasks.dispatch(
       task,
       { d, by: config.name, n: ++dispatchSeq },
-      key !== undefined ? { idempotencyKey: key } : undefined,
+      { ...(key !== undefined && { idempotencyKey: key }), ...extra },
     )
     rec.ok('task.dispatch', opId, {
       task,
@@ -236,7 +248,11 @@ async function taskLoop(r: Rng): Promise<void> {
     ])
     const key = r.chance(load.keyShare) ? `key-${r.int(0, load.keyPool - 1)}` : undefined
     const d = task === 'long' ? load.longHandlerMs : between(r, load.quickHandlerMs)
-    const p: Promise<void> = dispatchOne(task, key, d).finally(() => inFlight.delete(p))
+    const extra: Extra = {
+      ...(r.chance(load.priorityShare) && { priority: r.int(1, 5) }),
+      ...(r.chance(load.delayShare) && { delayMs: r.int(50, load.maxDelayMs) }),
+    }
+    const p: Promise<void> = dispatchOne(task, key, d, extra).finally(() => inFlight.delete(p))
     inFlight.add(p)
   }
 }

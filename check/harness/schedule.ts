@@ -27,6 +27,10 @@ export interface LoadPlan {
   /** Share of dispatches with an idempotency key from a pool shared by every process. */
   keyShare: number
   keyPool: number
+  /** Share of dispatches with a BullMQ priority (1–5), and with a delay (50 ms to maxDelayMs). */
+  priorityShare: number
+  delayShare: number
+  maxDelayMs: number
   quickHandlerMs: [number, number]
   /** The 'long' task: longer than most outages and than a short worker lock. */
   longHandlerMs: number
@@ -104,6 +108,9 @@ export function makeSchedule(seed: number, options: ScheduleOptions = {}): Sched
     maxInFlightDispatches: 6,
     keyShare: 0.25,
     keyPool: 24,
+    priorityShare: 0.3,
+    delayShare: 0.15,
+    maxDelayMs: 600,
     quickHandlerMs: [2, 25],
     longHandlerMs: shape.int(1200, 3500),
     sendEveryMs: [50, 120],

@@ -14,7 +14,7 @@ import {
   type TaskQueue,
 } from '../../src/index.js'
 import { rejection, startProxy, startRedis, waitFor } from '../support/fault-kit.js'
-import { makeTasks, sleep, uniquePrefix } from './helpers.js'
+import { makeTasks, sleep, spawnNode, uniquePrefix } from './helpers.js'
 
 const closeWhileDown = fileURLToPath(new URL('./fixtures/close-while-down.ts', import.meta.url))
 
@@ -418,6 +418,49 @@ describe('events and progress', () => {
     assert.equal(retrying?.event === 'retrying' && retrying.error.errorMessage, 'first try fails')
     assert.equal(p1?.event === 'progress' && p1.progress, 50)
     assert.deepEqual(p2?.event === 'progress' && p2.progress, { step: 2, of: 2 })
+  })
+
+  test('queued: a stalled event when the worker running a job is killed, then it completes once on another', async (t) => {
+    const server = await startRedis(t)
+    const prefix = uniquePrefix()
+    // The worker of another OS process takes the job, with a 1 s lock and a 2 s lease, and
+    // is SIGKILLed while the handler runs.
+    const doomed = spawnNode(t, {
+      ROLE: 'worker',
+      REDIS_URL: server.url,
+      PREFIX: prefix,
+      WORK_MS: '60000',
+      LOCK_MS: '1000',
+      STALLED_MS: '500',
+      LEASE_MS: '2000',
+      CONCURRENCY: '1',
+    })
+    await doomed.next('ready')
+    // (a lease not renewed is taken over after about twice the claimer's leaseMs)
+    const { tasks } = await makeTasks(t, server.url, { prefix, leaseMs: 2000 })
+    let runs = 0
+    const job = tasks.define('job', (args: { n: number }) => {
+      runs++
+      return args.n
+    })
+    const events = record(tasks, 'stalled', 'completed')
+    const handle = await job.dispatch({ n: 7 })
+    assert.equal(handle.mode, 'queued')
+    const active = `${prefix}:tasks:${tasks.name}:active`
+    await waitFor(async () => Number(await server.cli('LLEN', active)) === 1, {
+      timeoutMs: 10_000,
+      message: 'the other process runs it',
+    })
+    await doomed.kill()
+    tasks.work({ lockDurationMs: 1000, stalledIntervalMs: 500 })
+    assert.equal(await handle.result({ timeoutMs: 20_000 }), 7)
+    await waitFor(() => events.some((e) => e.event === 'completed'), { message: 'completed' })
+    const stalled = events.find((e) => e.event === 'stalled')
+    assert.ok(stalled, `a stalled event (got ${events.map((e) => e.event).join(', ')})`)
+    assert.equal(stalled.id, handle.id)
+    assert.equal(stalled.name, 'job')
+    assert.equal(stalled.mode, 'worker')
+    assert.equal(runs, 1, 'ran once here (the killed run never finished)')
   })
 
   test('queued: a failed event for a task failed for good', async (t) => {
