@@ -1,7 +1,8 @@
 /**
  * `npm run bench [-- suite ...] [-- --quick] [-- --runs N]`
  *
- * Runs the benchmark suites (all by default: health, cache, channels, tasks, results, sentinel, replicas), each side by
+ * Runs the benchmark suites (all by default: health, cache, channels, tasks, options, results,
+ * sentinel, replicas), each side by
  * side with its peers in the same run, then writes BENCHMARKS.md, bench/results/latest.json
  * and one SVG per chart under bench/results/.
  */
@@ -12,7 +13,16 @@ import { fileURLToPath } from 'node:url'
 import type { BenchContext, Suite, SuiteReport, Table } from './report.js'
 import { renderChart } from './svg.js'
 
-const ALL = ['health', 'cache', 'channels', 'tasks', 'results', 'sentinel', 'replicas'] as const
+const ALL = [
+  'health',
+  'cache',
+  'channels',
+  'tasks',
+  'options',
+  'results',
+  'sentinel',
+  'replicas',
+] as const
 const root = fileURLToPath(new URL('..', import.meta.url))
 const resultsDir = `${root}bench/results`
 
