@@ -114,6 +114,8 @@ const POLL_MS = 5000
 const MISSING_CONFIRM_MS = 1000
 /** Events of the queue's stream looked through for the end of a job that is not in Redis. */
 const LOOK_BACK = 1000
+/** …read this many at a time (a completed event carries its value: up to maxResultBytes). */
+const LOOK_BACK_PAGE = 100
 /** Jobs checked per pipeline. */
 const CHECK_BATCH = 500
 /** Job ids → task id and name, remembered for events (dispatched here, or read once). */
@@ -175,6 +177,8 @@ export class TaskResults {
   #connections: ConsumerConnections | null = null
   #reading: Promise<void> | null = null
   #opening = false
+  /** Waits whose jobs are not in Redis, to look for in the event stream (see #lookBack). */
+  readonly #lookingBack = new Set<Waiter>()
   /** The stream id the event reader resumes from (see #start). */
   #lastEventId = '$'
   /** The first XREAD was sent: every event from now on is read. */
@@ -382,69 +386,87 @@ export class TaskResults {
     }
     // Its end may have been written to the event stream before this process read it (a job
     // removed on completion that ended before the first XREAD, or in a reconnection gap).
-    this.#lookBack(w)
-      .then((found) => {
-        if (!found) this.#missing(w)
-      })
-      .catch((error: unknown) => {
-        this.#deps.onError(error, 'result check')
-        this.#missing(w)
-      })
+    this.#lookingBack.add(w)
+    if (this.#lookingBack.size === 1) setImmediate(() => this.#lookBack())
   }
 
   /**
-   * Settle a wait from the end of one of its jobs found in the last LOOK_BACK events of the
-   * queue's stream (trusted as an event read live is). True when it was settled.
+   * The waits that found none of their jobs in Redis, together: the last LOOK_BACK entries of
+   * the queue's stream are read newest first, LOOK_BACK_PAGE at a time, until each wait found
+   * the end of one of its jobs (trusted as an event read live is) or the bound is reached.
+   * The others go on to #missing.
    */
-  async #lookBack(w: Waiter): Promise<boolean> {
-    if (w.done || !this.#deps.monitor.available) return w.done
-    const entries = await this.#deps.monitor.run((redis) =>
-      redis.xrevrange(this.#eventsKey(), '+', '-', 'COUNT', LOOK_BACK),
-    )
-    if (w.done) return true
-    for (const [, flat] of entries) {
-      const fields = new Map<string, string>()
-      for (let i = 0; i + 1 < flat.length; i += 2) fields.set(flat[i] ?? '', flat[i + 1] ?? '')
-      const event = fields.get('event')
-      const jobId = fields.get('jobId') ?? ''
-      if ((event !== 'completed' && event !== 'failed') || !w.jobIds.includes(jobId)) continue
-      if (!(jobId === w.id || (w.epoch === this.#epoch && this.#deps.monitor.available))) continue
-      if (event === 'failed') {
-        this.#settle(w, {
-          ok: false,
-          error: new TaskFailedError(
-            w.task,
-            w.id,
-            { name: 'Error', message: fields.get('failedReason') ?? '' },
-            { jobId },
-          ),
-        })
-        return true
-      }
-      let value: unknown = null
-      try {
-        const text = fields.get('returnvalue') ?? ''
-        value = text === '' ? null : safeJsonParse(text)
-      } catch {
-        value = null
-      }
-      const unstored = unstoredReason(value)
-      if (unstored !== null) {
-        this.#settle(w, {
-          ok: false,
-          error: new TaskResultUnavailableError(w.task, w.id, unstored, jobId),
-        })
-      } else if (!isSkipped(value)) {
-        this.#settle(w, { ok: true, value })
-      } else if (w.jobIds.length === 1) {
-        this.#settle(w, {
-          ok: false,
-          error: new TaskResultUnavailableError(w.task, w.id, 'ran-as-another-job', jobId),
-        })
-      } else continue
-      return true
+  #lookBack(): void {
+    const waits = [...this.#lookingBack]
+    this.#lookingBack.clear()
+    const byJob = new Map<string, Waiter[]>()
+    for (const w of waits) {
+      for (const jobId of w.jobIds) byJob.set(jobId, [...(byJob.get(jobId) ?? []), w])
     }
-    return false
+    const open = (): Waiter[] => waits.filter((w) => !w.done)
+    const read = async (): Promise<void> => {
+      let before = '+'
+      for (let seen = 0; seen < LOOK_BACK && open().length > 0; seen += LOOK_BACK_PAGE) {
+        if (!this.#deps.monitor.available) return
+        const end = before
+        const page = await this.#deps.monitor.run((redis) =>
+          redis.xrevrange(this.#eventsKey(), end, '-', 'COUNT', LOOK_BACK_PAGE),
+        )
+        for (const [id, flat] of page) {
+          before = `(${id}`
+          const fields = new Map<string, string>()
+          for (let i = 0; i + 1 < flat.length; i += 2) fields.set(flat[i] ?? '', flat[i + 1] ?? '')
+          const jobId = fields.get('jobId') ?? ''
+          for (const w of byJob.get(jobId) ?? []) this.#settleFromEntry(w, jobId, fields)
+        }
+        if (page.length < LOOK_BACK_PAGE) return
+      }
+    }
+    read()
+      .catch((error: unknown) => this.#deps.onError(error, 'result check'))
+      .finally(() => {
+        for (const w of open()) this.#missing(w)
+      })
+  }
+
+  /** Settle a wait from its job's entry in the event stream, when it is an end that applies. */
+  #settleFromEntry(w: Waiter, jobId: string, fields: ReadonlyMap<string, string>): void {
+    const event = fields.get('event')
+    if (w.done || (event !== 'completed' && event !== 'failed')) return
+    if (!(jobId === w.id || (w.epoch === this.#epoch && this.#deps.monitor.available))) return
+    if (event === 'failed') {
+      this.#settle(w, {
+        ok: false,
+        error: new TaskFailedError(
+          w.task,
+          w.id,
+          { name: 'Error', message: fields.get('failedReason') ?? '' },
+          { jobId },
+        ),
+      })
+      return
+    }
+    let value: unknown = null
+    try {
+      const text = fields.get('returnvalue') ?? ''
+      value = text === '' ? null : safeJsonParse(text)
+    } catch {
+      value = null
+    }
+    const unstored = unstoredReason(value)
+    if (unstored !== null) {
+      this.#settle(w, {
+        ok: false,
+        error: new TaskResultUnavailableError(w.task, w.id, unstored, jobId),
+      })
+    } else if (!isSkipped(value)) {
+      this.#settle(w, { ok: true, value })
+    } else if (w.jobIds.length === 1) {
+      this.#settle(w, {
+        ok: false,
+        error: new TaskResultUnavailableError(w.task, w.id, 'ran-as-another-job', jobId),
+      })
+    }
   }
 
   /** None of the wait's jobs is in Redis, nor its end in the recent events. */
