@@ -160,8 +160,24 @@ export function breakSocket(connection: Redis | null): void {
   stream?.destroy()
 }
 
-/** Reject a connection's queued and unanswered commands (ioredis' own flush, not public). */
+/**
+ * Reject a connection's queued and unanswered commands: ioredis' own flush (not public) of its
+ * offline and command queues, and the commands it kept to re-send after a reconnection
+ * (`prevCommandQueue`: those in flight when the socket closed — BullMQ's blocking read).
+ */
 function rejectQueued(connection: Redis): void {
-  const flush = (connection as unknown as { flushQueue?: (error: Error) => void }).flushQueue
-  if (typeof flush === 'function') flush.call(connection, new Error('Connection is closed.'))
+  const internals = connection as unknown as {
+    flushQueue?: (error: Error) => void
+    prevCommandQueue?: {
+      length: number
+      shift(): { command?: { reject?: (e: Error) => void } }
+    } | null
+  }
+  const error = new Error('Connection is closed.')
+  if (typeof internals.flushQueue === 'function') internals.flushQueue.call(connection, error)
+  const kept = internals.prevCommandQueue
+  if (kept !== null && kept !== undefined && typeof kept.shift === 'function') {
+    while (kept.length > 0) kept.shift().command?.reject?.(error)
+    internals.prevCommandQueue = null
+  }
 }

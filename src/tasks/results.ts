@@ -129,7 +129,10 @@ interface Waiter {
   readonly id: string
   /** The BullMQ jobs that may hold the task's outcome (its job id, and the task id). */
   readonly jobIds: readonly string[]
-  /** The monitor's outage count when the wait began: events are trusted within one epoch. */
+  /**
+   * The resets and rollbacks this process had seen when the wait began: an end read for a
+   * BullMQ job number is trusted only within one epoch (the number names the same job).
+   */
   readonly epoch: number
   readonly resolve: (value: unknown) => void
   readonly reject: (error: Error) => void
@@ -195,12 +198,20 @@ export class TaskResults {
     this.#logLimiter = new LogLimiter(deps.logger, LOG_EVERY_MS)
     if (deps.monitor.memoryOnly) return
     this.#monitorListeners.push(
-      // BullMQ's counter restarts in a Redis that lost its data: a job number may now name
-      // another task's job.
-      deps.monitor.on('reset', () => this.#known.clear()),
-      deps.monitor.on('rollback', () => this.#known.clear()),
-      deps.monitor.on('down', ({ forced }) => {
+      // BullMQ's counter restarts in a Redis that lost its data (or goes back, in one that
+      // lost its recent writes): a job number may now name another task's job. Both are seen
+      // by the recovery before this process is up again, so before any event read since is
+      // trusted. An outage alone (a kill and a restart with the data, a freeze, a partition)
+      // renumbers nothing.
+      deps.monitor.on('reset', () => {
         this.#epoch++
+        this.#known.clear()
+      }),
+      deps.monitor.on('rollback', () => {
+        this.#epoch++
+        this.#known.clear()
+      }),
+      deps.monitor.on('down', ({ forced }) => {
         // After a silent partition the events socket looks open and is dead: break it
         // (ioredis reconnects and sends the XREAD again, from the last id read).
         if (!forced) this.#connections?.dropSockets()
@@ -666,7 +677,8 @@ export class TaskResults {
       const recheck: Waiter[] = []
       for (const w of set) {
         // An event settles a wait by itself only when the job id cannot name another job: the
-        // task id, or BullMQ's counter within one epoch (no outage since: no reset either).
+        // task id, or BullMQ's counter within one epoch (no reset or rollback seen since), read
+        // while this process is up (its recovery has looked for both).
         const trusted = jobId === w.id || (w.epoch === this.#epoch && this.#deps.monitor.available)
         if (!trusted || !outcome.ok) {
           recheck.push(w)
