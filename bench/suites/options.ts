@@ -15,6 +15,7 @@ import { Queue, type JobsOptions } from 'bullmq'
 import { Redis } from 'ioredis'
 import { createFailsoft, type DispatchOptions } from '../../src/index.js'
 import { RedisServer, sleep } from '../../test/support/fault-kit.js'
+import { clearJobs } from '../clear-jobs.js'
 import {
   median,
   measureThroughput,
@@ -26,6 +27,9 @@ import {
 
 type Profile = 'priority' | 'delay' | 'retries'
 const PROFILES: readonly Profile[] = ['priority', 'delay', 'retries']
+
+/** The keys of the jobs a window queued (BullMQ's setups, then failsoft's). */
+const JOB_KEYS = ['bull:bopt-*', 'bopt-*:tasks:*']
 
 interface Setup {
   readonly name: string
@@ -89,19 +93,6 @@ async function bullmqSetup(url: string, profile: Profile): Promise<Setup> {
   }
 }
 
-/** Delete the jobs a window added (both setups), keeping each queue's meta. */
-async function clearJobs(admin: Redis): Promise<void> {
-  for (const pattern of ['bull:bopt-*', 'bopt-*:tasks:*']) {
-    let cursor = '0'
-    do {
-      const [next, keys] = await admin.scan(cursor, 'MATCH', pattern, 'COUNT', 2000)
-      cursor = next
-      const jobs = keys.filter((key) => !key.endsWith(':meta'))
-      if (jobs.length > 0) await admin.unlink(...jobs)
-    } while (cursor !== '0')
-  }
-}
-
 interface Row {
   profile: Profile
   setup: string
@@ -132,7 +123,7 @@ export default async function optionsSuite(ctx: BenchContext): Promise<SuiteRepo
           const measured = new Map<string, Array<{ opsPerSec: number; p50: number; p99: number }>>()
           for (let r = 0; r < ctx.runs * 2; r++) {
             for (const setup of r % 2 === 0 ? setups : [...setups].reverse()) {
-              await clearJobs(admin)
+              await clearJobs(admin, JOB_KEYS)
               const m = await measureThroughput((s) => setup.dispatch(s), concurrency, windowMs)
               measured.set(setup.name, [...(measured.get(setup.name) ?? []), m])
             }
@@ -153,7 +144,7 @@ export default async function optionsSuite(ctx: BenchContext): Promise<SuiteRepo
         }
       } finally {
         for (const setup of setups) await setup.close()
-        await clearJobs(admin)
+        await clearJobs(admin, JOB_KEYS)
       }
     }
   } finally {

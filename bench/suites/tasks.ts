@@ -25,6 +25,7 @@ import { createFailsoft, type Failsoft, type Task, type TaskQueue } from '../../
 // its throughput at 50 concurrent (measured), which would be charged to the id otherwise.
 import { randomJobId } from '../../src/tasks/task.js'
 import { RedisServer, sleep } from '../../test/support/fault-kit.js'
+import { clearJobs } from '../clear-jobs.js'
 import {
   median,
   percentile,
@@ -41,6 +42,9 @@ import {
 // ── setups ─────────────────────────────────────────────────────────────────────────────────
 
 type Outcome = 'queued' | 'inline' | 'spooled' | 'error' | 'other'
+
+/** The keys of the jobs a window queued (BullMQ's setups, then failsoft's). */
+const JOB_KEYS = ['bull:bench*', 'bt*:tasks:*']
 
 interface Execution {
   count: number
@@ -227,7 +231,7 @@ async function throughput(ctx: BenchContext, spoolDir: string): Promise<Throughp
         // behind): otherwise the setup measured later pays for a larger data set in Redis.
         for (let r = 0; r < ctx.runs * 2; r++) {
           for (const setup of r % 2 === 0 ? setups : [...setups].reverse()) {
-            await clearJobs(admin)
+            await clearJobs(admin, JOB_KEYS)
             const m = await measureThroughput((s) => setup.dispatch(s), concurrency, windowMs)
             runs.set(setup.name, [...(runs.get(setup.name) ?? []), m])
           }
@@ -253,19 +257,6 @@ async function throughput(ctx: BenchContext, spoolDir: string): Promise<Throughp
     await server.stop()
   }
   return rows
-}
-
-/** Delete the jobs the throughput windows queued (BullMQ's and failsoft's), keeping each queue's meta. */
-async function clearJobs(admin: Redis): Promise<void> {
-  for (const pattern of ['bull:bench*', 'bt*:tasks:*']) {
-    let cursor = '0'
-    do {
-      const [next, keys] = await admin.scan(cursor, 'MATCH', pattern, 'COUNT', 2000)
-      cursor = next
-      const jobs = keys.filter((key) => !key.endsWith(':meta'))
-      if (jobs.length > 0) await admin.unlink(...jobs)
-    } while (cursor !== '0')
-  }
 }
 
 // ── 2 + 3. faults: latency, lost, duplicated ───────────────────────────────────────────────
