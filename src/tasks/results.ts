@@ -464,6 +464,15 @@ export class TaskResults {
     } catch {
       value = null
     }
+    this.#settleCompleted(w, jobId, value)
+  }
+
+  /**
+   * Settle a wait from job `jobId`'s completion value (an event, or its stream entry): the
+   * value, or why it is unavailable. False, unsettled, when the job completed without running
+   * and the wait has another job that may hold the value.
+   */
+  #settleCompleted(w: Waiter, jobId: string, value: unknown): boolean {
     const unstored = unstoredReason(value)
     if (unstored !== null) {
       this.#settle(w, {
@@ -473,11 +482,13 @@ export class TaskResults {
     } else if (!isSkipped(value)) {
       this.#settle(w, { ok: true, value })
     } else if (w.jobIds.length === 1) {
+      // Its only job completed without running (the job that ran may be gone already).
       this.#settle(w, {
         ok: false,
         error: new TaskResultUnavailableError(w.task, w.id, 'ran-as-another-job', jobId),
       })
-    }
+    } else return false
+    return true
   }
 
   /** None of the wait's jobs is in Redis, nor its end in the recent events. */
@@ -684,21 +695,7 @@ export class TaskResults {
           recheck.push(w)
           continue
         }
-        const unstored = unstoredReason(outcome.value)
-        if (unstored !== null) {
-          this.#settle(w, {
-            ok: false,
-            error: new TaskResultUnavailableError(w.task, w.id, unstored, jobId),
-          })
-        } else if (!isSkipped(outcome.value)) {
-          this.#settle(w, { ok: true, value: outcome.value })
-        } else if (w.jobIds.length === 1) {
-          // Its only job completed without running (the job that ran may be gone already).
-          this.#settle(w, {
-            ok: false,
-            error: new TaskResultUnavailableError(w.task, w.id, 'ran-as-another-job', jobId),
-          })
-        } else recheck.push(w)
+        if (!this.#settleCompleted(w, jobId, outcome.value)) recheck.push(w)
       }
       if (recheck.length > 0) this.#check(recheck)
     }
