@@ -61,13 +61,18 @@ export interface Ran {
 }
 
 /** Run a command; resolves with its exit code and output (never rejects on a non-zero exit). */
+/** This process's environment without NODE_TEST_CONTEXT, which would make a nested node process report to this test runner. */
+export function withoutTestContext(): NodeJS.ProcessEnv {
+  const { NODE_TEST_CONTEXT: _context, ...env } = process.env
+  return env
+}
+
 export function run(
   file: string,
   args: string[],
   options: { cwd: string; env?: Record<string, string | undefined>; timeoutMs?: number },
 ): Promise<Ran> {
-  // NODE_TEST_CONTEXT would make a nested node process report to this test runner.
-  const { NODE_TEST_CONTEXT: _context, ...inherited } = process.env
+  const inherited = withoutTestContext()
   return new Promise((resolve, reject) => {
     execFile(
       file,

@@ -14,15 +14,10 @@ import {
   type TaskQueue,
 } from '../../src/index.js'
 import { rejection, startProxy, startRedis, waitFor } from '../support/fault-kit.js'
+import { withoutTestContext } from '../support/published.js'
 import { makeTasks, sleep, spawnNode, uniquePrefix } from './helpers.js'
 
 const closeWhileDown = fileURLToPath(new URL('./fixtures/close-while-down.ts', import.meta.url))
-
-/** This environment without the test runner's marker (a nested node would report to it). */
-function withoutTestContext(): NodeJS.ProcessEnv {
-  const { NODE_TEST_CONTEXT: _context, ...env } = process.env
-  return env
-}
 
 process.on('unhandledRejection', (reason) => {
   throw new Error(`unhandled rejection: ${String(reason)}`)
